@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from dicom_node.config import ConfigError, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_default_config_loads():
+    s = load_settings(ROOT / "config" / "srnode.toml", env={})
+    assert s.node.ae_title == "SRNODE"
+    assert s.node.port == 11112
+    assert s.scheduler.stable_age == 10.0
+
+
+def test_bad_value_is_one_line_naming_the_key(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text('[node]\nport = "seventy"\n')
+    with pytest.raises(ConfigError) as e:
+        load_settings(p, env={})
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("config: node.port:")
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[node]\naetitle = 'X'\n")
+    with pytest.raises(ConfigError, match=r"config: node\.aetitle:"):
+        load_settings(p, env={})
+
+
+def test_environment_overrides_scalars():
+    s = load_settings(None, env={"SRNODE_NODE__PORT": "11999", "SRNODE_NODE__AE_TITLE": "X1"})
+    assert s.node.port == 11999
+    assert s.node.ae_title == "X1"
+
+
+def test_bad_ae_title_rejected():
+    with pytest.raises(ConfigError, match=r"config: node\.ae_title:"):
+        load_settings(None, env={"SRNODE_NODE__AE_TITLE": "THIS_AE_TITLE_IS_TOO_LONG"})
