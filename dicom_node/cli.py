@@ -26,10 +26,11 @@ def version() -> None:
 
 
 def _register_all() -> None:
-    from dicom_node import cli_batch, cli_service
+    from dicom_node import cli_batch, cli_pull, cli_service
 
     cli_batch.register(app)
     cli_service.register(app)
+    cli_pull.register(app)
     try:
         from training.cli import register as register_training
     except ImportError:  # pragma: no cover - training module itself missing
