@@ -1,0 +1,604 @@
+"""The node's database: studies, series, instances, jobs, exports, AE titles, audit events.
+
+SQLite (WAL, ``synchronous=FULL``) under the data dir by default, PostgreSQL by URL
+(``postgresql+psycopg://…``). The schema is created, or migrated forward, on start.
+Every job state change is a row update, so a killed process resumes where it stopped.
+
+Times are stored as UNIX epoch seconds (float) so both dialects compare them the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# Job states (issue 4): received -> queued -> processing -> exporting -> done | failed | skipped
+RECEIVED, QUEUED, PROCESSING, EXPORTING = "received", "queued", "processing", "exporting"
+DONE, FAILED, SKIPPED = "done", "failed", "skipped"
+JOB_STATES = (RECEIVED, QUEUED, PROCESSING, EXPORTING, DONE, FAILED, SKIPPED)
+ACTIVE_STATES = (QUEUED, PROCESSING, EXPORTING)
+# Export (per destination) states
+PENDING = "pending"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "srnode_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_description: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Series(Base):
+    __tablename__ = "series"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    body_part: Mapped[str | None] = mapped_column(String(64))
+    series_description: Mapped[str | None] = mapped_column(String(256))
+    calling_ae: Mapped[str | None] = mapped_column(String(16))
+    via: Mapped[str | None] = mapped_column(String(8))
+    derived_by_srnode: Mapped[bool] = mapped_column(Boolean, default=False)
+    expected_count: Mapped[int | None] = mapped_column(Integer)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received: Mapped[float] = mapped_column(Float)
+    last_received: Mapped[float] = mapped_column(Float)
+    # receiving: instances arriving; complete: a job was made for what had arrived
+    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    completed_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sop_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    transfer_syntax: Mapped[str | None] = mapped_column(String(64))
+    instance_number: Mapped[int | None] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(Integer)
+    calling_ae: Mapped[str | None] = mapped_column(String(16))
+    via: Mapped[str | None] = mapped_column(String(8))
+    received_at: Mapped[float] = mapped_column(Float)
+    removed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    route: Mapped[str | None] = mapped_column(String(128))
+    model: Mapped[str | None] = mapped_column(Text)
+    destinations: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of names
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    derived_count: Mapped[int] = mapped_column(Integer, default=0)
+    derived_series_uid: Mapped[str | None] = mapped_column(String(64))
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_jobs_claim", "state", "claimed_by", "next_attempt_at"),)
+
+
+class Export(Base):
+    """One job's export to one destination: attempts, backoff and what is still to send."""
+
+    __tablename__ = "exports"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16), default=PENDING)  # pending|done|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[float | None] = mapped_column(Float)
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of file paths
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("job_id", "destination"),)
+
+
+class AETitle(Base):
+    """Calling AE titles added at run time (``srnode aet add``), on top of the config's."""
+
+    __tablename__ = "ae_titles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255), default="")  # "" = any host
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("ae_title", "host"),)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    ae_title: Mapped[str | None] = mapped_column(String(16))
+    host: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+# Forward migrations: version -> SQL statements that bring version-1 to version.
+# Additive only (new tables come from create_all; new columns are added here).
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+def default_url(data_dir: Path) -> str:
+    return f"sqlite:///{Path(data_dir).resolve() / 'srnode.db'}"
+
+
+def worker_id(kind: str = "serve") -> str:
+    return f"{socket.gethostname()}:{kind}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    state: str
+    series_id: int
+    attempts: int
+
+
+class Database:
+    """One engine and session factory; the queries the node needs on both dialects."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url,
+                echo=echo,
+                connect_args={"check_same_thread": False, "timeout": 60},
+                pool_size=8,
+                max_overflow=32,
+            )
+            _sqlite_setup(self.engine)
+        else:
+            self.engine = create_engine(
+                url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=32
+            )
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Database:
+        url = settings.database.url or default_url(settings.node.data_dir)
+        return cls(url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ schema
+    def create_or_migrate(self) -> int:
+        """Create missing tables and bring an older schema forward. Returns the version."""
+        with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # serialise concurrent starters on PostgreSQL
+                conn.execute(text("SELECT pg_advisory_xact_lock(461716)"))
+            Base.metadata.create_all(conn)
+            row = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).first()
+            version = int(row[0]) if row else 0
+            if version == 0:
+                conn.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                return SCHEMA_VERSION
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema version {version} is newer than this srnode "
+                    f"({SCHEMA_VERSION}); upgrade srnode"
+                )
+            for v in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in MIGRATIONS.get(v, []):
+                    conn.execute(text(stmt))
+                log.info("database migrated to schema version %d", v)
+            conn.execute(
+                update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION))
+            )
+        return SCHEMA_VERSION
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.sessions() as s, s.begin():
+            yield s
+
+    # ------------------------------------------------------------------ ingest
+    def ensure_series(
+        self,
+        *,
+        study_uid: str,
+        series_uid: str,
+        study_description: str | None,
+        modality: str | None,
+        body_part: str | None,
+        series_description: str | None,
+        calling_ae: str | None,
+        via: str,
+        derived_by_srnode: bool,
+        expected_count: int | None,
+        now: float | None = None,
+    ) -> int:
+        """Create the study and series rows if missing; return the series id."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            sid = conn.execute(select(Series.id).where(Series.series_uid == series_uid)).scalar()
+            if sid is not None:
+                return sid
+            study_id = conn.execute(select(Study.id).where(Study.study_uid == study_uid)).scalar()
+            if study_id is None:
+                conn.execute(
+                    self._insert_ignore(Study).values(
+                        study_uid=study_uid,
+                        study_description=_clip(study_description, 256),
+                        created_at=now,
+                    )
+                )
+                study_id = conn.execute(
+                    select(Study.id).where(Study.study_uid == study_uid)
+                ).scalar_one()
+            conn.execute(
+                self._insert_ignore(Series).values(
+                    series_uid=series_uid,
+                    study_id=study_id,
+                    modality=_clip(modality, 16),
+                    body_part=_clip(body_part, 64),
+                    series_description=_clip(series_description, 256),
+                    calling_ae=_clip(calling_ae, 16),
+                    via=via,
+                    derived_by_srnode=derived_by_srnode,
+                    expected_count=expected_count,
+                    instance_count=0,
+                    first_received=now,
+                    last_received=now,
+                    state="receiving",
+                )
+            )
+            return conn.execute(
+                select(Series.id).where(Series.series_uid == series_uid)
+            ).scalar_one()
+
+    def record_instance(
+        self,
+        *,
+        series_id: int,
+        sop_uid: str,
+        sop_class_uid: str | None,
+        transfer_syntax: str | None,
+        instance_number: int | None,
+        path: str,
+        size: int,
+        calling_ae: str | None,
+        via: str,
+        now: float | None = None,
+    ) -> bool:
+        """Insert the instance row (idempotent on SOPInstanceUID). True when it is new."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                self._insert_ignore(Instance)
+                .values(
+                    sop_uid=sop_uid,
+                    series_id=series_id,
+                    sop_class_uid=sop_class_uid,
+                    transfer_syntax=transfer_syntax,
+                    instance_number=instance_number,
+                    path=path,
+                    size=size,
+                    calling_ae=calling_ae,
+                    via=via,
+                    received_at=now,
+                    removed=False,
+                )
+                .returning(Instance.id)
+            )
+            new = res.first() is not None
+            if new:
+                conn.execute(
+                    update(Series)
+                    .where(Series.id == series_id)
+                    .values(
+                        instance_count=Series.instance_count + 1,
+                        last_received=now,
+                        state="receiving",
+                    )
+                )
+            else:
+                conn.execute(
+                    update(Instance)
+                    .where(Instance.sop_uid == sop_uid)
+                    .values(path=path, size=size, received_at=now, removed=False)
+                )
+            return new
+
+    def _insert_ignore(self, model: type[Base]):
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        return dialect_insert(model).on_conflict_do_nothing()
+
+    # ------------------------------------------------------------------ audit / AEs
+    def audit(
+        self,
+        kind: str,
+        *,
+        ae_title: str | None = None,
+        host: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(AuditEvent).values(
+                    at=time.time(), kind=kind, ae_title=ae_title, host=host, detail=detail
+                )
+            )
+
+    def list_ae_titles(self) -> list[tuple[str, str]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(AETitle.ae_title, AETitle.host).order_by(AETitle.ae_title))
+            return [(a, h) for a, h in rows]
+
+    def add_ae_title(self, ae_title: str, host: str | None = None) -> bool:
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                self._insert_ignore(AETitle)
+                .values(ae_title=ae_title, host=host or "", created_at=time.time())
+                .returning(AETitle.id)
+            )
+            return res.first() is not None
+
+    def remove_ae_title(self, ae_title: str, host: str | None = None) -> int:
+        from sqlalchemy import delete
+
+        with self.engine.begin() as conn:
+            q = delete(AETitle).where(AETitle.ae_title == ae_title)
+            if host is not None:
+                q = q.where(AETitle.host == host)
+            return conn.execute(q).rowcount
+
+    # ------------------------------------------------------------------ jobs
+    def claim_job(self, worker: str, lease: float, now: float | None = None) -> Claimed | None:
+        """Take one job that is ready for work, atomically; None when there is none.
+
+        Ready: unclaimed (or with an expired lease), in queued / processing / exporting, and
+        due (``next_attempt_at`` passed). PostgreSQL uses ``FOR UPDATE SKIP LOCKED``; SQLite
+        an ``UPDATE … WHERE`` that only succeeds if the row is still claimable.
+        """
+        now = time.time() if now is None else now
+        claimable = (
+            Job.state.in_(ACTIVE_STATES),
+            or_(Job.claimed_by.is_(None), Job.lease_until < now),
+            or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
+        )
+        if self.is_sqlite:
+            for _ in range(20):
+                with self.engine.begin() as conn:
+                    row = conn.execute(
+                        select(Job.id, Job.state, Job.series_id, Job.attempts)
+                        .where(*claimable)
+                        .order_by(Job.next_attempt_at.is_not(None), Job.id)
+                        .limit(1)
+                    ).first()
+                    if row is None:
+                        return None
+                    claimed = self._take(conn, row, worker, lease, now, claimable)
+                    if claimed:
+                        return claimed
+            return None
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(Job.id, Job.state, Job.series_id, Job.attempts)
+                .where(*claimable)
+                .order_by(Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                return None
+            return self._take(conn, row, worker, lease, now, claimable)
+
+    @staticmethod
+    def _take(conn, row, worker: str, lease: float, now: float, claimable) -> Claimed | None:
+        job_id, state, series_id, attempts = row
+        values: dict[str, Any] = {
+            "claimed_by": worker,
+            "lease_until": now + lease,
+            "updated_at": now,
+        }
+        if state == QUEUED:
+            state = PROCESSING
+            attempts += 1
+            values.update(state=PROCESSING, attempts=attempts, started_at=now)
+        res = conn.execute(update(Job).where(Job.id == job_id, *claimable).values(**values))
+        if res.rowcount != 1:
+            return None
+        return Claimed(job_id, state, series_id, attempts)
+
+    def renew_lease(self, job_id: int, worker: str, lease: float) -> bool:
+        now = time.time()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.claimed_by == worker)
+                .values(lease_until=now + lease)
+            )
+            return res.rowcount == 1
+
+    def update_job(self, job_id: int, worker: str | None = None, **values: Any) -> bool:
+        """Update a job; with ``worker`` only while that worker still holds it."""
+        values.setdefault("updated_at", time.time())
+        with self.engine.begin() as conn:
+            q = update(Job).where(Job.id == job_id)
+            if worker is not None:
+                q = q.where(Job.claimed_by == worker)
+            return conn.execute(q.values(**values)).rowcount == 1
+
+    def release_claims(self, worker_prefix: str) -> int:
+        """Release the jobs claimed by earlier processes of this node (after a crash)."""
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.claimed_by.like(worker_prefix + "%"), Job.state.in_(ACTIVE_STATES))
+                .values(claimed_by=None, lease_until=None, updated_at=time.time())
+            )
+            return res.rowcount
+
+    def retry_job(self, job_id: int) -> bool:
+        """Put a job back in the queue (``srnode jobs retry``): fresh attempts, all exports."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    state=QUEUED,
+                    attempts=0,
+                    last_error=None,
+                    claimed_by=None,
+                    lease_until=None,
+                    next_attempt_at=None,
+                    finished_at=None,
+                    updated_at=now,
+                )
+            )
+            if res.rowcount:
+                from sqlalchemy import delete
+
+                conn.execute(delete(Export).where(Export.job_id == job_id))
+            return bool(res.rowcount)
+
+    # ------------------------------------------------------------------ status
+    def queue_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Job.state, func.count()).group_by(Job.state))
+            out = {s: 0 for s in JOB_STATES}
+            out.update({s: n for s, n in rows})
+            return out
+
+    def recent_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        cols = [
+            Job.id,
+            Job.state,
+            Job.attempts,
+            Job.last_error,
+            Job.reason,
+            Job.route,
+            Job.model,
+            Job.instance_count,
+            Job.derived_count,
+            Job.derived_series_uid,
+            Job.created_at,
+            Job.updated_at,
+            Job.claimed_by,
+            Job.next_attempt_at,
+            Series.series_uid,
+            Series.modality,
+            Study.study_uid,
+        ]
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(*cols)
+                .join(Series, Series.id == Job.series_id)
+                .join(Study, Study.id == Series.study_id)
+                .order_by(Job.id.desc())
+                .limit(limit)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def export_rows(self, only_open: bool = False) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            q = select(*Export.__table__.columns).order_by(Export.id.desc())
+            if only_open:
+                q = q.where(Export.state != DONE)
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def series_instances(self, series_id: int) -> list[tuple[str, str]]:
+        """(SOPInstanceUID, path) of a series, in InstanceNumber order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Instance.sop_uid, Instance.path)
+                .where(Instance.series_id == series_id, Instance.removed.is_(False))
+                .order_by(Instance.instance_number, Instance.id)
+            )
+            return [(u, p) for u, p in rows]
+
+
+def _clip(v: str | None, n: int) -> str | None:
+    return None if v is None else str(v)[:n]
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn) -> None:  # pragma: no cover - trivial
+        # take the write lock up front: no deferred-transaction upgrade deadlocks
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def dumps(v: Sequence[Any]) -> str:
+    return json.dumps(list(v))

@@ -1,0 +1,151 @@
+"""The durable spool: every received instance on disk before anyone is told it arrived.
+
+Layout: ``<root>/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm``. A write goes
+to a temporary file in the same folder, is fsynced, renamed over the final name and the
+folder is fsynced, so after a crash a file is either complete or absent. Writing the same
+SOPInstanceUID again replaces the file atomically (idempotent re-sends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class SpoolError(OSError):
+    """The spool could not store a file (disk full, permissions…)."""
+
+
+def valid_uid(uid: str) -> bool:
+    """A DICOM UID: digits and dots, at most 64 characters (also keeps paths inside the spool)."""
+    return bool(uid) and len(uid) <= 64 and bool(_UID_RE.match(uid))
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, chunks: bytes | Iterable[bytes], *, fsync: bool = True) -> int:
+    """Write ``chunks`` to ``path`` atomically (temp file, fsync, rename, fsync dir).
+
+    Returns the number of bytes written.
+    """
+    path = Path(path)
+    parent = path.parent
+    new_dirs = []
+    p = parent
+    while not p.exists():
+        new_dirs.append(p)
+        p = p.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            if isinstance(chunks, (bytes, bytearray, memoryview)):
+                chunks = (chunks,)
+            for c in chunks:
+                view = memoryview(c)
+                while view:
+                    n = f.write(view)
+                    size += n
+                    view = view[n:]
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if fsync:
+        fsync_dir(parent)
+        # new folders must be durable in their parents too
+        for d in new_dirs:
+            fsync_dir(d.parent)
+    return size
+
+
+class Spool:
+    """Files of received instances, under ``root``."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
+        for name, uid in (
+            ("StudyInstanceUID", study_uid),
+            ("SeriesInstanceUID", series_uid),
+            ("SOPInstanceUID", sop_uid),
+        ):
+            if not valid_uid(uid):
+                raise ValueError(f"{name} {uid!r} is not a valid UID")
+        return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
+
+    def write(
+        self, study_uid: str, series_uid: str, sop_uid: str, chunks: bytes | Iterable[bytes]
+    ) -> tuple[Path, int]:
+        """Store one instance; returns its path and size. Raises SpoolError on I/O failure."""
+        path = self.path_for(study_uid, series_uid, sop_uid)
+        try:
+            size = atomic_write(path, chunks, fsync=self.fsync)
+        except OSError as e:
+            raise SpoolError(e.errno, f"spool write failed: {e.strerror or e}") from e
+        return path, size
+
+    def remove_series(self, study_uid: str, series_uid: str) -> int:
+        """Remove a series folder (retention); returns the number of files removed."""
+        folder = self.root / study_uid / series_uid
+        if not (valid_uid(study_uid) and valid_uid(series_uid)) or not folder.is_dir():
+            return 0
+        n = sum(1 for _ in folder.glob("*.dcm"))
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.root / study_uid).rmdir()  # only when empty
+        return n
+
+    def remove_older_than(self, hours: float, now: float | None = None) -> int:
+        """Remove spool files not modified for ``hours``; returns how many went."""
+        cutoff = (time.time() if now is None else now) - hours * 3600
+        n = 0
+        for study in list(self.root.iterdir()):
+            if not study.is_dir():
+                continue
+            for series in list(study.iterdir()):
+                if not series.is_dir():
+                    continue
+                for f in list(series.glob("*.dcm")):
+                    with contextlib.suppress(OSError):
+                        if f.stat().st_mtime < cutoff:
+                            f.unlink()
+                            n += 1
+                with contextlib.suppress(OSError):
+                    series.rmdir()
+            with contextlib.suppress(OSError):
+                study.rmdir()
+        return n
+
+    def clean_temp(self) -> int:
+        """Remove temporary files left by a crash mid-write."""
+        n = 0
+        for f in self.root.glob("*/*/.*.tmp"):
+            with contextlib.suppress(OSError):
+                f.unlink()
+                n += 1
+        return n

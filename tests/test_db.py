@@ -1,0 +1,146 @@
+"""The job database on SQLite and PostgreSQL: schema, idempotent instances, atomic claims."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dicom_node import db as dbm
+from dicom_node.db import Database, Job
+from tests.node_helpers import pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path):
+    if request.param == "sqlite":
+        d = Database(dbm.default_url(tmp_path))
+        d.create_or_migrate()
+        yield d
+        d.close()
+        return
+    url, drop = pg_database()
+    if url is None:
+        pytest.skip(drop)
+    d = Database(url)
+    d.create_or_migrate()
+    yield d
+    d.close()
+    drop()
+
+
+def _series(d: Database, uid: str = "1.2.3.4") -> int:
+    return d.ensure_series(
+        study_uid="1.2.3",
+        series_uid=uid,
+        study_description="study",
+        modality="CT",
+        body_part=None,
+        series_description="s",
+        calling_ae="PACS",
+        via="dimse",
+        derived_by_srnode=False,
+        expected_count=None,
+    )
+
+
+def _add_jobs(d: Database, n: int, series_id: int) -> list[int]:
+    now = time.time()
+    with d.session() as s:
+        jobs = [
+            Job(series_id=series_id, state=dbm.QUEUED, created_at=now, updated_at=now)
+            for _ in range(n)
+        ]
+        s.add_all(jobs)
+        s.flush()
+        return [j.id for j in jobs]
+
+
+def test_schema_is_created_once_and_reopened(database):
+    assert database.create_or_migrate() == dbm.SCHEMA_VERSION  # second start: no error
+
+
+def test_instance_rows_are_idempotent(database):
+    sid = _series(database)
+    assert _series(database) == sid
+    kw = dict(
+        series_id=sid,
+        sop_class_uid="1.2",
+        transfer_syntax="1.2.840.10008.1.2.1",
+        instance_number=1,
+        path="/x",
+        size=10,
+        calling_ae="PACS",
+        via="dimse",
+    )
+    assert database.record_instance(sop_uid="1.2.3.4.5", **kw) is True
+    assert database.record_instance(sop_uid="1.2.3.4.5", **kw) is False
+    assert database.record_instance(sop_uid="1.2.3.4.6", **kw) is True
+    assert [u for u, _ in database.series_instances(sid)] == ["1.2.3.4.5", "1.2.3.4.6"]
+    with database.session() as s:
+        assert s.get(dbm.Series, sid).instance_count == 2
+
+
+def test_claim_takes_queued_then_nothing(database):
+    sid = _series(database)
+    (jid,) = _add_jobs(database, 1, sid)
+    c = database.claim_job("w1", lease=60)
+    assert c is not None and c.id == jid and c.state == dbm.PROCESSING and c.attempts == 1
+    assert database.claim_job("w2", lease=60) is None
+    # an expired lease makes it claimable again (a dead worker's job resumes)
+    assert database.claim_job("w2", lease=60, now=time.time() + 120).id == jid
+
+
+def test_release_claims_of_a_restarted_node(database):
+    sid = _series(database)
+    _add_jobs(database, 2, sid)
+    assert database.claim_job("host:serve:1", lease=600)
+    assert database.claim_job("host:serve:1", lease=600)
+    assert database.claim_job("host:serve:2", lease=600) is None
+    assert database.release_claims("host:serve:") == 2
+    assert database.claim_job("host:serve:2", lease=600).state == dbm.PROCESSING
+
+
+def test_two_concurrent_claimers_never_take_the_same_job(database):
+    sid = _series(database)
+    ids = _add_jobs(database, 60, sid)
+    other = Database(database.url)  # a second engine, as a second process would have
+    taken: dict[str, list[int]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def claimer(name: str, d: Database) -> None:
+        start.wait()
+        while True:
+            c = d.claim_job(name, lease=600)
+            if c is None:
+                return
+            taken[name].append(c.id)
+
+    threads = [
+        threading.Thread(target=claimer, args=("a", database)),
+        threading.Thread(target=claimer, args=("b", other)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    other.close()
+    all_taken = taken["a"] + taken["b"]
+    assert sorted(all_taken) == sorted(ids)
+    assert len(set(all_taken)) == len(all_taken)
+    with database.session() as s:
+        owners = {j.id: j.claimed_by for j in s.query(Job)}
+    assert all(owners[i] == "a" for i in taken["a"])
+    assert all(owners[i] == "b" for i in taken["b"])
+
+
+def test_ae_titles_and_audit(database):
+    assert database.add_ae_title("PACS", "127.0.0.1")
+    assert not database.add_ae_title("PACS", "127.0.0.1")
+    assert database.add_ae_title("MOD")
+    assert database.list_ae_titles() == [("MOD", ""), ("PACS", "127.0.0.1")]
+    assert database.remove_ae_title("MOD") == 1
+    database.audit("association_rejected", ae_title="X", host="127.0.0.1", detail="unknown")
+    with database.session() as s:
+        assert s.query(dbm.AuditEvent).count() == 1

@@ -1,0 +1,122 @@
+"""The durable spool and the shared ingest path (no network)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from dicom_node import db as dbm
+from dicom_node.db import Database
+from dicom_node.ingest import (
+    BAD_PIXEL_DATA,
+    CANNOT_UNDERSTAND,
+    MISSING_UID,
+    OUT_OF_RESOURCES,
+    SUCCESS,
+    Ingestor,
+)
+from dicom_node.spool import Spool, atomic_write
+from tests.node_helpers import write_series
+
+
+@pytest.fixture
+def node(tmp_path):
+    d = Database(dbm.default_url(tmp_path))
+    d.create_or_migrate()
+    sp = Spool(tmp_path / "spool")
+    yield Ingestor(d, sp), d, sp
+    d.close()
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    p = tmp_path / "a" / "b" / "x.dcm"
+    assert atomic_write(p, [b"abc", b"def"]) == 6
+    assert p.read_bytes() == b"abcdef"
+    atomic_write(p, b"new")
+    assert p.read_bytes() == b"new"
+    assert [f.name for f in p.parent.iterdir()] == ["x.dcm"]
+
+
+def test_spool_refuses_path_like_uids(tmp_path):
+    sp = Spool(tmp_path)
+    with pytest.raises(ValueError):
+        sp.path_for("1.2", "../../etc", "1.3")
+
+
+def test_store_bytes_and_dataset_idempotent(node, tmp_path):
+    ing, d, sp = node
+    study, series, files = write_series(tmp_path / "in", count=2)
+    st = ing.store(files[0].read_bytes(), "PACS", via="stow")
+    assert st == SUCCESS and st.ok
+    assert ing.store(files[0].read_bytes(), "PACS", via="stow") == SUCCESS  # re-sent
+    assert ing.store(pydicom.dcmread(files[1]), "PACS", via="stow") == SUCCESS
+    rows = d.series_instances(ing._series_ids[series])
+    assert len(rows) == 2
+    for _, path in rows:
+        back = pydicom.dcmread(path)
+        assert back.SeriesInstanceUID == series
+        assert back.PixelData
+
+
+def test_store_encoded_writes_the_raw_bytes(node, tmp_path):
+    ing, d, sp = node
+    _, series, files = write_series(tmp_path / "in", count=1)
+    ds = pydicom.dcmread(files[0])
+    raw = files[0].read_bytes()
+    # body = the data set as it came on the wire: everything after the file meta
+    meta_end = _meta_end(raw)
+    st = ing.store_encoded(ds.file_meta, raw[meta_end:], "PACS")
+    assert st == SUCCESS, st.reason
+    ((_, path),) = d.series_instances(ing._series_ids[series])
+    stored = Path(path).read_bytes()
+    assert stored[_meta_end(stored) :] == raw[meta_end:]
+
+
+def _meta_end(raw: bytes) -> int:
+    # group length (0002,0000) UL value follows the 'DICM' magic
+    import struct
+
+    glen = struct.unpack("<I", raw[132 + 8 : 132 + 12])[0]
+    return 132 + 12 + glen
+
+
+def test_malformed_instances_get_error_statuses(node, tmp_path):
+    ing, _, _ = node
+    assert ing.store(b"not dicom at all", "PACS") >= 0xC000
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.SeriesInstanceUID
+    assert ing.store(ds, "PACS") == MISSING_UID
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PixelData = ds.PixelData[:1000]
+    assert ing.store(ds, "PACS") == BAD_PIXEL_DATA
+    truncated = Path(get_testdata_file("MR_truncated.dcm")).read_bytes()
+    st = ing.store(truncated, "PACS")
+    assert 0xC000 <= st <= 0xCFFF, st
+    assert st >= CANNOT_UNDERSTAND
+
+
+def test_disk_failure_is_out_of_resources(node, tmp_path):
+    ing, _, sp = node
+    _, _, files = write_series(tmp_path / "in", count=1)
+    os.chmod(sp.root, 0o500)
+    try:
+        if os.access(sp.root, os.W_OK):  # running as root: permissions do not stop us
+            sp.root.rmdir()
+            sp.root.write_text("a file where the spool folder should be")
+        assert ing.store(files[0].read_bytes(), "PACS") == OUT_OF_RESOURCES
+    finally:
+        if sp.root.is_dir():
+            os.chmod(sp.root, 0o700)
+
+
+def test_retention(tmp_path):
+    sp = Spool(tmp_path)
+    p, _ = sp.write("1.2", "1.2.3", "1.2.3.4", b"x")
+    assert sp.remove_older_than(1.0) == 0
+    os.utime(p, (1, 1))
+    assert sp.remove_older_than(1.0) == 1
+    assert not (tmp_path / "1.2").exists()
