@@ -1,0 +1,474 @@
+"""The derived instance: a source dataset plus super-resolved pixels, written so that a
+PACS files it as a new series beside the original and a radiologist can see exactly how
+it was made.
+
+What changes (DESIGN.md, "Derived series"):
+
+* identity: new deterministic SeriesInstanceUID / SOPInstanceUID (:mod:`dicom_node.uids`),
+  same StudyInstanceUID and FrameOfReferenceUID; SeriesDescription gains a suffix,
+  SeriesNumber an offset; ImageType value 1 becomes DERIVED (value 2 SECONDARY for
+  classic images; enhanced multi-frame IODs allow only PRIMARY there, so it is kept);
+* provenance: DerivationDescription, DerivationCodeSequence (DCM 113085 "Spatial
+  resampling"), SourceImageSequence (purpose DCM 121322), ContributingEquipmentSequence
+  (purpose DCM 109102, srnode and model versions, model sha256); for enhanced objects the
+  same in the Derivation Image functional group and the Common Instance Reference module;
+* geometry: Rows/Columns x s, PixelSpacing / ImagerPixelSpacing / NominalScannedPixelSpacing
+  / s, ImagePositionPatient moved by the half-pixel shift so the outer corners of the pixel
+  grid keep their patient coordinates (classic and per-frame functional groups);
+* pixels: Explicit VR Little Endian, uncompressed, same bit depth, signedness and
+  photometric interpretation (MONOCHROME1 stays MONOCHROME1); rescale and window kept;
+  icon image, overlays, curves, ultrasound regions, digital signatures and stale
+  pixel statistics (Smallest/LargestImagePixelValue...) dropped.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+from highdicom.spatial import create_affine_matrix_from_attributes
+from highdicom.sr import CodedConcept
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.sr.codedict import codes
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian
+
+from dicom_node import __version__
+from dicom_node.config import DeriveSettings
+from dicom_node.pixels import stored_dtype
+from dicom_node.uids import derived_instance_uid, derived_series_uid
+from sr_engine.model_card import ModelCard
+
+SOFTWARE = "srnode"
+
+# Codes (PS3.16): CID 7203 Image Derivation, CID 7202 Source Image Purposes of Reference,
+# CID 7005 Contributing Equipment Purposes of Reference.
+SPATIAL_RESAMPLING = codes.DCM.SpatialResampling  # (113085, DCM, "Spatial resampling")
+SOURCE_FOR_PROCESSING = codes.DCM.SourceImageForImageProcessingOperation  # 121322
+PROCESSING_EQUIPMENT = codes.DCM.ProcessingEquipment  # (109102, DCM, ...)
+
+# Top-level attributes that describe the old pixels or the old object and are dropped.
+_DROP = {
+    Tag(kw)
+    for kw in (
+        "PixelData",
+        "FloatPixelData",
+        "DoubleFloatPixelData",
+        "ExtendedOffsetTable",
+        "ExtendedOffsetTableLengths",
+        "PixelDataProviderURL",
+        "DataSetTrailingPadding",
+        "IconImageSequence",
+        "SmallestImagePixelValue",
+        "LargestImagePixelValue",
+        "SmallestPixelValueInSeries",
+        "LargestPixelValueInSeries",
+        "SmallestImagePixelValueInPlane",
+        "LargestImagePixelValueInPlane",
+        "HistogramSequence",
+        "SequenceOfUltrasoundRegions",  # region bounds are pixel coordinates
+        "DigitalSignaturesSequence",  # signed the source bytes
+        "MACParametersSequence",
+        "ConcatenationUID",
+        "SOPInstanceUIDOfConcatenationSource",
+        "InConcatenationNumber",
+        "InConcatenationTotalNumber",
+        "ConcatenationFrameOffsetNumber",
+        "DerivationCodeSequence",  # replaced: this object's derivation, not the source's
+        "SourceImageSequence",
+        "SourceInstanceSequence",
+    )
+}
+
+_SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
+_SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+class EnhancedLike(Protocol):
+    """What derive needs from ``sr_engine.Enhanced``."""
+
+    pixels: np.ndarray
+    consistency_rmse: float | None
+    consistency_max_abs: float | None
+
+
+def _is_overlay_or_curve(tag: Any) -> bool:
+    group = tag.group
+    return (0x6000 <= group <= 0x601E or 0x5000 <= group <= 0x501E) and group % 2 == 0
+
+
+def is_enhanced(ds: Dataset) -> bool:
+    """True for enhanced multi-frame image IODs (functional groups, or an Enhanced /
+    Legacy Converted Enhanced image SOP class)."""
+    if "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds:
+        return True
+    name = getattr(ds.get("SOPClassUID"), "name", "") or ""
+    return "Enhanced" in name and "Image" in name
+
+
+def coded(code: Any) -> CodedConcept:
+    """A code as a sequence item (CodeValue, CodingSchemeDesignator, CodeMeaning)."""
+    return CodedConcept(code.value, code.scheme_designator, code.meaning)
+
+
+def _fmt(value: float) -> str:
+    """A DS string (at most 16 characters) with as much precision as fits."""
+    for digits in range(10, 0, -1):
+        s = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        if s in ("-0", ""):
+            s = "0"
+        if len(s) <= 16:
+            return s
+    return f"{value:.6g}"
+
+
+# -- geometry ---------------------------------------------------------------------------
+
+
+def shifted_position(
+    position: Iterable[float],
+    orientation: Iterable[float],
+    spacing: Iterable[float],
+    scale: int,
+) -> list[float]:
+    """The ImagePositionPatient of the derived grid.
+
+    The source pixel (0, 0) is centred on ``position``; the outer corner of the grid lies
+    half a source pixel before it along rows and columns. The derived grid has the same
+    outer corner and pixels ``scale`` times smaller, so its first centre is at source
+    pixel index ``-0.5 + 0.5 / scale`` in both directions. Oblique orientations work the
+    same way: the shift follows the row and column direction cosines.
+    """
+    affine = create_affine_matrix_from_attributes(
+        image_position=[float(v) for v in position],
+        image_orientation=[float(v) for v in orientation],
+        pixel_spacing=[float(v) for v in spacing],
+    )
+    idx = -0.5 + 0.5 / scale
+    return [float(v) for v in (affine @ np.array([idx, idx, 0.0, 1.0]))[:3]]
+
+
+def _scale_spacing(holder: Dataset, scale: int) -> None:
+    for kw in _SPACING_KEYWORDS:
+        if kw in holder and holder[kw].value not in (None, ""):
+            values = holder[kw].value
+            values = list(values) if isinstance(values, Iterable) else [values]
+            holder[kw].value = [_fmt(float(v) / scale) for v in values]
+
+
+def _classic_geometry(out: Dataset, source: Dataset, scale: int) -> None:
+    if all(k in source for k in ("ImagePositionPatient", "ImageOrientationPatient")) and (
+        "PixelSpacing" in source and source.PixelSpacing
+    ):
+        out.ImagePositionPatient = [
+            _fmt(v)
+            for v in shifted_position(
+                source.ImagePositionPatient,
+                source.ImageOrientationPatient,
+                source.PixelSpacing,
+                scale,
+            )
+        ]
+    _scale_spacing(out, scale)
+
+
+def _group_item(fg: Dataset | None, keyword: str) -> Dataset | None:
+    if fg is not None and keyword in fg and fg[keyword].value:
+        return fg[keyword].value[0]
+    return None
+
+
+def _enhanced_geometry(out: Dataset, scale: int) -> None:
+    shared = (
+        out.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in out else None
+    )
+    per = list(out.get("PerFrameFunctionalGroupsSequence") or [])
+
+    def find(frame_fg: Dataset | None, keyword: str) -> Dataset | None:
+        return _group_item(frame_fg, keyword) or _group_item(shared, keyword)
+
+    # positions first, with the source spacing; then the spacing itself
+    updates: list[tuple[Dataset, list[str]]] = []
+    seen: set[int] = set()
+    for fg in per or [None]:
+        pos = find(fg, "PlanePositionSequence")
+        ori = find(fg, "PlaneOrientationSequence")
+        meas = find(fg, "PixelMeasuresSequence")
+        if pos is None or id(pos) in seen:
+            continue
+        if ori is None or meas is None or "PixelSpacing" not in meas:
+            continue
+        if "ImagePositionPatient" not in pos or "ImageOrientationPatient" not in ori:
+            continue
+        seen.add(id(pos))
+        new = shifted_position(
+            pos.ImagePositionPatient, ori.ImageOrientationPatient, meas.PixelSpacing, scale
+        )
+        updates.append((pos, [_fmt(v) for v in new]))
+    for pos, new in updates:
+        pos.ImagePositionPatient = new
+    scaled: set[int] = set()
+    for fg in [*per, shared]:
+        meas = _group_item(fg, "PixelMeasuresSequence")
+        if meas is not None and id(meas) not in scaled:
+            scaled.add(id(meas))
+            _scale_spacing(meas, scale)
+    _scale_spacing(out, scale)  # top-level spacing, where an IOD also carries it
+
+
+# -- provenance -------------------------------------------------------------------------
+
+
+def derivation_description(
+    card: ModelCard,
+    enhanced: EnhancedLike | None,
+    backend: str | None = None,
+) -> str:
+    """One line (ST, <= 1024 chars): software, model, version, sha256, consistency error."""
+    parts = [
+        f"{SOFTWARE} {__version__} super-resolution x{card.scale}",
+        f"model {card.name} {card.version} ({card.architecture.name}, sha256 {card.short_sha})",
+    ]
+    if backend:
+        parts.append(f"backend {backend}")
+    rmse = getattr(enhanced, "consistency_rmse", None)
+    worst = getattr(enhanced, "consistency_max_abs", None)
+    if rmse is None:
+        parts.append("data consistency not applied")
+    else:
+        text = (
+            f"data consistency ({card.degradation.operator} x{card.scale}) RMSE {float(rmse):.3f}"
+        )
+        if worst is not None:
+            text += f", max {float(worst):.3f}"
+        parts.append(text + " stored units")
+    return "; ".join(parts)[:1024]
+
+
+def _source_reference(source: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    item.PurposeOfReferenceCodeSequence = Sequence([coded(SOURCE_FOR_PROCESSING)])
+    return item
+
+
+def _contributing_equipment(card: ModelCard, settings: DeriveSettings, when: datetime) -> Dataset:
+    item = Dataset()
+    item.PurposeOfReferenceCodeSequence = Sequence([coded(PROCESSING_EQUIPMENT)])
+    item.Manufacturer = settings.manufacturer[:64]
+    item.ManufacturerModelName = card.name[:64]
+    item.SoftwareVersions = [
+        f"{SOFTWARE} {__version__}"[:64],
+        f"{card.name} {card.version}"[:64],
+        card.sha256,  # 64 hex characters: exactly an LO value
+    ]
+    item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")
+    item.ContributionDescription = (
+        f"super-resolution x{card.scale} by model {card.name} {card.version} (sha256 {card.sha256})"
+    )
+    return item
+
+
+def _series_description(source: Dataset, settings: DeriveSettings, scale: int) -> str:
+    try:
+        suffix = settings.description_suffix.format(scale=scale)
+    except (KeyError, IndexError, ValueError):
+        suffix = settings.description_suffix
+    base = str(source.get("SeriesDescription", "") or "")
+    room = 64 - len(suffix)
+    return (base[: max(room, 0)] + suffix).strip()[:64] or f"SR x{scale}"
+
+
+def _image_type(values: Any, enhanced: bool) -> list[str]:
+    if not values:
+        vals: list[str] = []
+    elif isinstance(values, str):
+        vals = [values]
+    else:
+        vals = [str(v) for v in values]
+    if enhanced:
+        # PS3.3 C.8.16.1: value 2 of enhanced IODs is PRIMARY only
+        rest = vals[1:] if len(vals) > 1 else ["PRIMARY"]
+        return ["DERIVED", *rest]
+    return ["DERIVED", "SECONDARY", *vals[2:]]
+
+
+def _frame_types(out: Dataset) -> None:
+    groups = []
+    if "SharedFunctionalGroupsSequence" in out:
+        groups.extend(out.SharedFunctionalGroupsSequence)
+    groups.extend(out.get("PerFrameFunctionalGroupsSequence") or [])
+    for fg in groups:
+        for elem in fg:
+            if elem.keyword.endswith("FrameTypeSequence") and elem.VR == "SQ":
+                for item in elem.value:
+                    if "FrameType" in item:
+                        item.FrameType = _image_type(item.FrameType, enhanced=True)
+
+
+def _enhanced_references(out: Dataset, source: Dataset, description: str) -> None:
+    shared = (
+        out.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in out else None
+    )
+    if shared is None:
+        shared = Dataset()
+        out.SharedFunctionalGroupsSequence = Sequence([shared])
+    for fg in out.get("PerFrameFunctionalGroupsSequence") or []:
+        if "DerivationImageSequence" in fg:
+            del fg.DerivationImageSequence
+    derivation = Dataset()
+    derivation.DerivationDescription = description
+    derivation.DerivationCodeSequence = Sequence([coded(SPATIAL_RESAMPLING)])
+    derivation.SourceImageSequence = Sequence([_source_reference(source)])
+    shared.DerivationImageSequence = Sequence([derivation])
+
+    # Common Instance Reference module: every instance referenced in the same study
+    series_uid = source.SeriesInstanceUID
+    refs = out.get("ReferencedSeriesSequence")
+    if refs is None:
+        out.ReferencedSeriesSequence = refs = Sequence()
+    entry = next((s for s in refs if s.get("SeriesInstanceUID") == series_uid), None)
+    if entry is None:
+        entry = Dataset()
+        entry.SeriesInstanceUID = series_uid
+        entry.ReferencedInstanceSequence = Sequence()
+        refs.append(entry)
+    inst = Dataset()
+    inst.ReferencedSOPClassUID = source.SOPClassUID
+    inst.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    entry.setdefault("ReferencedInstanceSequence", Sequence())
+    entry.ReferencedInstanceSequence.append(inst)
+
+
+# -- pixels and encoding ----------------------------------------------------------------
+
+
+def _set_pixels(out: Dataset, source: Dataset, pixels: np.ndarray) -> None:
+    dtype = stored_dtype(source)
+    bits_stored = int(source.get("BitsStored", dtype.itemsize * 8))
+    signed = dtype.kind == "i"
+    lo = -(1 << (bits_stored - 1)) if signed else 0
+    hi = (1 << (bits_stored - 1)) - 1 if signed else (1 << bits_stored) - 1
+    arr = np.asarray(pixels)
+    if arr.dtype.kind == "f":
+        arr = np.rint(arr)
+    arr = np.clip(arr, lo, hi).astype(dtype.newbyteorder("<"), copy=False)
+    out.PixelData = np.ascontiguousarray(arr).tobytes()
+    out["PixelData"].VR = "OB" if dtype.itemsize == 1 else "OW"
+
+
+def _swap_big_endian_values(ds: Dataset) -> None:
+    """Byte-swap the values of OW/OF/OL/OD/OV elements read from a big endian file."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _swap_big_endian_values(item)
+        elif elem.VR in _SWAP_WIDTH and isinstance(elem.value, bytes | bytearray):
+            width = _SWAP_WIDTH[elem.VR]
+            raw = bytes(elem.value)
+            n = len(raw) // width * width
+            swapped = np.frombuffer(raw[:n], f">u{width}").astype(f"<u{width}").tobytes()
+            elem.value = swapped + raw[n:]
+
+
+def _copy_attributes(source: Dataset) -> Dataset:
+    out = Dataset()
+    for elem in source:
+        if elem.tag in _DROP or _is_overlay_or_curve(elem.tag):
+            continue
+        out.add(copy.deepcopy(elem))
+    encoding = getattr(source, "original_encoding", None)
+    if encoding is not None and encoding[1] is False:
+        _swap_big_endian_values(out)
+    return out
+
+
+# -- the derived instance ---------------------------------------------------------------
+
+
+def derive_instance(
+    source: Dataset,
+    enhanced: EnhancedLike | np.ndarray,
+    card: ModelCard,
+    settings: DeriveSettings | None = None,
+    *,
+    backend: str | None = None,
+    variant: str = "",
+    now: datetime | None = None,
+) -> Dataset:
+    """The derived instance of ``source`` carrying ``enhanced.pixels``.
+
+    ``enhanced`` is an ``sr_engine.Enhanced`` (or any object with ``pixels``,
+    ``consistency_rmse`` and ``consistency_max_abs``; a bare array means "no consistency
+    step"). Its pixels are stored values of shape (sH, sW) or (frames, sH, sW) with
+    s = ``card.scale``. ``variant`` goes into the UIDs (see :mod:`dicom_node.uids`);
+    ``backend`` into the DerivationDescription. The result has ``file_meta`` for
+    Explicit VR Little Endian and is ready for ``dcmwrite(..., enforce_file_format=True)``.
+    """
+    settings = settings or DeriveSettings()
+    when = now or datetime.now()
+    scale = int(card.scale)
+    if isinstance(enhanced, np.ndarray):
+        pixels, info = enhanced, None
+    else:
+        pixels, info = np.asarray(enhanced.pixels), enhanced
+    rows, cols = int(source.Rows), int(source.Columns)
+    frames = int(source.get("NumberOfFrames", 1) or 1)
+    expected = (rows * scale, cols * scale)
+    if pixels.shape[-2:] != expected or (pixels.ndim == 3 and pixels.shape[0] != frames):
+        raise ValueError(
+            f"enhanced pixels have shape {pixels.shape}; expected {frames} frame(s) of "
+            f"{expected} for x{scale} of a {rows}x{cols} source"
+        )
+    enhanced_iod = is_enhanced(source)
+
+    out = _copy_attributes(source)
+
+    # identity
+    out.SOPInstanceUID = derived_instance_uid(source.SOPInstanceUID, card.sha256, variant)
+    out.SeriesInstanceUID = derived_series_uid(source.SeriesInstanceUID, card.sha256, variant)
+    out.InstanceCreationDate = when.strftime("%Y%m%d")
+    out.InstanceCreationTime = when.strftime("%H%M%S")
+    out.ImageType = _image_type(source.get("ImageType", []), enhanced_iod)
+    if enhanced_iod:
+        _frame_types(out)
+    out.SeriesDescription = _series_description(source, settings, scale)
+    try:
+        number = int(source.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        number = 0
+    out.SeriesNumber = min(number + settings.series_number_offset, 2**31 - 1)
+
+    # provenance
+    description = derivation_description(card, info, backend)
+    out.DerivationDescription = description
+    out.SourceImageSequence = Sequence([_source_reference(source)])
+    if enhanced_iod:
+        _enhanced_references(out, source, description)
+    else:
+        out.DerivationCodeSequence = Sequence([coded(SPATIAL_RESAMPLING)])
+    equipment = list(out.get("ContributingEquipmentSequence") or [])
+    equipment.append(_contributing_equipment(card, settings, when))
+    out.ContributingEquipmentSequence = Sequence(equipment)
+
+    # geometry
+    out.Rows, out.Columns = expected
+    if enhanced_iod:
+        _enhanced_geometry(out, scale)
+    else:
+        _classic_geometry(out, source, scale)
+
+    # pixels
+    _set_pixels(out, source, pixels)
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = source.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out.file_meta = meta
+    return out

@@ -1,0 +1,156 @@
+"""Stored pixel values from a pydicom Dataset, and the checks that say whether srnode can
+super-resolve them.
+
+Every transfer syntax pydicom 3 decodes with the pylibjpeg plugins works here: native
+little and big endian, deflated, RLE, JPEG baseline/extended/lossless, JPEG-LS and
+JPEG 2000. The values returned are the *stored* values (no modality LUT, no VOI),
+native byte order, signed exactly when PixelRepresentation is 1: what
+``sr_engine.Engine.enhance`` takes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from sr_engine.errors import UnsupportedInput
+from sr_engine.meta import PixelMeta
+
+MIN_EDGE = 16  # smaller images are refused: a network needs some context
+
+
+def _frames(ds: Dataset) -> int:
+    try:
+        return max(int(ds.get("NumberOfFrames", 1) or 1), 1)
+    except (TypeError, ValueError):
+        return 1
+
+
+def is_multiframe(ds: Dataset) -> bool:
+    """True when the object stores its pixels as frames (``NumberOfFrames`` present)."""
+    return "NumberOfFrames" in ds or "PerFrameFunctionalGroupsSequence" in ds
+
+
+def check_supported(ds: Dataset) -> None:
+    """Raise :class:`UnsupportedInput` with a plain reason if ``ds`` cannot be enhanced.
+
+    Refused: no pixel data, float pixel data, colour (RGB, YBR, palette), 1-bit (and any
+    other bit depth but 8 and 16), images with an edge shorter than 16 pixels.
+    """
+    if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+        raise UnsupportedInput("float pixel data is not supported (integer images only)")
+    if "PixelData" not in ds:
+        raise UnsupportedInput("the object has no pixel data")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric == "PALETTE COLOR":
+        raise UnsupportedInput("palette colour images are not supported (greyscale only)")
+    if spp != 1 or (photometric and photometric not in ("MONOCHROME1", "MONOCHROME2")):
+        kind = photometric or f"{spp} samples per pixel"
+        raise UnsupportedInput(f"colour images ({kind}) are not supported (greyscale only)")
+    bits_allocated = int(ds.get("BitsAllocated", 0) or 0)
+    if bits_allocated == 1:
+        raise UnsupportedInput("1-bit (binary) pixel data is not supported")
+    if bits_allocated not in (8, 16):
+        raise UnsupportedInput(
+            f"{bits_allocated}-bit pixel data is not supported (8 or 16 bits allocated)"
+        )
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if min(rows, cols) < MIN_EDGE:
+        raise UnsupportedInput(
+            f"image is {cols}x{rows} pixels; srnode needs at least {MIN_EDGE}x{MIN_EDGE}"
+        )
+
+
+def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
+    seq = ds.get(keyword)
+    if seq:
+        return seq[0]
+    return None
+
+
+def frame_rescale(ds: Dataset, frame: int | None = None) -> tuple[float, float]:
+    """(slope, intercept) of one frame: top level, or the Pixel Value Transformation
+    functional group (per-frame before shared) of an enhanced multi-frame object."""
+    for holder in _functional_groups(ds, frame):
+        item = _first_item(holder, "PixelValueTransformationSequence")
+        if item is not None and "RescaleSlope" in item:
+            return float(item.RescaleSlope), float(item.get("RescaleIntercept", 0.0))
+    slope = ds.get("RescaleSlope", 1.0)
+    intercept = ds.get("RescaleIntercept", 0.0)
+    return float(slope if slope not in (None, "") else 1.0), float(intercept or 0.0)
+
+
+def _functional_groups(ds: Dataset, frame: int | None) -> list[Dataset]:
+    """The per-frame item of ``frame`` (if any) then the shared item (if any)."""
+    out: list[Dataset] = []
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per and frame is not None and frame < len(per):
+        out.append(per[frame])
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    if shared is not None:
+        out.append(shared)
+    return out
+
+
+def rescale_varies(ds: Dataset) -> bool:
+    """True when an enhanced object has different rescale values from frame to frame."""
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per:
+        return False
+    first = frame_rescale(ds, 0)
+    return any(frame_rescale(ds, i) != first for i in range(1, len(per)))
+
+
+def pixel_meta(ds: Dataset, frame: int | None = None) -> PixelMeta:
+    """The pixel-module facts the engine needs (of ``frame`` for enhanced objects)."""
+    if frame is None and ds.get("PerFrameFunctionalGroupsSequence"):
+        frame = 0
+    slope, intercept = frame_rescale(ds, frame)
+    bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
+    bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
+    return PixelMeta(
+        modality=str(ds.get("Modality", "OT") or "OT"),
+        bits_stored=min(bits_stored, bits_allocated),
+        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
+        rescale_slope=slope,
+        rescale_intercept=intercept,
+        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
+        samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
+    )
+
+
+def stored_dtype(ds: Dataset) -> np.dtype:
+    """The numpy dtype that holds this object's stored values (native byte order)."""
+    bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    return np.dtype(f"{'i' if signed else 'u'}{bits_allocated // 8}")
+
+
+def read_pixels(ds: Dataset) -> np.ndarray:
+    """Stored values as (H, W), or (frames, H, W) for a multi-frame object.
+
+    Checks :func:`check_supported` first. Decoding failures (a missing plugin, a broken
+    codestream) become :class:`UnsupportedInput` with the decoder's reason.
+    """
+    check_supported(ds)
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # noqa: BLE001 - any decoder error is one plain reason
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(ts, "name", None) or str(ts or "unknown transfer syntax")
+        raise UnsupportedInput(f"pixel data could not be decoded ({name}): {e}") from None
+    target = stored_dtype(ds)
+    arr = np.asarray(arr)
+    if arr.dtype != target:
+        # big endian or a decoder that returned a wider type: values are within range
+        arr = arr.astype(target)
+    n = _frames(ds)
+    if is_multiframe(ds) and arr.ndim == 2:
+        arr = arr[np.newaxis]
+    expected = (int(ds.Rows), int(ds.Columns))
+    if arr.shape[-2:] != expected or (arr.ndim == 3 and arr.shape[0] != n):
+        raise UnsupportedInput(
+            f"decoded pixel array has shape {arr.shape}, expected {n} frame(s) of {expected}"
+        )
+    return np.ascontiguousarray(arr)
