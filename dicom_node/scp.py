@@ -1,0 +1,310 @@
+"""The Storage SCP: C-ECHO and C-STORE for the image types srnode enhances.
+
+Handlers return fast (pynetdicom's storage SCP guide): the C-STORE handler hands the data
+set exactly as it came on the wire (``event.request.DataSet``) with its file meta to
+:meth:`dicom_node.ingest.Ingestor.store_encoded`, which writes and fsyncs it and records it
+in the database before the handler returns Success. Any failure gives an error status.
+
+Calling AE titles are checked at association: only those in the config's ``[[allow]]``
+or added with ``srnode aet add`` (optionally bound to a host) are accepted; any other is
+rejected with A-ASSOCIATE-RJ "calling AE title not recognised" and audited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    JPEG2000,
+    UID,
+    DeflatedExplicitVRLittleEndian,  # noqa: F401  (documented as not accepted)
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import Verification
+
+from dicom_node.config import Settings
+from dicom_node.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor
+from dicom_node.net import install_tcp_nodelay
+
+log = logging.getLogger(__name__)
+
+STORAGE_SOP_CLASSES: dict[str, str] = {
+    "CT Image Storage": "1.2.840.10008.5.1.4.1.1.2",
+    "Enhanced CT Image Storage": "1.2.840.10008.5.1.4.1.1.2.1",
+    "Legacy Converted Enhanced CT Image Storage": "1.2.840.10008.5.1.4.1.1.2.2",
+    "MR Image Storage": "1.2.840.10008.5.1.4.1.1.4",
+    "Enhanced MR Image Storage": "1.2.840.10008.5.1.4.1.1.4.1",
+    "Legacy Converted Enhanced MR Image Storage": "1.2.840.10008.5.1.4.1.1.4.4",
+    "Computed Radiography Image Storage": "1.2.840.10008.5.1.4.1.1.1",
+    "Digital X-Ray Image Storage - For Presentation": "1.2.840.10008.5.1.4.1.1.1.1",
+    "Digital X-Ray Image Storage - For Processing": "1.2.840.10008.5.1.4.1.1.1.1.1",
+    "Digital Mammography X-Ray Image Storage - For Presentation": "1.2.840.10008.5.1.4.1.1.1.2",
+    "Digital Mammography X-Ray Image Storage - For Processing": "1.2.840.10008.5.1.4.1.1.1.2.1",
+    "X-Ray Angiographic Image Storage": "1.2.840.10008.5.1.4.1.1.12.1",
+    "Enhanced XA Image Storage": "1.2.840.10008.5.1.4.1.1.12.1.1",
+    "Secondary Capture Image Storage": "1.2.840.10008.5.1.4.1.1.7",
+    "Multi-frame Single Bit Secondary Capture Image Storage": "1.2.840.10008.5.1.4.1.1.7.1",
+    "Multi-frame Grayscale Byte Secondary Capture Image Storage": "1.2.840.10008.5.1.4.1.1.7.2",
+    "Multi-frame Grayscale Word Secondary Capture Image Storage": "1.2.840.10008.5.1.4.1.1.7.3",
+    "Multi-frame True Color Secondary Capture Image Storage": "1.2.840.10008.5.1.4.1.1.7.4",
+}
+
+TRANSFER_SYNTAXES: list[UID] = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    RLELossless,
+]
+
+REJECT_REASON = "calling AE title not recognised"
+
+
+def _resolve(host: str) -> set[str]:
+    try:
+        ipaddress.ip_address(host)
+        return {host}
+    except ValueError:
+        pass
+    try:
+        return {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+    except OSError:
+        return set()
+
+
+class Allowlist:
+    """Calling AE titles (optionally bound to a host) from the config and the database."""
+
+    def __init__(
+        self,
+        static: Iterable[tuple[str, str | None]],
+        dynamic: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        refresh: float = 5.0,
+    ) -> None:
+        self._static = [(ae.strip(), host or None) for ae, host in static]
+        self._dynamic = dynamic
+        self._refresh = refresh
+        self._cache: list[tuple[str, str | None]] = []
+        self._loaded = 0.0
+        self._lock = threading.Lock()
+        self._hosts: dict[str, tuple[float, set[str]]] = {}
+
+    def entries(self) -> list[tuple[str, str | None]]:
+        if self._dynamic is not None and time.monotonic() - self._loaded > self._refresh:
+            with self._lock:
+                try:
+                    self._cache = [(a.strip(), h or None) for a, h in self._dynamic()]
+                except Exception:  # keep the last good list if the DB hiccups
+                    log.exception("could not read AE titles from the database")
+                self._loaded = time.monotonic()
+        return self._static + self._cache
+
+    def _host_ips(self, host: str) -> set[str]:
+        hit = self._hosts.get(host)
+        if hit is None or time.monotonic() - hit[0] > 60:
+            hit = (time.monotonic(), _resolve(host))
+            self._hosts[host] = hit
+        return hit[1]
+
+    def allows(self, ae_title: str, address: str | None) -> bool:
+        ae_title = ae_title.strip()
+        for ae, host in self.entries():
+            if ae != ae_title:
+                continue
+            if host is None or host in ("*", ""):
+                return True
+            if address is not None and (address == host or address in self._host_ips(host)):
+                return True
+        return False
+
+
+class _NodeAE(AE):
+    """An AE whose calling-AE check also looks at the peer's address and audits refusals.
+
+    pynetdicom reads ``require_calling_aet`` while negotiating in the association's own
+    thread, so the property can see who is asking.
+    """
+
+    allowlist: Allowlist
+    on_reject: Callable[[str, str | None], None] | None = None
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        assoc = threading.current_thread()
+        if not isinstance(assoc, Association) or assoc.requestor.primitive is None:
+            return []
+        decided = getattr(assoc, "_srnode_allowed", None)
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+        if decided is None:
+            address = assoc.requestor.address
+            decided = self.allowlist.allows(calling, address)
+            assoc._srnode_allowed = decided  # type: ignore[attr-defined]
+            if not decided:
+                log.warning(
+                    "association rejected: %s from %s (%s)", calling, address, REJECT_REASON
+                )
+                if self.on_reject is not None:
+                    try:
+                        self.on_reject(calling, address)
+                    except Exception:
+                        log.exception("could not audit a rejected association")
+        # an empty string can never equal a calling AE title: pynetdicom then rejects
+        # with result 0x01, source 0x01, reason 0x03 (calling AE title not recognised)
+        return [calling] if decided else [""]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: list[str]) -> None:  # pragma: no cover - unused
+        pass
+
+
+def _status(st: int, reason: str = "") -> Any:
+    if int(st) == 0:
+        return 0x0000
+    rsp = Dataset()
+    rsp.Status = int(st)
+    if reason:
+        rsp.ErrorComment = reason[:64]
+    return rsp
+
+
+def _tune_association(event: Any) -> None:
+    """Shorten pynetdicom's idle polling for this association (lower per-message latency)."""
+    with contextlib.suppress(AttributeError):
+        event.assoc.dul._run_loop_delay = _DUL_DELAY
+
+
+_DUL_DELAY = 0.0002
+
+
+class StorageSCP:
+    """The node's listening AE. ``start()`` returns at once; ``stop()`` drains."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ingestor: Ingestor,
+        *,
+        dynamic_aes: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        on_reject: Callable[[str, str | None], None] | None = None,
+    ) -> None:
+        install_tcp_nodelay()
+        self.settings = settings
+        self.ingestor = ingestor
+        n = settings.node
+        ae = _NodeAE(ae_title=n.ae_title)
+        ae.allowlist = Allowlist(((a.ae_title, a.host) for a in settings.allow), dynamic_aes)
+        ae.on_reject = on_reject
+        ae.maximum_associations = n.max_associations
+        ae.maximum_pdu_size = n.max_pdu
+        ae.acse_timeout = n.acse_timeout
+        ae.dimse_timeout = n.dimse_timeout
+        ae.network_timeout = n.network_timeout
+        ae.require_called_aet = False
+        ae.add_supported_context(Verification)
+        for uid in STORAGE_SOP_CLASSES.values():
+            ae.add_supported_context(uid, TRANSFER_SYNTAXES)
+        self.ae = ae
+        self.server: Any = None
+
+    # ------------------------------------------------------------- handlers
+    def _on_echo(self, event: Any) -> int:
+        return 0x0000
+
+    def _on_store(self, event: Any) -> Any:
+        try:
+            calling = str(event.assoc.requestor.ae_title).strip()
+            meta = event.file_meta
+            meta.SourceApplicationEntityTitle = calling or None
+            body = event.request.DataSet.getvalue()
+        except Exception as e:  # pragma: no cover - pynetdicom gave us something odd
+            log.warning("C-STORE without a readable data set: %s", e)
+            return _status(CANNOT_UNDERSTAND, "no data set")
+        try:
+            st = self.ingestor.store_encoded(meta, body, calling, "dimse")
+        except Exception as e:  # never Success on an unexpected failure
+            log.exception("C-STORE failed")
+            return _status(OUT_OF_RESOURCES, f"{type(e).__name__}: {e}")
+        return _status(st, getattr(st, "reason", ""))
+
+    def _on_accepted(self, event: Any) -> None:
+        a = event.assoc
+        log.info(
+            "association accepted: %s from %s:%s",
+            a.requestor.ae_title,
+            a.requestor.address,
+            a.requestor.port,
+        )
+
+    # ------------------------------------------------------------- lifecycle
+    def ssl_context(self) -> ssl.SSLContext | None:
+        n = self.settings.node
+        if not (n.tls_cert and n.tls_key):
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(n.tls_cert), str(n.tls_key))
+        if n.tls_ca:
+            ctx.load_verify_locations(str(n.tls_ca))
+            ctx.verify_mode = ssl.CERT_REQUIRED
+        return ctx
+
+    def start(self) -> tuple[str, int]:
+        n = self.settings.node
+        handlers = [
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_CONN_OPEN, _tune_association),
+        ]
+        self.server = self.ae.start_server(
+            (n.host, n.port), block=False, evt_handlers=handlers, ssl_context=self.ssl_context()
+        )
+        host, port = self.server.server_address[:2]
+        log.info("storage SCP %s listening on %s:%s", n.ae_title, host, port)
+        return host, port
+
+    def active_associations(self) -> list[Any]:
+        if self.server is None:
+            return []
+        return [a for a in self.server.active_associations if a.is_alive()]
+
+    def stop(self, drain: float = 30.0) -> None:
+        """Stop accepting; let in-flight associations finish (up to ``drain`` s), then abort."""
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        server.shutdown()
+        active = [a for a in server.active_associations if a.is_alive()]
+        deadline = time.monotonic() + drain
+        while active and time.monotonic() < deadline:
+            active = [a for a in active if a.is_alive()]
+            time.sleep(0.05)
+        for a in active:
+            log.warning("aborting association from %s after %.0f s", a.requestor.ae_title, drain)
+            a.abort()
+        log.info("storage SCP stopped")
