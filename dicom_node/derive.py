@@ -227,8 +227,13 @@ def derivation_description(
     card: ModelCard,
     enhanced: EnhancedLike | None,
     backend: str | None = None,
+    consistency: bool = True,
 ) -> str:
-    """One line (ST, <= 1024 chars): software, model, version, sha256, consistency error."""
+    """One line (ST, <= 1024 chars): software, model, version, sha256, consistency error.
+
+    The error is the card's degradation operator applied to the output versus the input,
+    in stored units; ``consistency`` says whether the projection step ran.
+    """
     parts = [
         f"{SOFTWARE} {__version__} super-resolution x{card.scale}",
         f"model {card.name} {card.version} ({card.architecture.name}, sha256 {card.short_sha})",
@@ -237,15 +242,20 @@ def derivation_description(
         parts.append(f"backend {backend}")
     rmse = getattr(enhanced, "consistency_rmse", None)
     worst = getattr(enhanced, "consistency_max_abs", None)
+    op = f"{card.degradation.operator} x{card.scale}"
     if rmse is None:
-        parts.append("data consistency not applied")
+        measured = ""
     else:
-        text = (
-            f"data consistency ({card.degradation.operator} x{card.scale}) RMSE {float(rmse):.3f}"
-        )
+        measured = f"RMSE {float(rmse):.3f}"
         if worst is not None:
-            text += f", max {float(worst):.3f}"
-        parts.append(text + " stored units")
+            measured += f", max {float(worst):.3f}"
+        measured += " stored units"
+    if consistency:
+        parts.append(f"data consistency ({op}) " + (measured or "applied"))
+    else:
+        parts.append(
+            "data consistency not applied" + (f" (measured {op}: {measured})" if measured else "")
+        )
     return "; ".join(parts)[:1024]
 
 
@@ -445,7 +455,7 @@ def derive_instance(
     out.SeriesNumber = min(number + settings.series_number_offset, 2**31 - 1)
 
     # provenance
-    description = derivation_description(card, info, backend)
+    description = derivation_description(card, info, backend, settings.data_consistency)
     out.DerivationDescription = description
     out.SourceImageSequence = Sequence([_source_reference(source)])
     if enhanced_iod:
