@@ -47,6 +47,7 @@ class NodeSettings(_Section):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    drain_timeout: float = Field(30.0, ge=0)  # on stop: how long in-flight associations get
 
     _ae = field_validator("ae_title")(_check_ae)
 
@@ -111,6 +112,8 @@ class SchedulerSettings(_Section):
     tick: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1)
     job_max_attempts: int = Field(3, ge=1)
+    job_retry_delay: float = Field(10.0, ge=0)  # before a failed processing attempt reruns
+    job_lease: float = Field(300.0, gt=0)  # a claim not renewed for this long is free again
 
 
 class DatabaseSettings(_Section):
@@ -120,6 +123,7 @@ class DatabaseSettings(_Section):
 class SpoolSettings(_Section):
     keep_after_export: bool = False
     retention_hours: float = Field(24.0, ge=0)
+    fsync: bool = True  # fsync each instance and its folder before acknowledging
 
 
 class WebSettings(_Section):

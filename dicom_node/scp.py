@@ -299,7 +299,11 @@ class StorageSCP:
             return
         server, self.server = self.server, None
         server.shutdown()
-        active = [a for a in server.active_associations if a.is_alive()]
+        # wait for established associations; a bare connection that never asked is dropped
+        active = [a for a in server.active_associations if a.is_alive() and a.is_established]
+        for a in server.active_associations:
+            if a.is_alive() and not a.is_established:
+                a.abort()
         deadline = time.monotonic() + drain
         while active and time.monotonic() < deadline:
             active = [a for a in active if a.is_alive()]

@@ -85,3 +85,166 @@ def env_with(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+# --------------------------------------------------------------------------- processes
+SRNODE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "srnode")
+STORESCU, STORESCP, ECHOSCU = "/usr/bin/storescu", "/usr/bin/storescp", "/usr/bin/echoscu"
+
+
+def nodelay_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["TCP_NODELAY"] = "1"
+    env.pop("SRNODE_WEB__ENABLED", None)
+    return env
+
+
+def write_config(
+    path: Path,
+    *,
+    data_dir: Path,
+    port: int,
+    model_card: Path,
+    destinations: list[dict] | None = None,
+    allow: list[tuple[str, str | None]] = (("PACS", "127.0.0.1"),),
+    stable_age: float = 1.0,
+    database_url: str | None = None,
+    extra: str = "",
+) -> Path:
+    lines = [
+        "[node]",
+        'ae_title = "SRNODE"',
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        f'data_dir = "{data_dir}"',
+        "drain_timeout = 5",
+        "[scheduler]",
+        f"stable_age = {stable_age}",
+        "tick = 0.25",
+        "job_retry_delay = 1",
+        "[engine]",
+        'backend = "onnxruntime"',
+        "threads = 1",
+        f'model_dirs = ["{model_card.parent}"]',
+        "[web]",
+        "enabled = false",
+    ]
+    if database_url:
+        lines += ["[database]", f'url = "{database_url}"']
+    for ae, host in allow:
+        lines += ["[[allow]]", f'ae_title = "{ae}"'] + ([f'host = "{host}"'] if host else [])
+    for d in destinations or []:
+        lines.append("[[destinations]]")
+        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in d.items()]
+    lines += ["[[routes]]", 'name = "all"', f'model = "{model_card}"']
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+class Proc:
+    """A subprocess with its log in a file; killed in ``close()``."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        import subprocess
+
+        self.args = args
+        self.log = log
+        self._fh = open(log, "ab")  # noqa: SIM115 - closed in close()
+        self.p = subprocess.Popen(
+            args,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env=env or nodelay_env(),
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def terminate(self, timeout: float = 30) -> int | None:
+        import subprocess
+
+        if self.alive():
+            self.p.terminate()
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(10)
+        return self.p.returncode
+
+    def kill9(self) -> None:
+        if self.alive():
+            self.p.kill()
+            self.p.wait(10)
+
+    def close(self) -> None:
+        self.terminate(10)
+        self._fh.close()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_port(port: int, timeout: float = 30.0, proc: Proc | None = None) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"process exited early:\n{proc.text()[-3000:]}")
+        with contextlib.closing(socket.socket()) as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def start_node(config: Path, log: Path, port: int, *args: str) -> Proc:
+    p = Proc([SRNODE, "serve", "--config", str(config), *args], log)
+    wait_port(port, 60, p)
+    return p
+
+
+def start_storescp(out_dir: Path, port: int, log: Path, ae: str = "DEST") -> Proc:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p = Proc([STORESCP, "-aet", ae, "-od", str(out_dir), "+xa", str(port)], log)
+    wait_port(port, 20, p)
+    return p
+
+
+def storescu(port: int, files: list[Path], aet: str = "PACS", *extra: str):
+    import subprocess
+
+    return subprocess.run(
+        [STORESCU, "-aet", aet, "-aec", "SRNODE", *extra, "127.0.0.1", str(port), *map(str, files)],
+        env=nodelay_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def received(out_dir: Path) -> dict[str, pydicom.Dataset]:
+    """SOPInstanceUID -> dataset of every file a storescp wrote to ``out_dir``."""
+    out = {}
+    for f in sorted(out_dir.glob("*")):
+        if f.is_file():
+            with contextlib.suppress(Exception):
+                ds = pydicom.dcmread(f)
+                out[str(ds.SOPInstanceUID)] = ds
+    return out
+
+
+def wait_for(pred, timeout: float, interval: float = 0.25, what: str = "condition"):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached in {timeout} s")
+        time.sleep(interval)

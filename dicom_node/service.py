@@ -1,0 +1,188 @@
+"""``srnode serve``: the Storage SCP, the scheduler, the workers and (if enabled) the web
+console in one process; ``srnode worker``: workers only, on a shared database.
+
+SIGTERM / Ctrl-C stop cleanly: the SCP stops accepting and lets in-flight associations
+finish (``node.drain_timeout``), workers stop between instances and leave their job
+resumable (claim released; the next start, or another worker, takes it up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dicom_node import ingest
+from dicom_node.config import Settings
+from dicom_node.db import Database
+from dicom_node.ingest import Ingestor
+from dicom_node.scheduler import NodeScheduler
+from dicom_node.spool import Spool
+from dicom_node.worker import EngineCache, Worker
+
+log = logging.getLogger(__name__)
+
+
+def node_claim_prefix(settings: Settings) -> str:
+    """Claims of this node (host + data dir): released at start, since we were the holder."""
+    key = hashlib.sha1(str(Path(settings.node.data_dir).resolve()).encode()).hexdigest()[:10]
+    return f"{socket.gethostname()}:serve:{key}:"
+
+
+class Node:
+    """All parts of one node process. ``start()`` returns; ``stop()`` is idempotent."""
+
+    def __init__(self, settings: Settings, *, role: str = "serve") -> None:
+        self.settings = settings
+        self.role = role
+        self.data_dir = Path(settings.node.data_dir)
+        self.db: Database | None = None
+        self.spool: Spool | None = None
+        self.ingestor: Ingestor | None = None
+        self.scp: Any = None
+        self.scheduler: NodeScheduler | None = None
+        self.workers: list[Worker] = []
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self._web: Any = None
+        self._web_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self.port: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        s = self.settings
+        # our own lines say what happened, once per event; theirs are per PDU / per tick
+        for noisy in ("pynetdicom", "apscheduler"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = Database.from_settings(s)
+        self.db.create_or_migrate()
+        self.spool = Spool(self.data_dir / "spool", fsync=s.spool.fsync)
+        if self.role == "serve":
+            n = self.spool.clean_temp()
+            released = self.db.release_claims(node_claim_prefix(s))
+            if n or released:
+                log.info(
+                    "recovered after restart: %d partial files removed, %d jobs resumed",
+                    n,
+                    released,
+                )
+            self.ingestor = Ingestor(self.db, self.spool)
+            ingest.configure(self.ingestor)
+            from dicom_node.scp import StorageSCP
+
+            db = self.db
+            self.scp = StorageSCP(
+                s,
+                self.ingestor,
+                dynamic_aes=db.list_ae_titles,
+                on_reject=lambda ae, host: db.audit(
+                    "association_rejected",
+                    ae_title=ae,
+                    host=host,
+                    detail="calling AE title not recognised",
+                ),
+            )
+            _, self.port = self.scp.start()
+        self.scheduler = NodeScheduler(self.db, s, self.spool, on_queued=self._on_queued)
+        self.scheduler.start()
+        engines = EngineCache(s)
+        prefix = node_claim_prefix(s) if self.role == "serve" else f"{socket.gethostname()}:worker:"
+        import os
+
+        for i in range(s.scheduler.workers):
+            w = Worker(
+                self.db,
+                s,
+                f"{prefix}{os.getpid()}:{i}",
+                engines=engines,
+                spool=self.spool,
+                wake=self.wake,
+                stop=self.stopping,
+            )
+            w.start()
+            self.workers.append(w)
+        if self.role == "serve" and s.web.enabled:
+            self._start_web()
+        log.info(
+            "srnode %s started: AE %s port %s, data %s, db %s, %d worker(s)",
+            self.role,
+            s.node.ae_title,
+            self.port,
+            self.data_dir,
+            "sqlite" if self.db.is_sqlite else "postgresql",
+            len(self.workers),
+        )
+
+    def _on_queued(self, job_ids: list[int]) -> None:
+        self.wake.set()
+
+    def _start_web(self) -> None:
+        try:
+            import uvicorn
+
+            from dicom_node.web import create_app
+        except ImportError as e:
+            log.warning("web console not started: %s", e)
+            return
+        try:
+            app = create_app(self.settings, self.ingestor.store, self.db)
+        except Exception:
+            log.exception("web console not started: create_app failed")
+            return
+        w = self.settings.web
+        config = uvicorn.Config(
+            app, host=w.host, port=w.port, log_level="warning", access_log=False
+        )
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._web = server
+        self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)
+        self._web_thread.start()
+        log.info("web console on http://%s:%s", w.host, w.port)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("srnode stopping")
+        t0 = time.monotonic()
+        if self.scp is not None:
+            self.scp.stop(drain=self.settings.node.drain_timeout)
+        if self._web is not None:
+            self._web.should_exit = True
+            if self._web_thread is not None:
+                self._web_thread.join(10)
+        self.stopping.set()
+        self.wake.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        for w in self.workers:
+            w.join(60)
+        ingest.configure(None)
+        if self.db is not None:
+            self.db.close()
+        log.info("srnode stopped in %.1f s", time.monotonic() - t0)
+
+    def serve_forever(self) -> None:
+        """Run until SIGTERM / SIGINT, then stop cleanly."""
+        done = threading.Event()
+
+        def _signal(signum: int, _frame: Any) -> None:
+            log.info("signal %s received", signal.Signals(signum).name)
+            done.set()
+
+        signal.signal(signal.SIGTERM, _signal)
+        signal.signal(signal.SIGINT, _signal)
+        try:
+            self.start()
+            while not done.wait(1.0):
+                pass
+        finally:
+            self.stop()
