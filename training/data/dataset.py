@@ -1,0 +1,147 @@
+"""From prepared volumes to network-ready images and random training patches.
+
+Images are mapped to [0, 1] by the card's intensity model exactly as the engine maps
+them (:mod:`training.data.intensity`), one 2-D image at a time.
+
+Augmentation (training only): 90-degree rotations and flips, random scaling (a crop of
+``patch * z`` pixels resized to ``patch``, z in ``scale_range``), optional intensity
+augmentation (gamma and contrast; for the ``bits_stored`` general model that must serve
+radiographs of any exposure), optional synthetic Gaussian noise on the LR input, and an
+optional share of realistic degradations. Optional target preprocessing (contrast
+stretch, light denoising of the HR targets) is off by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F  # noqa: N812
+
+from training.data.intensity import StoredMeta, to_unit
+
+
+def _meta(doc: dict) -> StoredMeta:
+    return StoredMeta(**doc["meta"])
+
+
+def split_images(
+    prepared: Sequence[dict],
+    split: str,
+    intensity: Any,
+    axes: Sequence[int] = (0,),
+    min_foreground: float = 0.10,
+    min_edge: int = 32,
+) -> list[np.ndarray]:
+    """2-D float32 images of ``split`` from prepared volumes.
+
+    Along axis 0 each slice of the split's slabs is one image; along axes 1 and 2 the
+    images are cut from the slab sub-volume only (never crossing into another split).
+    Images with less than ``min_foreground`` of their pixels above 0.1 (background,
+    vertex, neck) are left out.
+    """
+    out: list[np.ndarray] = []
+    for doc in prepared:
+        vol = doc["volume"]
+        meta = _meta(doc)
+        for a, b in doc["slabs"].get(split, []):
+            sub = vol[a:b]
+            for axis in axes:
+                for k in range(sub.shape[axis]):
+                    frame = np.take(sub, k, axis=axis)
+                    if min(frame.shape) < min_edge:
+                        continue
+                    x = to_unit(frame, intensity, meta)
+                    if float((x > 0.1).mean()) < min_foreground:
+                        continue
+                    out.append(x)
+    return out
+
+
+def preprocess_target(x: np.ndarray, contrast: bool = False, denoise: float = 0.0) -> np.ndarray:
+    """Optional target preprocessing (off by default): contrast stretch to the 0.5-99.5
+    percentiles and Gaussian denoising with sigma ``denoise`` pixels."""
+    if contrast:
+        lo, hi = np.percentile(x, [0.5, 99.5])
+        if hi > lo:
+            x = ((x - lo) / (hi - lo)).astype(np.float32)
+    if denoise > 0:
+        from scipy.ndimage import gaussian_filter
+
+        x = gaussian_filter(x, denoise).astype(np.float32)
+    return x
+
+
+@dataclass
+class Augment:
+    rot_flip: bool = True
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    intensity: bool = False  # gamma in [0.7, 1.5], contrast in [0.4, 1]
+    noise_prob: float = 0.0  # probability of Gaussian noise on the LR input
+    noise_sigma: float = 0.01  # its maximum std
+    realistic_prob: float = 0.0  # share of realistic degradations (kspace / blur_noise)
+    min_std: float = 0.01  # reject flat (background) patches
+
+
+class PatchSampler:
+    """Random HR patches ``[B, 1, P, P]`` on ``device`` from a list of 2-D images.
+
+    Patches are cut and augmented on the CPU (cheap, no GPU syncs) and moved as a batch.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        patch: int,
+        device: torch.device | str = "cpu",
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not images:
+            raise ValueError("no training images (check the split and the data folder)")
+        self.patch = patch
+        self.augment = augment or Augment()
+        self.device = torch.device(device)
+        small = [im.shape for im in images if min(im.shape) < patch]
+        self.images = [
+            torch.from_numpy(im).to(self.device) for im in images if min(im.shape) >= patch
+        ]
+        if not self.images:
+            raise ValueError(f"all {len(small)} images are smaller than the patch size {patch}")
+        areas = np.array([im.numel() for im in self.images], np.float64)
+        self.p = areas / areas.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def _one(self) -> torch.Tensor:
+        a, r, p = self.augment, self.rng, self.patch
+        for _ in range(10):
+            im = self.images[r.choice(len(self.images), p=self.p)]
+            h, w = im.shape
+            z = r.uniform(*a.scale_range) if a.scale_range != (1.0, 1.0) else 1.0
+            c = int(min(round(p * z), h, w))
+            y0, x0 = int(r.integers(0, h - c + 1)), int(r.integers(0, w - c + 1))
+            crop = im[y0 : y0 + c, x0 : x0 + c][None, None]
+            if c != p:
+                crop = F.interpolate(
+                    crop, size=(p, p), mode="bicubic", align_corners=False, antialias=c > p
+                )
+            if float(crop.std()) >= a.min_std:
+                break
+        if a.rot_flip:
+            crop = torch.rot90(crop, int(r.integers(0, 4)), dims=(2, 3))
+            if r.random() < 0.5:
+                crop = torch.flip(crop, dims=(3,))
+        if a.intensity:
+            g = r.uniform(0.7, 1.5)
+            crop = crop.clamp_min(0) ** g
+            crop = crop * (r.uniform(0.4, 1.0) / max(float(crop.max()), 1.0))
+        return crop
+
+    def sample(self, batch: int) -> torch.Tensor:
+        out = torch.cat([self._one() for _ in range(batch)], 0).contiguous()
+        if self.device.type == "cuda":
+            return out.pin_memory().to(self.device, non_blocking=True)
+        return out.to(self.device)
