@@ -414,7 +414,7 @@ def enhance_command(
     except SrEngineError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
-    print_summary(report, Console(soft_wrap=True))
+    print_summary(report, Console(soft_wrap=True, highlight=False))
     raise typer.Exit(report.exit_code)
 
 
