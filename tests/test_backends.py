@@ -73,3 +73,111 @@ def test_tensorrt_matches_onnxruntime(card_path, tmp_path):
     e = Engine.load(card_path, backend="tensorrt")
     px = np.random.default_rng(1).integers(0, 4096, (100, 150)).astype(np.uint16)
     assert e.enhance(px, PixelMeta(bits_stored=12)).consistency_rmse <= 0.5
+
+
+def test_overflow_detection_names_the_hot_tensors(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sr_engine.backends.tensorrt_backend import overflowing_tensors
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    big = numpy_helper.from_array(np.array(1e5, np.float32), "big")
+    small = numpy_helper.from_array(np.array(1e-5, np.float32), "small")
+    nodes = [
+        helper.make_node("Mul", ["input", "big"], ["hot"]),
+        helper.make_node("Mul", ["hot", "small"], ["output"]),
+    ]
+    g = helper.make_graph(nodes, "g", [x], [y], [big, small])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "hot.onnx")
+    assert overflowing_tensors(tmp_path / "hot.onnx") == {"hot"}
+
+
+def test_torch_cpu_executes_the_onnx_graph_like_onnxruntime(card_path):
+    pytest.importorskip("torch")
+    e = Engine.load(card_path, backend="torch-cpu")
+    assert e.backend_name == "torch-cpu-fp32"
+    ref = Engine.load(card_path, backend="onnxruntime")
+    x = np.random.default_rng(0).random((2, 1, 40, 48)).astype(np.float32)
+    np.testing.assert_allclose(e.backend.run(x), ref.backend.run(x), atol=1e-5)
+
+
+def test_torch_backend_refuses_unknown_operators(tmp_path):
+    pytest.importorskip("torch")
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    g = helper.make_graph([helper.make_node("Erf", ["input"], ["output"])], "g", [x], [y])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "erf.onnx")
+    from sr_engine.backends.torch_backend import TorchBackend
+
+    with pytest.raises(BackendUnavailable, match="Erf"):
+        TorchBackend(tmp_path / "erf.onnx", device="cpu", dtype="float32")
+
+
+@pytest.mark.skipif(CUDA_REASON is None, reason="a CUDA device is present")
+def test_torch_cuda_unavailable_says_why(card_path):
+    with pytest.raises(BackendUnavailable, match="torch"):
+        Engine.load(card_path, backend="torch-cuda-fp16")
+
+
+def _rrdbnet_onnx(path, **params):
+    """A small RRDBNet from training.archs, exported to ONNX (needs torch + onnxscript)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")
+    archs = pytest.importorskip("training.archs.rrdbnet_arch")
+    torch.manual_seed(0)
+    net = archs.RRDBNet(**params).eval()
+    torch.onnx.export(
+        net,
+        (torch.rand(1, 1, 64, 64),),
+        str(path),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_shapes=({0: "N", 2: "H", 3: "W"},),
+        dynamo=True,
+        opset_version=18,
+        verbose=False,
+    )
+    return path
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["torch-cuda-fp16", "torch-cuda-bf16"])
+@pytest.mark.skipif(CUDA_REASON is not None, reason=f"CUDA: {CUDA_REASON}")
+def test_torch_cuda_matches_onnxruntime_on_a_real_slice(tmp_path, backend):
+    import json
+
+    import pydicom
+
+    from sr_engine.model_card import sha256_of
+    from tests.test_intensity import data_store_file, meta_of
+
+    onnx_path = _rrdbnet_onnx(tmp_path / "rrdb-x2.onnx", num_feat=32, num_block=2, num_grow_ch=16)
+    card = json.loads(write_test_model(tmp_path, "tmp-x2").read_text())
+    card.update(
+        name="rrdb-x2",
+        weights=onnx_path.name,
+        sha256=sha256_of(onnx_path),
+        intensity={"model": "ct_hu", "window": [-1024, 3071]},
+        tile={"size": 256, "overlap": 16, "batch": 4},
+    )
+    (tmp_path / "rrdb-x2.json").write_text(json.dumps(card))
+    ds = pydicom.dcmread(data_store_file("693_UNCR.dcm"))
+    px, meta = ds.pixel_array, meta_of(ds)
+    ref = Engine.load(tmp_path / "rrdb-x2.json", backend="onnxruntime")
+    gpu = Engine.load(tmp_path / "rrdb-x2.json", backend=backend)
+    assert gpu.backend_name == backend
+    a = ref.enhance(px, meta, consistency=False).pixels.astype(np.int64)
+    b = gpu.enhance(px, meta, consistency=False).pixels.astype(np.int64)
+    # 1 stored unit = 1 HU over a 4095-HU window: fp16 keeps ~11 bits, bf16 ~8
+    tol = 4 if backend.endswith("fp16") else 32
+    assert np.abs(a - b).max() <= tol
+    assert gpu.enhance(px, meta).consistency_rmse <= 0.5

@@ -55,10 +55,17 @@ def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _gpu_device_present() -> bool:
+    """Cheap check before importing torch: an NVIDIA driver exposes these."""
+    return Path("/dev/nvidiactl").exists() or Path("/proc/driver/nvidia").exists()
+
+
 def cuda_usable() -> str | None:
     """None if torch sees a CUDA device, else the reason why not."""
     if not _has("torch"):
         return "PyTorch is not installed"
+    if not _gpu_device_present():
+        return "no NVIDIA GPU driver here (/dev/nvidiactl missing)"
     import torch
 
     if not torch.cuda.is_available():
