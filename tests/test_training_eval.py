@@ -1,0 +1,323 @@
+"""Evaluation: metrics against closed forms, baselines, statistics, the engine path and the
+report, on tiny synthetic images and the fixed ONNX test graph (no training, no downloads)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from training import baselines
+from training.evaluate import (
+    EngineRunner,
+    Sample,
+    area_down,
+    check_targets,
+    engine_methods,
+    evaluate,
+    interpolate_onnx,
+    interpolation_methods,
+    mean_ci,
+    paired_wilcoxon,
+    register_evaluate,
+    summarize,
+    write_report,
+)
+from training.metrics import NiqeModel, downscale_half, fit_niqe_model, mse, niqe, psnr, ssim
+
+
+def smooth_image(seed: int, shape=(96, 96), sigma: float = 3.0) -> np.ndarray:
+    """Band-limited random texture in [0, 1] with a bright disc: 'anatomy' with edges."""
+    rng = np.random.default_rng(seed)
+    x = ndimage.gaussian_filter(rng.standard_normal(shape), sigma)
+    x = (x - x.min()) / (x.max() - x.min())
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    disc = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (shape[0] / 4) ** 2
+    return np.clip(0.6 * x + 0.3 * ndimage.gaussian_filter(disc * 1.0, 1.0), 0, 1)
+
+
+# -- full-reference metrics --------------------------------------------------------------
+
+
+def test_psnr_and_mse_closed_form():
+    t = np.zeros((16, 16))
+    p = np.full((16, 16), 0.1)
+    assert mse(p, t) == pytest.approx(0.01)
+    assert psnr(p, t, data_range=1.0) == pytest.approx(20.0)
+    # same error on a 12-bit scale: 10 log10(4095^2 / (0.1*4095)^2) = 20 dB
+    assert psnr(p * 4095, t, data_range=4095) == pytest.approx(20.0)
+    assert psnr(p, t, data_range=255) == pytest.approx(20 + 20 * math.log10(255))
+    assert psnr(t, t, 1.0) == math.inf
+    # the border crop really drops the border
+    q = t.copy()
+    q[0, :] = 1.0
+    assert psnr(q, t, 1.0, crop_border=1) == math.inf
+    with pytest.raises(ValueError):
+        psnr(p, t, data_range=0)
+    with pytest.raises(ValueError):
+        psnr(p, t[:8], 1.0)
+
+
+def test_ssim_identity_offset_closed_form_and_noise():
+    x = smooth_image(0)
+    assert ssim(x, x, 1.0) == pytest.approx(1.0)
+    a, c = 0.4, 0.1  # constant images: only the luminance term, exactly
+    c1 = (0.01 * 1.0) ** 2
+    expect = (2 * a * (a + c) + c1) / (a * a + (a + c) ** 2 + c1)
+    assert ssim(np.full((32, 32), a + c), np.full((32, 32), a), 1.0) == pytest.approx(expect)
+    noisy = x + 0.05 * np.random.default_rng(1).standard_normal(x.shape)
+    s = ssim(noisy, x, 1.0)
+    assert 0 < s < 0.95
+    assert ssim(x, noisy, 1.0) == pytest.approx(s)  # symmetric
+    assert ssim(x + 0.02 * np.random.default_rng(2).standard_normal(x.shape), x, 1.0) > s
+
+
+# -- NIQE ----------------------------------------------------------------------------------
+
+
+def test_downscale_half_is_matlab_like():
+    assert np.allclose(downscale_half(np.full((8, 8), 3.0)), 3.0)
+    ramp = np.tile(np.arange(32.0), (32, 1))
+    out = downscale_half(ramp)
+    # a symmetric kernel centred at input 2i + 0.5 reproduces a linear ramp (interior)
+    assert np.allclose(out[:, 2:-2], (2 * np.arange(16) + 0.5)[2:-2])
+
+
+def test_niqe_fitted_model_ranks_noise_and_blur_worse(tmp_path):
+    model = fit_niqe_model([smooth_image(s, (128, 128), 1.5) for s in range(6)], block_size=32)
+    assert model.mu.shape == (36,) and model.cov.shape == (36, 36) and model.n_blocks > 10
+    clean = smooth_image(10, (128, 128), 1.5)
+    noisy = np.clip(clean + 0.08 * np.random.default_rng(3).standard_normal(clean.shape), 0, 1)
+    blurred = ndimage.gaussian_filter(clean, 2.0)
+    q_clean = niqe(clean, model)
+    assert q_clean < niqe(noisy, model)
+    assert q_clean < niqe(blurred, model)
+    assert math.isnan(niqe(np.zeros((64, 64)), model))  # flat: no usable block
+    # save/load round trip and the MATLAB release's .mat field names
+    model.save(tmp_path / "m.npz")
+    back = NiqeModel.load(tmp_path / "m.npz")
+    assert back.block_size == 32 and np.allclose(back.cov, model.cov)
+    from scipy.io import savemat
+
+    savemat(
+        tmp_path / "modelparameters.mat",
+        {"mu_prisparam": model.mu[None], "cov_prisparam": model.cov},
+    )
+    std = NiqeModel.load(tmp_path / "modelparameters.mat")
+    assert std.block_size == 96 and np.allclose(std.mu, model.mu)
+    with pytest.raises(FileNotFoundError):
+        NiqeModel.load(tmp_path / "missing.mat")
+
+
+# -- baselines -------------------------------------------------------------------------
+
+
+def test_interpolators_shapes_and_exactness():
+    torch = pytest.importorskip("torch")
+    lr = np.random.default_rng(0).random((12, 17))
+    for name in ("nearest", "bicubic", "lanczos", "wavelet"):
+        assert baselines.upscale(lr, 2, name).shape == (24, 34)
+    assert baselines.upscale(lr, 4, "wavelet").shape == (48, 68)
+    # our resampler with PyTorch's a = -0.75 equals torch's bicubic exactly
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(lr)[None, None], scale_factor=2, mode="bicubic", align_corners=False
+    )[0, 0].numpy()
+    assert np.allclose(baselines.resize(lr, (24, 34), "bicubic-0.75"), ref, atol=1e-12)
+    # interpolation of a constant is that constant; nearest repeats pixels
+    assert np.allclose(baselines.lanczos(np.full((6, 6), 0.3), 2), 0.3)
+    assert np.array_equal(baselines.nearest(lr, 2)[::2, ::2], lr)
+    # wavelet interpolation is consistent with the area degradation, bicubic is not
+    for s in (2, 4):
+        up = baselines.wavelet(lr, s)
+        assert np.allclose(area_down(up, s), lr, atol=1e-12)
+    assert not np.allclose(area_down(baselines.bicubic(lr, 2), 2), lr, atol=1e-3)
+    with pytest.raises(ValueError):
+        baselines.upscale(lr, 2, "magic")
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def test_mean_ci_closed_form():
+    m, h = mean_ci([1, 2, 3, 4, 5])
+    assert m == 3.0
+    assert h == pytest.approx(2.7764451 * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
+    assert math.isnan(mean_ci([1.0])[1])
+
+
+def test_wilcoxon_detects_a_shift_and_not_noise():
+    rng = np.random.default_rng(0)
+    a = rng.normal(30, 2, 30)
+    d, p = paired_wilcoxon(a + 0.5 + rng.normal(0, 0.2, 30), a)
+    assert p < 1e-4 and d == pytest.approx(0.5, abs=0.15)
+    _, p0 = paired_wilcoxon(a + rng.normal(0, 0.2, 30), a)
+    assert p0 > 0.05
+    assert paired_wilcoxon(a, a) == (0.0, 1.0)
+
+
+# -- the engine path, targets and the report ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cards(tmp_path_factory):
+    """Two exported 'models' (the fixed test graph; the second with another kernel)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from sr_engine.model_card import load_card, sha256_of
+    from tests.onnx_models import write_test_model
+
+    d = tmp_path_factory.mktemp("models")
+    intensity = {"model": "percentile", "percentiles": [0.0, 99.8]}
+    psnr_card = write_test_model(d, "mr-x2", intensity=intensity, modalities=["MR"])
+    gan_card = write_test_model(d, "mr-x2-gan", intensity=intensity, modalities=["MR"])
+    m = onnx.load(d / "mr-x2-gan.onnx")
+    for t in m.graph.initializer:
+        if t.name == "kernel":
+            k = numpy_helper.to_array(t).copy()
+            k[0, 0, 1, 1] += 0.2
+            t.CopyFrom(numpy_helper.from_array(k, "kernel"))
+    onnx.save(m, d / "mr-x2-gan.onnx")
+    card = load_card(gan_card, verify=False)
+    gan_card.write_text(
+        card.model_copy(update={"sha256": sha256_of(d / "mr-x2-gan.onnx")}).to_json()
+    )
+    return d, psnr_card, gan_card
+
+
+def test_interpolate_onnx_averages_weights(cards, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    _, p, g = cards
+
+    def kernel(path: Path) -> np.ndarray:
+        m = onnx.load(path)
+        return next(numpy_helper.to_array(t) for t in m.graph.initializer if t.name == "kernel")
+
+    out = interpolate_onnx(p, g, 0.25, tmp_path)
+    kp, kg = kernel(p.with_suffix(".onnx")), kernel(g.with_suffix(".onnx"))
+    assert np.allclose(kernel(out.with_suffix(".onnx")), 0.75 * kp + 0.25 * kg)
+    assert "mr-x2-interp" in out.read_text()
+
+
+def test_engine_runner_round_trip_and_ct_encoding(cards, tmp_path):
+    from tests.onnx_models import write_test_model
+
+    _, p, _ = cards
+    r = EngineRunner(p)
+    x = smooth_image(1, (32, 32))
+    stored, meta = r.encode(x, "MR")
+    assert stored.dtype == np.uint16 and np.abs(r.decode(stored) - x).max() < 1e-4
+    ct = EngineRunner(
+        write_test_model(tmp_path, "ct-x2", intensity={"model": "ct_hu", "window": [-1000, 1000]})
+    )
+    s, m = ct.encode(np.array([[0.0, 0.5, 1.0]]), "CT")
+    assert s.tolist() == [[-1000, 0, 1000]] and m.pixel_representation == 1
+    sr, dc = r(area_down(x, 2), "MR", True)
+    assert sr.shape == x.shape and dc < 1e-3  # node output reproduces its input
+
+
+def test_evaluate_report_and_targets(cards, tmp_path):
+    _, p, g = cards
+    samples = [(smooth_image(s, (64, 72)), {"id": f"syn{s}", "modality": "MR"}) for s in range(6)]
+    methods = interpolation_methods(2)
+    methods += engine_methods(EngineRunner(p), "ESRGAN-PSNR", "esrgan-psnr")
+    methods += engine_methods(EngineRunner(g), "ESRGAN-GAN", "esrgan-gan")
+    nm = fit_niqe_model([smooth_image(s, (64, 64)) for s in range(20, 26)], block_size=32)
+    ev = evaluate(samples, methods, scale=2, niqe_model=nm, keep_examples=1)
+    assert len([r for r in ev.records if r["method"] != "HR"]) == 6 * len(methods)
+    rows = {r["method"]: r for r in summarize(ev)}
+    # sanity: bicubic beats nearest on every image; node output is data-consistent
+    assert rows["bicubic"]["psnr"][0] > rows["nearest"]["psnr"][0]
+    assert np.all(ev.values("bicubic", "psnr") > ev.values("nearest", "psnr"))
+    assert rows["ESRGAN-PSNR node"]["dc_rmse"][0] < 1e-3 < rows["ESRGAN-PSNR raw"]["dc_rmse"][0]
+    assert 20 < rows["ESRGAN-PSNR node"]["psnr"][0] < 60
+    assert 0 < rows["ESRGAN-PSNR node"]["ssim"][0] <= 1
+    assert math.isnan(rows["bicubic"]["psnr_vs_ref"][1])
+    assert rows["nearest"]["psnr_vs_ref"][0] < 0
+    targets = {t["target"]: t for t in check_targets(ev, "mr-x2")}
+    t = targets["ESRGAN-PSNR >= bicubic + 2.5 dB"]
+    gain = rows["ESRGAN-PSNR node"]["psnr"][0] - rows["bicubic"]["psnr"][0]
+    assert t["met"] == (gain >= 2.5) and t["short_by"] == pytest.approx(max(0, 2.5 - gain))
+    assert targets["ESRGAN-PSNR >= SRCNN + 0.5 dB"]["met"] is None  # not given: not evaluated
+    assert "GAN PSNR >= bicubic" in targets
+
+    report = write_report(
+        ev,
+        "mr-x2",
+        tmp_path / "mr-x2.report.md",
+        tmp_path / "reports",
+        {"command": "`test`"},
+        unseen=None,
+    )
+    text = report.read_text()
+    assert "| bicubic |" in text and "data range 1.0" in text and "Wilcoxon" in text
+    assert ("**met**" in text) or ("**missed**" in text)
+    pngs = sorted((tmp_path / "reports").glob("*.png"))
+    assert {q.name for q in pngs} >= {"mr-x2.psnr.png", "mr-x2.crop1.png", "mr-x2.niqe.png"}
+    assert sum(q.stat().st_size for q in pngs) < 400_000
+    assert all(f"]({'reports/' + q.name})" in text for q in pngs)
+
+
+def test_samples_interface_accepts_pairs():
+    ev = evaluate(
+        [(smooth_image(0, (32, 32)), {"id": "a"}), Sample(smooth_image(1, (33, 31)), "b")],
+        interpolation_methods(2, ("bicubic",)),
+        keep_examples=0,
+    )
+    assert [r["image"] for r in ev.records] == ["a", "b"]
+
+
+def test_cli_evaluate_end_to_end(cards, tmp_path):
+    """`srnode train evaluate` on a tiny prepared dataset, without the unseen DICOM part."""
+    typer = pytest.importorskip("typer")
+    from typer.testing import CliRunner
+
+    from training.data.intensity import StoredMeta
+    from training.data.prepare import write_prepared
+    from training.data.readers import Volume
+
+    vol = np.stack([smooth_image(s, (48, 48)) for s in range(40)])
+    vol = np.rint(vol * 4000).astype(np.uint16)
+    data = tmp_path / "data"
+    slabs = {"train": [(0, 24)], "val": [(26, 30)], "test": [(32, 40)]}
+    write_prepared(data, "syn", Volume(vol, (1.0, 1.0, 1.0), StoredMeta("MR", 12), "s1"), slabs)
+    app = typer.Typer()
+    register_evaluate(app)
+
+    @app.command("noop")
+    def _noop() -> None:  # a second command keeps typer's sub-command layout
+        pass
+
+    _, p, _ = cards
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(p),
+            "--data-dir",
+            str(data),
+            "--datasets",
+            "syn",
+            "--max-images",
+            "4",
+            "--no-unseen",
+            "--report",
+            str(out / "r.md"),
+            "--figures-dir",
+            str(out / "fig"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    text = (out / "r.md").read_text()
+    assert "ESRGAN-GAN node" in text and "ESRGAN-interp node" in text  # sibling found, interp built
+    assert "FID**: skipped" in text
+    bad = CliRunner().invoke(
+        app, ["evaluate", str(tmp_path / "nope.json"), "--data-dir", str(data)]
+    )
+    assert bad.exit_code == 2 and "not found" in bad.output
