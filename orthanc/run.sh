@@ -48,10 +48,12 @@ trap stop INT TERM
 for try in 1 2 3 4 5 6 7 8; do
   /usr/sbin/Orthanc "$work/orthanc.json" 2> >(tee "$work/log" >&2) &
   pid=$!
+  # `wait` returns early (status > 128) when a trapped signal arrives: wait until Orthanc
+  # itself has finished, then ask once more for its own exit status.
+  wait "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do wait "$pid" 2>/dev/null || true; done
   rc=0
-  wait "$pid" || rc=$?
-  # `wait` returns early when a trapped signal arrives: wait for Orthanc itself to finish.
-  while kill -0 "$pid" 2>/dev/null; do wait "$pid" || rc=$?; done
+  wait "$pid" 2>/dev/null || rc=$?
   [ -z "$stopping" ] || exit "$rc"
   if [ "$rc" -ne 0 ] && grep -q "database is locked" "$work/log" 2>/dev/null; then
     echo "orthanc/run.sh: storage still locked by a previous Orthanc, retry $try in 2 s" >&2

@@ -327,3 +327,38 @@ def write_series(
 
 def rmtree_quiet(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# --- Orthanc REST helpers (pyorthanc) ------------------------------------------------------
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not reached after {timeout} s")
+        time.sleep(interval)
+
+
+def find_series(client, study_uid: str) -> list[dict]:
+    """Orthanc series (expanded) of a study, by StudyInstanceUID."""
+    return client.post_tools_find(
+        json={"Level": "Series", "Query": {"StudyInstanceUID": study_uid}, "Expand": True}
+    )
+
+
+def series_id(client, series_uid: str) -> str | None:
+    ids = client.post_tools_find(
+        json={"Level": "Series", "Query": {"SeriesInstanceUID": series_uid}}
+    )
+    return ids[0] if ids else None
+
+
+def stable_series_ids(client) -> set[str]:
+    """Orthanc IDs of the series that have had a StableSeries change."""
+    changes = client.get_changes(params={"since": 0, "limit": 10000})["Changes"]
+    return {c["ID"] for c in changes if c["ChangeType"] == "StableSeries"}
