@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -105,13 +106,37 @@ def iter_input_files(inputs: Iterable[Path]) -> Iterator[Path]:
                 yield p
 
 
+def _looks_like_bare_dataset(path: Path) -> bool:
+    """A DICOM data set without preamble and file meta starts with a group 0002 or 0008
+    element (little endian), as some PACS exports and old tools write them."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:2] in (b"\x02\x00", b"\x08\x00") and len(head) == 4
+
+
 def _read(path: Path) -> Any:
-    """The dataset, or None for files that are not DICOM."""
+    """The dataset; None for files that are not DICOM; the exception for damaged ones."""
     try:
         return dcmread(path)
     except (InvalidDicomError, EOFError, IsADirectoryError):
-        return None
-    except Exception as e:  # noqa: BLE001 - a damaged file is a skip with a reason
+        if not _looks_like_bare_dataset(path):
+            return None
+        try:
+            ds = dcmread(path, force=True)
+        except Exception:  # noqa: BLE001 - then it is not DICOM after all
+            return None
+        if "SOPClassUID" not in ds:
+            return None
+        implicit, little = ds.original_encoding
+        if little is not False and "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+            )
+        return ds
+    except Exception as e:  # noqa: BLE001 - a damaged file is a failure with a reason
         log.debug("could not read %s: %s", path, e)
         return e
 

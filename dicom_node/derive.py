@@ -35,7 +35,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLSNearLossless,
+)
 
 from dicom_node import __version__
 from dicom_node.config import DeriveSettings
@@ -386,6 +391,26 @@ def _swap_big_endian_values(ds: Dataset) -> None:
             elem.value = swapped + raw[n:]
 
 
+# Transfer syntaxes that are always lossy -> LossyImageCompressionMethod (PS3.3 C.7.6.1.1.5)
+_LOSSY_SYNTAXES = {
+    JPEGBaseline8Bit: "ISO_10918_1",
+    JPEGExtended12Bit: "ISO_10918_1",
+    JPEGLSNearLossless: "ISO_14495_1",
+}
+
+
+def _mark_lossy_source(out: Dataset, source: Dataset) -> None:
+    """An image derived from lossy-compressed pixels stays marked lossy (PS3.3
+    C.7.6.1.1.5), though it is stored uncompressed."""
+    ts = getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", None)
+    method = _LOSSY_SYNTAXES.get(ts) if ts is not None else None
+    if method is None:
+        return
+    out.LossyImageCompression = "01"
+    if "LossyImageCompressionMethod" not in out:
+        out.LossyImageCompressionMethod = method
+
+
 def _copy_attributes(source: Dataset) -> Dataset:
     out = Dataset()
     for elem in source:
@@ -475,6 +500,7 @@ def derive_instance(
 
     # pixels
     _set_pixels(out, source, pixels)
+    _mark_lossy_source(out, source)
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = source.SOPClassUID

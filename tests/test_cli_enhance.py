@@ -12,7 +12,7 @@ import pydicom
 import pytest
 import typer
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from typer.testing import CliRunner
 
@@ -205,6 +205,21 @@ def test_non_image_dicom_is_skipped_not_failed(model: Path, tmp_path: Path) -> N
     r = _run("enhance", str(d), "-o", str(tmp_path / "o"), "-m", str(model))
     assert r.exit_code == 0, r.output
     assert "without pixel data skipped" in r.output
+
+
+def test_bare_dataset_without_file_meta_is_read(model: Path, tmp_path: Path) -> None:
+    d = tmp_path / "in"
+    d.mkdir()
+    ds = pydicom.dcmread(_src("CT_small.dcm"))
+    ds.preamble = None
+    ds.file_meta = FileMetaDataset()
+    pydicom.dcmwrite(d / "IM0001", ds, implicit_vr=True, little_endian=True)
+    (d / "random.bin").write_bytes(bytes(range(256)) * 4)
+    r = _run("enhance", str(d), "-o", str(tmp_path / "o"), "-m", str(model))
+    assert r.exit_code == 0, r.output
+    assert "1 file(s) written" in r.output and "1 non-DICOM file(s) skipped" in r.output
+    (f,) = _outputs(tmp_path / "o")
+    assert pydicom.dcmread(f).pixel_array.shape == (256, 256)
 
 
 def _bundled() -> list:

@@ -298,6 +298,16 @@ def test_8bit_jpeg_lossless_source(card: ModelCard, tmp_path: Path) -> None:
     assert back.pixel_array.shape == (64, 96)
 
 
+def test_lossy_source_stays_marked_lossy(card: ModelCard) -> None:
+    src = _load("JPGExtended.dcm")  # JPEG extended, 12-bit
+    del src.LossyImageCompression
+    out, _ = enhance_instance(src, NearestEngine(card))
+    assert out.LossyImageCompression == "01"
+    assert out.LossyImageCompressionMethod == "ISO_10918_1"
+    lossless, _ = enhance_instance(_load("MR_small_jp2klossless.dcm"), NearestEngine(card))
+    assert lossless.get("LossyImageCompression") in (None, "00")
+
+
 def test_enhanced_mr_multiframe(card: ModelCard, tmp_path: Path) -> None:
     src = _load("emri_small_jpeg_ls_lossless.dcm")
     out, res = enhance_instance(src, NearestEngine(card))
