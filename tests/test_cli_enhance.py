@@ -242,3 +242,18 @@ def test_bundled_model_by_modality(tmp_path: Path) -> None:
     assert ds.pixel_array.shape == (64, 64)
     eq = ds.ContributingEquipmentSequence[-1]
     assert eq.ManufacturerModelName in {c.name for c in cards}
+
+
+def test_root_command_lists_batch_commands() -> None:
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "dicom_node.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin", "TERM": "dumb"},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert run.returncode == 0, run.stderr
+    assert "enhance" in run.stdout and "models" in run.stdout
