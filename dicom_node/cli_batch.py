@@ -52,6 +52,10 @@ class Failure:
     path: Path
     reason: str
 
+    def __post_init__(self) -> None:  # one line per failure, whatever the exception said
+        lines = [line.strip() for line in str(self.reason).splitlines() if line.strip()]
+        self.reason = "; ".join(lines)
+
 
 @dataclass
 class BatchReport:

@@ -48,7 +48,9 @@ def check_supported(ds: Dataset) -> None:
     if spp != 1 or (photometric and photometric not in ("MONOCHROME1", "MONOCHROME2")):
         kind = photometric or f"{spp} samples per pixel"
         raise UnsupportedInput(f"colour images ({kind}) are not supported (greyscale only)")
-    bits_allocated = int(ds.get("BitsAllocated", 0) or 0)
+    if "BitsAllocated" not in ds or not ds.BitsAllocated:
+        raise UnsupportedInput("the pixel module is incomplete (no BitsAllocated)")
+    bits_allocated = int(ds.BitsAllocated)
     if bits_allocated == 1:
         raise UnsupportedInput("1-bit (binary) pixel data is not supported")
     if bits_allocated not in (8, 16):

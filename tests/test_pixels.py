@@ -150,3 +150,16 @@ def test_no_pixel_data_refused() -> None:
     del ds.PixelData
     with pytest.raises(UnsupportedInput, match="no pixel data"):
         check_supported(ds)
+
+
+def test_incomplete_pixel_module_refused() -> None:
+    ds = _load("MR_small.dcm")
+    del ds.BitsAllocated
+    with pytest.raises(UnsupportedInput, match="incomplete"):
+        check_supported(ds)
+
+
+def test_undecodable_pixel_data_is_unsupported_input() -> None:
+    ds = _load("MR_truncated.dcm")  # fewer bytes of pixel data than Rows x Columns
+    with pytest.raises(UnsupportedInput, match="could not be decoded"):
+        read_pixels(ds)
