@@ -257,3 +257,27 @@ def test_root_command_lists_batch_commands() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert "enhance" in run.stdout and "models" in run.stdout
+
+
+def test_config_derive_settings_apply(model: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "srnode.toml"
+    cfg.write_text(
+        '[derive]\ndescription_suffix = " SUPERRES"\nseries_number_offset = 7\n'
+        'manufacturer = "Hospital IT"\n'
+    )
+    out = tmp_path / "o"
+    r = _run("enhance", str(_src("CT_small.dcm")), "-o", str(out), "-m", str(model), "-c", str(cfg))
+    assert r.exit_code == 0, r.output
+    (f,) = _outputs(out)
+    ds = pydicom.dcmread(f)
+    src = pydicom.dcmread(_src("CT_small.dcm"))
+    assert ds.SeriesDescription.endswith("SUPERRES")
+    assert ds.SeriesNumber == int(src.SeriesNumber) + 7
+    assert ds.ContributingEquipmentSequence[-1].Manufacturer == "Hospital IT"
+
+
+def test_bad_config_exit_2(model: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[derive]\nseries_number_offset = -5\n")
+    r = _run("enhance", str(_src("CT_small.dcm")), "-o", str(tmp_path / "o"), "-c", str(cfg))
+    assert r.exit_code == 2
