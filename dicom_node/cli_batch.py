@@ -164,6 +164,7 @@ class EngineCache:
         self.model_dirs = model_dirs
         self._engines: dict[Path, Any] = {}
         self._by_modality: dict[str, Path] = {}
+        self._named: Path | None = None
 
     def _load(self, card_path: Path) -> Any:
         card_path = Path(card_path)
@@ -179,10 +180,19 @@ class EngineCache:
         return self._engines[card_path]
 
     def resolve_named(self) -> Path:
-        from sr_engine.registry import resolve_model
+        if self._named is None:
+            from sr_engine.registry import resolve_model
 
-        assert self.model is not None
-        return Path(resolve_model(self.model, model_dirs=self.model_dirs))
+            assert self.model is not None
+            self._named = Path(resolve_model(self.model, model_dirs=self.model_dirs))
+        return self._named
+
+    def close(self) -> None:
+        for engine in self._engines.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
+        self._engines.clear()
 
     def for_modality(self, modality: str) -> Any:
         if self.model is not None:
@@ -443,6 +453,8 @@ def enhance_command(
     except SrEngineError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    finally:
+        engines.close()
     print_summary(report, Console(soft_wrap=True, highlight=False))
     raise typer.Exit(report.exit_code)
 
