@@ -25,6 +25,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -70,6 +71,7 @@ class BatchReport:
     worst_rmse: float | None = None
     worst_max_abs: float | None = None
     seconds: float = 0.0
+    consistency: bool = True  # whether the projection step ran
 
     @property
     def exit_code(self) -> int:
@@ -224,7 +226,7 @@ def run_enhance(
     """Enhance every image instance under ``inputs`` into ``out_dir``; never raises for
     one bad file (it goes into ``report.failures``)."""
     console = console or Console(stderr=True)
-    report = BatchReport(out_dir=out_dir)
+    report = BatchReport(out_dir=out_dir, consistency=settings.data_consistency)
     files = list(iter_input_files(inputs))
     start = time.perf_counter()
     bar = Progress(
@@ -304,7 +306,7 @@ def print_summary(report: BatchReport, console: Console) -> None:
     no_pixels = len(report.skipped) - not_dicom
     line = (
         f"[bold]{n_ok}[/] file(s) written in [bold]{len(report.series)}[/] series "
-        f"to {report.out_dir} in {report.seconds:.1f} s"
+        f"to {escape(str(report.out_dir))} in {report.seconds:.1f} s"
     )
     if n_bad:
         line += f"; [red]{n_bad} failed[/]"
@@ -316,7 +318,8 @@ def print_summary(report: BatchReport, console: Console) -> None:
     if report.models:
         console.print("model: " + ", ".join(sorted(report.models)))
     if report.worst_rmse is not None:
-        worst = f"worst data-consistency error: RMSE {report.worst_rmse:.3f}"
+        label = "worst" if report.consistency else "data consistency off; worst measured"
+        worst = f"{label} data-consistency error: RMSE {report.worst_rmse:.3f}"
         if report.worst_max_abs is not None:
             worst += f", max {report.worst_max_abs:.3f}"
         console.print(worst + " stored units")

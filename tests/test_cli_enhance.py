@@ -144,6 +144,7 @@ def test_rerun_is_deterministic_and_no_consistency_differs(
     )
     r = _run("enhance", str(inputs / "ct"), "-o", str(c), "-m", str(model), "--no-consistency")
     assert r.exit_code == 0, r.output
+    assert "data consistency off; worst measured" in r.output
     (only,) = _outputs(c)
     assert only.relative_to(c) != rel[0]
     assert "data consistency not applied" in pydicom.dcmread(only).DerivationDescription
