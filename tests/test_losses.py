@@ -24,6 +24,16 @@ from training.losses import (  # noqa: E402
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread is faster than two contended ones on a shared CPU."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def vgg_file(tmp_path_factory):
     """A random VGG19 in torchvision's state-dict layout (features.* plus a classifier)."""

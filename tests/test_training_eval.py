@@ -23,10 +23,21 @@ from training.evaluate import (
     mean_ci,
     paired_wilcoxon,
     register_evaluate,
+    results_table,
     summarize,
     write_report,
 )
 from training.metrics import NiqeModel, downscale_half, fit_niqe_model, mse, niqe, psnr, ssim
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one thread is faster than two contended ones on a shared CPU."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def smooth_image(seed: int, shape=(96, 96), sigma: float = 3.0) -> np.ndarray:
@@ -321,3 +332,49 @@ def test_cli_evaluate_end_to_end(cards, tmp_path):
         app, ["evaluate", str(tmp_path / "nope.json"), "--data-dir", str(data)]
     )
     assert bad.exit_code == 2 and "not found" in bad.output
+
+
+# -- FID ---------------------------------------------------------------------------------
+
+
+def test_frechet_distance_closed_form():
+    from training.fid import fid_from_features, frechet_distance
+
+    mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, 3.0])
+    s1, s2 = np.diag([1.0, 4.0]), np.diag([4.0, 9.0])
+    # |mu diff|^2 + sum(s1 + s2 - 2 sqrt(s1 s2)) = 5 + (1 + 4 - 4) + (4 + 9 - 12) = 7
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(7.0)
+    f = np.random.default_rng(0).standard_normal((50, 3))
+    assert fid_from_features(f, f) == pytest.approx(0.0, abs=1e-6)
+    assert fid_from_features(f + 2.0, f) == pytest.approx(12.0, rel=1e-6)
+
+
+def test_inception_features_from_a_local_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    from training.fid import InceptionFeatures, InceptionV3Pool
+
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        InceptionFeatures(tmp_path / "none.pth")
+    torch.manual_seed(0)
+    sd = InceptionV3Pool().state_dict()
+    sd["fc.weight"] = torch.zeros(1000, 2048)  # torchvision files carry the classifier too
+    torch.save(sd, tmp_path / "inception.pth")
+    feats = InceptionFeatures(tmp_path / "inception.pth")
+    f = feats([smooth_image(0, (40, 40)), smooth_image(1, (64, 48))])
+    assert f.shape == (2, 2048) and np.isfinite(f).all() and not np.allclose(f[0], f[1])
+    torch.save({"Conv2d_1a_3x3.conv.weight": sd["Conv2d_1a_3x3.conv.weight"]}, tmp_path / "x.pth")
+    with pytest.raises(ValueError, match="missing"):
+        InceptionFeatures(tmp_path / "x.pth")
+
+
+def test_evaluate_reports_fid_with_a_feature_extractor(tmp_path):
+    def stats(images):  # a cheap stand-in for Inception: mean, std, gradient energy
+        return np.array(
+            [[im.mean(), im.std(), np.abs(np.diff(im, axis=0)).mean()] for im in images]
+        )
+
+    samples = [(smooth_image(s, (48, 48)), {"id": f"s{s}"}) for s in range(5)]
+    ev = evaluate(samples, interpolation_methods(2), features=stats, keep_examples=0)
+    rows = {r["method"]: r for r in summarize(ev)}
+    assert rows["nearest"]["fid"] > 0 and np.isfinite(rows["bicubic"]["fid"])
+    assert "| FID |" in results_table(list(rows.values()), False, False, True)

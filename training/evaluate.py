@@ -320,6 +320,8 @@ class Evaluation:
     niqe_model: NiqeModel | None
     niqe_standard: NiqeModel | None
     seconds: float = 0.0
+    features: dict[str, list[np.ndarray]] = field(default_factory=dict)  # FID: method -> feats
+    fid_note: str = ""
 
     def values(self, method: str, metric: str) -> np.ndarray:
         return np.array([r[metric] for r in self.records if r["method"] == method], float)
@@ -334,12 +336,18 @@ def evaluate(
     niqe_standard: NiqeModel | None = None,
     keep_examples: int = 2,
     progress: bool = False,
+    features: Callable[[list[np.ndarray]], np.ndarray] | None = None,
 ) -> Evaluation:
-    """Every method on every sample; per-image records of PSNR/SSIM/MSE/NIQE."""
+    """Every method on every sample; per-image records of PSNR/SSIM/MSE/NIQE.
+
+    ``features`` (e.g. :class:`training.fid.InceptionFeatures`) maps images to feature
+    vectors; with it, FID of each method's outputs against the HR images is reported.
+    """
     samples = as_samples(samples)
     crop = scale
     records: list[dict[str, Any]] = []
     examples: dict[str, dict[str, np.ndarray]] = {}
+    feats: dict[str, list[np.ndarray]] = {}
     keep = set(_spread(len(samples), keep_examples)) if keep_examples else set()
     t0 = time.perf_counter()
     it: Iterable[tuple[int, Sample]] = enumerate(samples)
@@ -353,6 +361,7 @@ def evaluate(
         lr = degrade(hr, scale, operator)
         if i in keep:
             examples[s.id] = {"HR": hr, "LR": lr}
+        outs: dict[str, np.ndarray] = {"HR": hr}
         for m in methods:
             sr, dc = m.fn(lr, s.modality)
             sr = np.clip(np.asarray(sr, np.float64), 0.0, 1.0)
@@ -372,13 +381,20 @@ def evaluate(
             if niqe_standard is not None:
                 rec["niqe_std"] = niqe(sr, niqe_standard)
             records.append(rec)
+            outs[m.name] = sr
             if i in keep:
                 examples[s.id][m.name] = sr
+        if features is not None:
+            names = list(outs)
+            for name, f in zip(names, features([outs[n] for n in names]), strict=True):
+                feats.setdefault(name, []).append(f)
         if niqe_model is not None:
             records.append({"image": s.id, "method": "HR", "kind": "reference",
                             "niqe": niqe(hr, niqe_model)})  # fmt: skip
-    return Evaluation(scale, operator, crop, records, list(methods), samples, examples,
-                      niqe_model, niqe_standard, time.perf_counter() - t0)  # fmt: skip
+    return Evaluation(
+        scale, operator, crop, records, list(methods), samples, examples, niqe_model,
+        niqe_standard, time.perf_counter() - t0, {k: list(v) for k, v in feats.items()},
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -422,6 +438,13 @@ def summarize(ev: Evaluation, reference: str = "bicubic") -> list[dict[str, Any]
         for k in ("psnr", "ssim", "mse", "niqe", "niqe_std", "dc_rmse"):
             vals = ev.values(m.name, k) if any(k in r for r in ev.records) else np.array([])
             row[k] = mean_ci(vals) if len(vals) else (math.nan, math.nan)
+        row["fid"] = math.nan
+        if m.name in ev.features and "HR" in ev.features and len(ev.features["HR"]) >= 2:
+            from training.fid import fid_from_features
+
+            row["fid"] = fid_from_features(
+                np.array(ev.features[m.name]), np.array(ev.features["HR"])
+            )
         for k in ("psnr", "ssim"):
             if m.name == reference or len(ref[k]) == 0:
                 row[f"{k}_vs_ref"] = (math.nan, math.nan)
@@ -597,12 +620,16 @@ def _fmt_p(p: float) -> str:
     return f"{p:.1e}" if p < 1e-3 else f"{p:.3f}"
 
 
-def results_table(rows: list[dict[str, Any]], has_niqe: bool, has_std: bool) -> str:
+def results_table(
+    rows: list[dict[str, Any]], has_niqe: bool, has_std: bool, has_fid: bool = False
+) -> str:
     head = ["method", "PSNR dB", "SSIM", "MSE ×1e-4"]
     if has_niqe:
         head.append("NIQE (fitted)")
     if has_std:
         head.append("NIQE (standard)")
+    if has_fid:
+        head.append("FID")
     head += ["ΔPSNR vs bicubic (median)", "Wilcoxon p (PSNR)", "Wilcoxon p (SSIM)", "DC RMSE"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -612,6 +639,8 @@ def results_table(rows: list[dict[str, Any]], has_niqe: bool, has_std: bool) -> 
             cells.append(_fmt_ci(r["niqe"]))
         if has_std:
             cells.append(_fmt_ci(r["niqe_std"]))
+        if has_fid:
+            cells.append("–" if not np.isfinite(r["fid"]) else f"{r['fid']:.1f}")
         d, p = r["psnr_vs_ref"]
         cells += [
             "–" if not np.isfinite(d) else f"{d:+.2f}",
@@ -805,7 +834,13 @@ def write_report(
             status = (f"**missed** by {sb:.0%}" if "slices" in t["target"]
                       else f"**missed** by {sb:.2f}{unit}")  # fmt: skip
         L.append(f"| {t['target']} | {t['value']} | {status} |")
-    L += ["", "## Held-out results", "", results_table(rows, has_niqe, has_std), ""]
+    L += [
+        "",
+        "## Held-out results",
+        "",
+        results_table(rows, has_niqe, has_std, bool(ev.features)),
+        "",
+    ]
     node_raw = [(r, next((q for q in rows if q["method"] == r["method"].replace(" node", " raw")),
                          None)) for r in rows if r["kind"] == "node"]  # fmt: skip
     if node_raw:
@@ -882,7 +917,9 @@ def run_evaluation(
     card_path = resolve_model(model)
     card = load_card(card_path)
     fam = model_family(card.name)
-    datasets = list(datasets or card.training_data.get("datasets") or DEFAULT_DATASETS[fam])
+    recorded = [d.get("name") if isinstance(d, dict) else d
+                for d in card.training_data.get("datasets") or []]  # fmt: skip
+    datasets = list(datasets or [d for d in recorded if d] or DEFAULT_DATASETS[fam])
     cards = find_role_cards(card_path)
     cards.update(extra_cards or {})
     tmp = Path(tempfile.mkdtemp(prefix="srnode-eval-"))
@@ -908,9 +945,14 @@ def run_evaluation(
                             source=f"fitted on {len(train)} HR training images of "
                                    f"{', '.join(datasets)}")  # fmt: skip
         std = NiqeModel.load(niqe_params) if niqe_params else None
+        feats = None
+        if inception_weights is not None:
+            from training.fid import InceptionFeatures
+
+            feats = InceptionFeatures(inception_weights)
         ev = evaluate(samples, methods, card.scale, card.degradation.operator, nm, std,
-                      progress=progress)  # fmt: skip
-        fid_note = fid_status(inception_weights)
+                      progress=progress, features=feats)  # fmt: skip
+        fid_note = fid_status(inception_weights, len(samples))
         unseen_rows = None
         if unseen:
             mods = card.modalities or ({"mr": ["MR"], "ct": ["CT"]}.get(fam, ["CR", "MR", "CT"]))
@@ -930,7 +972,7 @@ def run_evaluation(
             "data": f"{', '.join(datasets)} from `{data_dir}`, split `{split}`",
             "FID": fid_note,
         }
-        for key in ("command", "wall_time", "wall_time_s", "train_command", "seconds"):
+        for key in ("command", "train_command", "wall_s", "wall_time", "iters", "device"):
             if key in card.training_data:
                 ctx[f"training {key.replace('_', ' ')}"] = card.training_data[key]
         ctx = {k: v for k, v in ctx.items() if v}
@@ -943,13 +985,16 @@ def run_evaluation(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def fid_status(inception_weights: Path | None) -> str:
+def fid_status(inception_weights: Path | None, n_images: int = 0) -> str:
     if inception_weights is None:
         return (
-            "skipped: no Inception-v3 weights given (`--inception-weights`); nothing is "
-            "downloaded, and FID over a few dozen slices would be unreliable anyway"
+            "skipped: no Inception-v3 weights given (`--inception-weights`); nothing is downloaded"
         )
-    return f"skipped: FID with {inception_weights.name} is not implemented in this version"
+    return (
+        f"Inception-v3 pool features ({inception_weights.name}) of each method's outputs vs "
+        f"the {n_images} HR images; with fewer images than 2048 feature dimensions the "
+        "covariances are rank-deficient: compare methods with each other only"
+    )
 
 
 # ---------------------------------------------------------------------------------------
