@@ -256,7 +256,7 @@ def derivation_description(
             measured += f", max {float(worst):.3f}"
         measured += " stored units"
     if consistency:
-        parts.append(f"data consistency ({op}) " + (measured or "applied"))
+        parts.append(f"data consistency ({op}) " + (measured or "not measured"))
     else:
         parts.append(
             "data consistency not applied" + (f" (measured {op}: {measured})" if measured else "")

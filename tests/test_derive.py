@@ -162,6 +162,10 @@ def test_ct_derived_instance(card: ModelCard, tmp_path: Path) -> None:
     )
     assert np.abs(_classic_corners(out) - _classic_corners(src)).max() < 0.01
     assert list(out.ImageOrientationPatient) == list(src.ImageOrientationPatient)
+    t_src = PixelToReferenceTransformer.for_image(src)
+    t_out = PixelToReferenceTransformer.for_image(out)
+    last = t_out(np.array([[255, 255], [254, 254]])).mean(axis=0)
+    assert np.abs(last - t_src(np.array([[127, 127]]))[0]).max() < 0.01
 
     # write, re-read: encoding, pixels, HU
     path = save_derived(out, tmp_path / "ct.dcm")
@@ -346,6 +350,13 @@ def test_enhanced_ct_functional_group_geometry(card: ModelCard) -> None:
         )
         assert np.abs(c_out - c_src).max() < 0.01
         assert "DerivationImageSequence" not in fo
+    # highdicom reads the derived geometry the same way: source pixel (0, 0) centre =
+    # mean of the derived 2x2 block's centres
+    for frame in (1, 2):
+        t_src = PixelToReferenceTransformer.for_image(src, frame_number=frame)
+        t_out = PixelToReferenceTransformer.for_image(out, frame_number=frame)
+        block = t_out(np.array([[0, 0], [1, 0], [0, 1], [1, 1]])).mean(axis=0)
+        assert np.abs(block - t_src(np.array([[0, 0]]))[0]).max() < 0.01
     frame_type = shared_out.CTImageFrameTypeSequence[0].FrameType
     assert frame_type[0] == "DERIVED"
     # rescale and window kept in the functional groups
