@@ -378,3 +378,17 @@ def test_evaluate_reports_fid_with_a_feature_extractor(tmp_path):
     rows = {r["method"]: r for r in summarize(ev)}
     assert rows["nearest"]["fid"] > 0 and np.isfinite(rows["bicubic"]["fid"])
     assert "| FID |" in results_table(list(rows.values()), False, False, True)
+
+
+def test_find_role_cards_by_name(cards, tmp_path):
+    from tests.onnx_models import write_test_model
+    from training.evaluate import find_role_cards
+
+    _, p, g = cards
+    write_test_model(tmp_path, "srcnn-mr-x2")
+    write_test_model(tmp_path, "srresnet-mr-x2-gan")
+    found = find_role_cards(p, [tmp_path])
+    assert found["esrgan-psnr"] == p and found["esrgan-gan"] == g
+    assert found["srcnn"].name == "srcnn-mr-x2.json"
+    assert found["srgan"].name == "srresnet-mr-x2-gan.json"
+    assert "esrgan-interp" not in found

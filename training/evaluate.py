@@ -46,7 +46,7 @@ from training.metrics import NiqeModel, fit_niqe_model, mse, niqe, psnr, ssim
 log = logging.getLogger(__name__)
 
 INTERPOLATION = ("nearest", "bicubic", "lanczos", "wavelet")
-# learned roles, in table order; the card of each is found by name suffix beside the model
+# learned roles, in table order
 ROLES = ("srcnn", "srgan", "esrgan-psnr", "esrgan-gan", "esrgan-interp")
 ROLE_LABEL = {
     "srcnn": "SRCNN",
@@ -55,18 +55,19 @@ ROLE_LABEL = {
     "esrgan-gan": "ESRGAN-GAN",
     "esrgan-interp": "ESRGAN-interp",
 }
-ROLE_SUFFIX = {
-    "srcnn": "-srcnn",
-    "srgan": "-srgan",
-    "esrgan-gan": "-gan",
-    "esrgan-interp": "-interp",
+# card names tried for each role, ``{b}`` = the ESRGAN-PSNR model's name
+ROLE_CANDIDATES = {
+    "srcnn": ("{b}-srcnn", "srcnn-{b}"),
+    "srgan": ("{b}-srgan", "srgan-{b}", "srresnet-{b}-gan"),
+    "esrgan-gan": ("{b}-gan",),
+    "esrgan-interp": ("{b}-interp",),
 }
 # issue 3 targets: ESRGAN-PSNR (node) over bicubic, dB, by model family
 PSNR_TARGETS = {"mr": 2.5, "ct": 2.0}
 SRCNN_MARGIN = 0.5
 GAN_NIQE_SHARE = 0.80
 DEFAULT_DATASETS = {
-    "mr": ["colin27-1mm"],
+    "mr": ["colin27-1mm", "colin27-05mm"],
     "ct": ["cranium-ct"],
     "general": ["colin27-1mm", "cranium-ct"],
 }
@@ -210,6 +211,9 @@ class EngineRunner:
 
         self.engine = Engine.load(Path(card_path), backend=backend, threads=threads)
         self.card = self.engine.card
+        self._infer = self.engine.infer
+        self._last: tuple[bytes, np.ndarray] | None = None
+        self.engine.infer = self._cached_infer  # type: ignore[method-assign]
         self.card_path = Path(card_path)
         it = self.card.intensity
         if it.model == "ct_hu":
@@ -221,6 +225,18 @@ class EngineRunner:
         else:  # percentile: any linear encoding maps back identically; leave headroom above 1
             self.lo, self.hi = 0.0, 50000.0
             self.dtype, self.signed = np.uint16, 0
+
+    def _cached_infer(self, x: np.ndarray, untiled: bool = False) -> np.ndarray:
+        """The network output of the previous call when the input repeats: the node and the
+        raw variant of one image share one inference."""
+        import hashlib
+
+        key = hashlib.sha1(x.tobytes() + bytes([untiled]) + str(x.shape).encode()).digest()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1].copy()
+        y = self._infer(x, untiled=untiled)
+        self._last = (key, y)
+        return y.copy()
 
     def encode(self, x: np.ndarray, modality: str) -> tuple[np.ndarray, Any]:
         from sr_engine.meta import PixelMeta
@@ -288,18 +304,25 @@ def interpolate_onnx(psnr_card: Path, gan_card: Path, alpha: float, out_dir: Pat
 
 
 def find_role_cards(model_card: Path, search_dirs: Sequence[Path] = ()) -> dict[str, Path]:
-    """The ESRGAN-PSNR card plus any sibling ``<name>-gan``/``-srcnn``/``-srgan``/``-interp``."""
+    """The ESRGAN-PSNR card plus the cards of the other roles found by name (see
+    ``ROLE_CANDIDATES``) beside it or in ``search_dirs``."""
     from sr_engine.model_card import load_card
 
     base = load_card(model_card, verify=False).name
     found = {"esrgan-psnr": model_card}
     dirs = [model_card.parent, *search_dirs]
-    for role, suffix in ROLE_SUFFIX.items():
-        for d in dirs:
-            p = Path(d) / f"{base}{suffix}.json"
-            if p.is_file():
-                found[role] = p
-                break
+    for role, patterns in ROLE_CANDIDATES.items():
+        hit = next(
+            (
+                Path(d) / f"{pat.format(b=base)}.json"
+                for pat in patterns
+                for d in dirs
+                if (Path(d) / f"{pat.format(b=base)}.json").is_file()
+            ),
+            None,
+        )
+        if hit is not None:
+            found[role] = hit
     return found
 
 
@@ -774,6 +797,7 @@ def write_report(
     figures_dir: Path,
     context: dict[str, Any],
     unseen: list[dict[str, Any]] | None = None,
+    notes: Sequence[str] = (),
 ) -> Path:
     """The markdown report plus PNGs (and a per-image CSV) under ``figures_dir``."""
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -834,6 +858,8 @@ def write_report(
             status = (f"**missed** by {sb:.0%}" if "slices" in t["target"]
                       else f"**missed** by {sb:.2f}{unit}")  # fmt: skip
         L.append(f"| {t['target']} | {t['value']} | {status} |")
+    if notes:
+        L += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     L += [
         "",
         "## Held-out results",
@@ -910,6 +936,8 @@ def run_evaluation(
     threads: int = 1,
     progress: bool = True,
     command: str = "",
+    baselines_dirs: Sequence[Path] = (),
+    notes: Sequence[str] = (),
 ) -> Path:
     from sr_engine.model_card import load_card
     from sr_engine.registry import resolve_model
@@ -920,7 +948,7 @@ def run_evaluation(
     recorded = [d.get("name") if isinstance(d, dict) else d
                 for d in card.training_data.get("datasets") or []]  # fmt: skip
     datasets = list(datasets or [d for d in recorded if d] or DEFAULT_DATASETS[fam])
-    cards = find_role_cards(card_path)
+    cards = find_role_cards(card_path, baselines_dirs)
     cards.update(extra_cards or {})
     tmp = Path(tempfile.mkdtemp(prefix="srnode-eval-"))
     runners: dict[str, EngineRunner] = {}
@@ -978,7 +1006,7 @@ def run_evaluation(
         ctx = {k: v for k, v in ctx.items() if v}
         if "esrgan-interp" in runners and "esrgan-interp" not in (extra_cards or {}):
             ctx["interpolated model"] = f"alpha = {interp_alpha} (weights (1-α)·PSNR + α·GAN)"
-        return write_report(ev, card.name, out_report, figures_dir, ctx, unseen_rows)
+        return write_report(ev, card.name, out_report, figures_dir, ctx, unseen_rows, notes)
     finally:
         for r in runners.values():
             r.engine.close()
@@ -1043,6 +1071,10 @@ def register_evaluate(train_app: Any) -> None:
             None, help="PNG / CSV folder (default: <card dir>/reports)"
         ),
         threads: int = typer.Option(1, help="ONNX Runtime threads per model"),
+        baselines_dir: list[Path] = typer.Option(
+            [], help="more folders to look for the baseline cards in (repeatable)"
+        ),
+        note: list[str] = typer.Option([], help="a note for the targets section (repeatable)"),
     ) -> None:
         """Evaluate a model against interpolation and learned baselines; write the report."""
         from sr_engine.errors import SrEngineError
@@ -1078,6 +1110,8 @@ def register_evaluate(train_app: Any) -> None:
                 threads,
                 progress=sys.stderr.isatty(),
                 command="srnode " + shlex.join(sys.argv[1:]),
+                baselines_dirs=baselines_dir,
+                notes=note,
             )
         except (SrEngineError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
