@@ -362,3 +362,17 @@ def stable_series_ids(client) -> set[str]:
     """Orthanc IDs of the series that have had a StableSeries change."""
     changes = client.get_changes(params={"since": 0, "limit": 10000})["Changes"]
     return {c["ID"] for c in changes if c["ChangeType"] == "StableSeries"}
+
+
+def wait_node_started(node, timeout: float = 60.0) -> None:
+    """Wait for `srnode serve` to log that it started (``node``: tests.node_helpers.Proc).
+
+    Waiting on the log rather than probing the port keeps health-check connections out
+    of the node's log."""
+
+    def started() -> bool:
+        if not node.alive():
+            raise RuntimeError(f"srnode exited early:\n{node.text()[-3000:]}")
+        return "srnode serve started" in node.text()
+
+    wait_until(started, timeout, interval=0.1, what="srnode serve started")

@@ -17,7 +17,7 @@ import pytest
 
 from tests import pacs_peers as peers
 from tests.node_helpers import SRNODE as SRNODE_BIN
-from tests.node_helpers import Proc, nodelay_env, wait_port, write_config
+from tests.node_helpers import Proc, nodelay_env, write_config
 from tests.onnx_models import write_test_model
 
 pytestmark = [
@@ -60,7 +60,7 @@ def loop(request, tmp_path_factory):
         )
         node = Proc([SRNODE_BIN, "serve", "--config", str(cfg)], t / "node.log", nodelay_env())
         try:
-            wait_port(node_port, 60, node)
+            peers.wait_node_started(node)
             peers.storescu(o.dicom_port, ct + mr, called_ae="ORTHANC", calling_ae="MODALITY")
             client = o.client()
             try:
