@@ -558,6 +558,11 @@ def _testdata_path(name: str) -> Path | None:
     return None
 
 
+def _windowed(stored: np.ndarray, meta: Any, window: Sequence[float]) -> np.ndarray:
+    hu = stored * float(meta.rescale_slope) + float(meta.rescale_intercept)
+    return np.clip(hu, window[0], window[1])
+
+
 def unseen_dicom(
     runner: EngineRunner,
     modalities: Sequence[str],
@@ -614,10 +619,14 @@ def unseen_dicom(
             lo, hi = max(meta.stored_min, info.min), min(meta.stored_max, info.max)
             bic = np.clip(np.rint(baselines.bicubic(lr.astype(np.float64), s)), lo, hi)
             ref = hr.astype(np.float64)
+            win = runner.card.intensity.window if runner.card.intensity.model == "ct_hu" else None
             for key, img in (("bicubic", bic), ("node", node.pixels), ("raw", raw.pixels)):
                 img = img.astype(np.float64)
                 row[f"{key}_psnr"] = psnr(img, ref, rng, s)
                 row[f"{key}_ssim"] = ssim(img, ref, rng, s)
+                if win is not None:  # also within the model's HU window (what it can represent)
+                    a, b = (_windowed(v, meta, win) for v in (img, ref))
+                    row[f"{key}_psnr_win"] = psnr(a, b, win[1] - win[0], s)
             row["node_dc_rmse"] = node.consistency_rmse
             out.append(row)
     return out
@@ -879,21 +888,27 @@ def write_report(
             L.append(f"| {r['method'].replace(' node', '')} | {d:+.3f} | {_fmt_p(p)} |")
         L.append("")
     if unseen:
+        win_cols = any("node_psnr_win" in u for u in unseen)
         L += ["## DICOM images the models never saw", "",
               "pydicom / pydicom-data test files: first (or middle) frame, centre crop, area ×"
               f"{ev.scale} of the stored integers rounded to integers, enhanced with the real "
               "DICOM meta; compared with the original stored values (PSNR data range = the "
               "original's max − min).", "",
               "| file | modality | size | bits | bicubic PSNR / SSIM | node PSNR / SSIM | "
-              "raw PSNR / SSIM |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+              "raw PSNR / SSIM |" + (" PSNR in HU window: bicubic / node / raw |" if win_cols
+                                     else ""),
+              "|---|---|---|---|---|---|---|" + ("---|" if win_cols else "")]  # fmt: skip
         for u in unseen:
             if "skipped" in u:
                 L.append(f"| {u['file']} | {u.get('modality', '')} | – | – | skipped: "
-                         f"{u['skipped']} | | |")  # fmt: skip
+                         f"{u['skipped']} | | |" + (" |" if win_cols else ""))  # fmt: skip
                 continue
             cells = [
                 f"{u[k + '_psnr']:.2f} / {u[k + '_ssim']:.4f}" for k in ("bicubic", "node", "raw")
             ]
+            if win_cols:
+                cells.append(" / ".join(f"{u[k + '_psnr_win']:.2f}"
+                                        for k in ("bicubic", "node", "raw")))  # fmt: skip
             L.append(f"| {u['file']} | {u['modality']} | {u['shape']} | {u['bits']} | "
                      + " | ".join(cells) + " |")  # fmt: skip
         done = [u for u in unseen if "skipped" not in u]
@@ -983,8 +998,8 @@ def run_evaluation(
         fid_note = fid_status(inception_weights, len(samples))
         unseen_rows = None
         if unseen:
-            mods = card.modalities or ({"mr": ["MR"], "ct": ["CT"]}.get(fam, ["CR", "MR", "CT"]))
-            unseen_rows = unseen_dicom(runners["esrgan-psnr"], [m.upper() for m in mods])
+            mods = {"mr": ["MR"], "ct": ["CT"]}.get(fam, ["CR", "MR", "CT"])
+            unseen_rows = unseen_dicom(runners["esrgan-psnr"], mods)
         out_report = out_report or card_path.with_name(f"{card.name}.report.md")
         figures_dir = figures_dir or card_path.parent / "reports"
         ctx: dict[str, Any] = {
@@ -1003,6 +1018,19 @@ def run_evaluation(
         for key in ("command", "train_command", "wall_s", "wall_time", "iters", "device"):
             if key in card.training_data:
                 ctx[f"training {key.replace('_', ' ')}"] = card.training_data[key]
+        missing = [ROLE_LABEL[r] for r in ROLES if r not in runners]
+        if missing:
+            ctx["not evaluated"] = (
+                ", ".join(missing)
+                + ": no card found ("
+                + "; ".join(
+                    f"{ROLE_LABEL[r]}: "
+                    + ", ".join(p.format(b=card.name) for p in ROLE_CANDIDATES[r])
+                    for r in ROLES
+                    if r in ROLE_CANDIDATES and r not in runners
+                )
+                + ")"
+            )
         ctx = {k: v for k, v in ctx.items() if v}
         if "esrgan-interp" in runners and "esrgan-interp" not in (extra_cards or {}):
             ctx["interpolated model"] = f"alpha = {interp_alpha} (weights (1-α)·PSNR + α·GAN)"
