@@ -118,6 +118,10 @@ class SchedulerSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str | None = None  # None = SQLite under data_dir
+    # SQLite only. "normal": a commit is not fsynced (WAL keeps it safe from a killed
+    # process; after a power loss the node re-indexes fsynced spool files on start);
+    # "full": every commit is fsynced too (one more disk flush per received instance).
+    sqlite_synchronous: Literal["normal", "full"] = "normal"
 
 
 class SpoolSettings(_Section):

@@ -197,7 +197,7 @@ class Claimed:
 class Database:
     """One engine and session factory; the queries the node needs on both dialects."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, sqlite_synchronous: str = "FULL") -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
@@ -211,7 +211,7 @@ class Database:
                 pool_size=8,
                 max_overflow=32,
             )
-            _sqlite_setup(self.engine)
+            _sqlite_setup(self.engine, sqlite_synchronous)
         else:
             self.engine = create_engine(
                 url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=32
@@ -221,7 +221,8 @@ class Database:
     @classmethod
     def from_settings(cls, settings: Any) -> Database:
         url = settings.database.url or default_url(settings.node.data_dir)
-        return cls(url)
+        sync = getattr(settings.database, "sqlite_synchronous", "full")
+        return cls(url, sqlite_synchronous=sync)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -583,13 +584,16 @@ def _clip(v: str | None, n: int) -> str | None:
     return None if v is None else str(v)[:n]
 
 
-def _sqlite_setup(engine: Engine) -> None:
+def _sqlite_setup(engine: Engine, synchronous: str = "FULL") -> None:
+    if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError(f"sqlite synchronous {synchronous!r}")
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:  # pragma: no cover - trivial
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA busy_timeout=60000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()

@@ -158,6 +158,34 @@ class Ingestor:
             return self._reject(CANNOT_UNDERSTAND, f"bad file meta: {e}", calling_ae, via, None)
         return self._store(file_meta, header, body, ds, calling_ae, via)
 
+    def reconcile(self) -> int:
+        """Index spool files that have no database row (after a power loss with SQLite's
+        ``synchronous = NORMAL``, the last rows may be gone while their fsynced files are
+        there). Files that do not parse are removed: they were never acknowledged."""
+        from sqlalchemy import select
+
+        from dicom_node.db import Instance
+
+        with self.db.engine.connect() as conn:
+            known = {p for (p,) in conn.execute(select(Instance.path))}
+        n = 0
+        for f in sorted(self.spool.root.glob("*/*/*.dcm")):
+            if str(f) in known:
+                continue
+            try:
+                data = f.read_bytes()
+            except OSError:
+                continue
+            st = self.store(data, None, via="recover")
+            if st.ok:
+                n += 1
+            else:
+                log.warning("spool file %s is unreadable (%s): removed", f.name, st.reason)
+                f.unlink(missing_ok=True)
+        if n:
+            log.info("spool reconciled: %d instances re-indexed", n)
+        return n
+
     # ---------------------------------------------------------------- internals
     def _from_input(self, data: Any) -> tuple[FileMetaDataset, bytes, Any, Dataset]:
         if isinstance(data, Dataset):

@@ -193,13 +193,95 @@ def _status(st: int, reason: str = "") -> Any:
     return rsp
 
 
-def _tune_association(event: Any) -> None:
-    """Shorten pynetdicom's idle polling for this association (lower per-message latency)."""
-    with contextlib.suppress(AttributeError):
-        event.assoc.dul._run_loop_delay = _DUL_DELAY
-
-
+# ---------------------------------------------------------------------------------------
+# pynetdicom throughput (FACTS.md: a minimal pynetdicom SCP gets ~0.3-0.5x storescp).
+# Three costs per C-STORE are removed here, without changing any protocol behaviour:
+#  * ``AssociationSocket.recv`` reads a PDU in 4 KiB ``recv`` calls, each extending a
+#    bytearray (128 calls for a 512 KiB slice): read straight into one buffer instead;
+#  * the acceptor's reactor sleeps 1 ms before looking for each decoded message: wait on
+#    the message queue instead, so a message is served as soon as it is complete;
+#  * the DUL reactor sleeps 1 ms when idle before sending our response: 0.2 ms.
 _DUL_DELAY = 0.0002
+_REACTOR_WAIT = 0.005
+_tuned = False
+
+
+def _fast_recv(self: Any, nr_bytes: int) -> bytearray:
+    buf = bytearray(nr_bytes)
+    view = memoryview(buf)
+    got = 0
+    sock = self.socket
+    while got < nr_bytes:
+        n = sock.recv_into(view[got:], nr_bytes - got)
+        if not n:
+            del buf[got:]
+            return buf
+        got += n
+    return buf
+
+
+def _fast_run_reactor(self: Any) -> None:
+    """pynetdicom's acceptor loop (``Association._run_reactor``) without the fixed sleep."""
+    import queue as _queue
+
+    from pynetdicom import evt as _evt
+
+    self._is_paused = False
+    msg_queue = self.dimse.msg_queue
+    while not self._kill:
+        self._is_paused = True
+        self._reactor_checkpoint.wait()
+        self._is_paused = False
+        try:
+            context_id, msg = msg_queue.get(timeout=_REACTOR_WAIT)
+        except _queue.Empty:
+            context_id, msg = None, None
+        if msg:
+            self._serve_request(msg, context_id)
+        if self.is_established and self.acse.is_release_requested():
+            self.acse.send_release(is_response=True)
+            log.debug("association released")
+            self.is_released = True
+            self.is_established = False
+            _evt.trigger(self, _evt.EVT_RELEASED, {})
+            self.kill()
+            return
+        if self.acse.is_aborted():
+            self.dul.receive_pdu(wait=False)
+            self.is_aborted = True
+            self.is_established = False
+            _evt.trigger(self, _evt.EVT_ABORTED, {})
+            self.kill()
+            return
+        if not self.dul.is_alive():
+            self.kill()
+            return
+        if self.dul.idle_timer_expired():
+            log.warning("network timeout: aborting association from %s", self.requestor.ae_title)
+            self.abort()
+            self.kill()
+            return
+
+
+def install_fast_receive() -> None:
+    """Patch pynetdicom's socket reads once per process (SCP and SCU both gain)."""
+    global _tuned
+    if _tuned:
+        return
+    from pynetdicom import transport
+
+    if hasattr(transport.AssociationSocket, "recv"):
+        transport.AssociationSocket.recv = _fast_recv  # type: ignore[method-assign]
+    _tuned = True
+
+
+def _tune_association(event: Any) -> None:
+    """Per accepted association: the message-driven reactor and a short DUL idle delay."""
+    assoc = event.assoc
+    with contextlib.suppress(AttributeError):
+        assoc.dul._run_loop_delay = _DUL_DELAY
+    if hasattr(assoc, "_run_reactor") and hasattr(assoc, "_serve_request"):
+        assoc._run_reactor = _fast_run_reactor.__get__(assoc)
 
 
 class StorageSCP:
@@ -214,6 +296,7 @@ class StorageSCP:
         on_reject: Callable[[str, str | None], None] | None = None,
     ) -> None:
         install_tcp_nodelay()
+        install_fast_receive()
         self.settings = settings
         self.ingestor = ingestor
         n = settings.node

@@ -74,6 +74,7 @@ class Node:
                     released,
                 )
             self.ingestor = Ingestor(self.db, self.spool)
+            self.ingestor.reconcile()
             ingest.configure(self.ingestor)
             from dicom_node.scp import StorageSCP
 

@@ -120,3 +120,18 @@ def test_retention(tmp_path):
     os.utime(p, (1, 1))
     assert sp.remove_older_than(1.0) == 1
     assert not (tmp_path / "1.2").exists()
+
+
+def test_reconcile_indexes_spool_files_without_rows(node, tmp_path):
+    ing, d, sp = node
+    _, series, files = write_series(tmp_path / "in", count=2)
+    assert ing.store(files[0].read_bytes(), "PACS") == SUCCESS
+    # a fsynced file whose row was lost (power loss with synchronous=NORMAL)
+    ds = pydicom.dcmread(files[1])
+    sp.write(ds.StudyInstanceUID, series, ds.SOPInstanceUID, files[1].read_bytes())
+    # and a torn file that was never acknowledged
+    sp.write(ds.StudyInstanceUID, series, "1.2.3.4.5", b"torn")
+    assert ing.reconcile() == 1
+    assert len(d.series_instances(ing._series_ids[series])) == 2
+    assert not (sp.root / ds.StudyInstanceUID / series / "1.2.3.4.5.dcm").exists()
+    assert ing.reconcile() == 0

@@ -1,0 +1,222 @@
+"""Receive rate of `srnode serve` against dcmtk's storescp, same sender, same run.
+
+500 CT instances of 512x512 16-bit are sent by dcmtk's storescu (TCP_NODELAY=1) over 1
+and over 4 associations, to srnode (durable receive: fsync + database row before each
+Success) and to storescp (writes files, no fsync). Prints instances/s and the ratio.
+
+    .venv/bin/python bench/receive.py [--count 500] [--repeat 3] [--keep DIR]
+
+Targets (issue 4): >= 0.8x storescp on 1 association, >= 1.0x on 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+ROOT = Path(__file__).resolve().parents[1]
+SRNODE = ROOT / ".venv" / "bin" / "srnode"
+STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["TCP_NODELAY"] = "1"
+    return e
+
+
+def make_instances(out: Path, count: int) -> list[Path]:
+    """``count`` 512x512 16-bit CT slices of one series, CT_small's header, fresh UIDs."""
+    out.mkdir(parents=True, exist_ok=True)
+    base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    study, series = generate_uid(), generate_uid()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512]
+    body = ((xx - 256) ** 2 + (yy - 256) ** 2 < 200**2).astype(np.int16) * 1040
+    files = []
+    for i in range(count):
+        ds = base.copy()
+        ds.file_meta = base.file_meta
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = i + 1
+        ds.Rows = ds.Columns = 512
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        img = body + rng.integers(-20, 20, size=(512, 512), dtype=np.int16)
+        ds.PixelData = img.astype("<i2").tobytes()
+        p = out / f"ct{i:04d}.dcm"
+        ds.save_as(p, enforce_file_format=True)
+        files.append(p)
+    return files
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"receiver exited ({proc.returncode})")
+        with contextlib.closing(socket.socket()) as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"port {port}")
+
+
+def send(port: int, files: list[Path], assocs: int, called: str) -> float:
+    """Wall seconds for ``assocs`` parallel storescu runs to send all ``files``."""
+    chunks = [files[i::assocs] for i in range(assocs)]
+    t0 = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [STORESCU, "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port), *map(str, c)],
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for c in chunks
+    ]
+    errs = [p.communicate()[1] for p in procs]
+    dt = time.perf_counter() - t0
+    for p, e in zip(procs, errs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {e.decode(errors='replace')[-500:]}")
+    return dt
+
+
+def start_srnode(work: Path, port: int, fsync: bool = True) -> subprocess.Popen:
+    cfg = work / "srnode.toml"
+    cfg.write_text(
+        "\n".join(
+            [
+                "[node]",
+                'host = "127.0.0.1"',
+                f"port = {port}",
+                f'data_dir = "{work / "node"}"',
+                "max_associations = 16",
+                "[scheduler]",
+                "stable_age = 3600",  # receive only: no processing during the run
+                "[web]",
+                "enabled = false",
+                "[[allow]]",
+                'ae_title = "BENCH"',
+            ]
+        )
+        + "\n"
+    )
+    p = subprocess.Popen(
+        [str(SRNODE), "serve", "--config", str(cfg)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(work / "srnode.log", "ab"),
+    )  # noqa: SIM115
+    wait_port(port, p)
+    return p
+
+
+def start_storescp(work: Path, port: int) -> subprocess.Popen:
+    out = work / "storescp"
+    out.mkdir(exist_ok=True)
+    p = subprocess.Popen(
+        [STORESCP, "-aet", "STORESCP", "-od", str(out), str(port)],
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, p)
+    return p
+
+
+def stop(p: subprocess.Popen) -> None:
+    p.terminate()
+    try:
+        p.wait(30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=500)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--keep", type=Path, default=None, help="work folder to keep")
+    ap.add_argument("--no-fsync-row", action="store_true",
+                    help="also measure srnode with spool.fsync = false (not durable)")
+    a = ap.parse_args()
+    for tool in (STORESCU, STORESCP):
+        if not shutil.which(tool):
+            print(f"{tool} missing (apt-get install dcmtk)", file=sys.stderr)
+            return 2
+    work = a.keep or Path(tempfile.mkdtemp(prefix="srnode-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        files = make_instances(work / "in", a.count)
+        results: dict[tuple[str, int], list[float]] = {}
+        receivers = ["srnode", "storescp"] + (["srnode-nofsync"] if a.no_fsync_row else [])
+        for r in range(a.repeat):
+            for assocs in (1, 4):
+                for name in receivers:
+                    run_dir = work / f"{name}-{assocs}-{r}"
+                    run_dir.mkdir()
+                    port = free_port()
+                    if name.startswith("srnode"):
+                        proc = start_srnode(run_dir, port, fsync=name == "srnode")
+                        called = "SRNODE"
+                    else:
+                        proc = start_storescp(run_dir, port)
+                        called = "STORESCP"
+                    try:
+                        dt = send(port, files, assocs, called)
+                    finally:
+                        stop(proc)
+                    results.setdefault((name, assocs), []).append(a.count / dt)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+        print(
+            f"\n{a.count} x 512x512 16-bit CT, dcmtk storescu sender, TCP_NODELAY=1, "
+            f"{os.cpu_count()} cores, median of {a.repeat}\n"
+        )
+        print("| receiver | 1 association | 4 associations |")
+        print("|---|---|---|")
+        for name in receivers:
+            cells = []
+            for assocs in (1, 4):
+                v = results[(name, assocs)]
+                cells.append(f"{statistics.median(v):.0f}/s ({min(v):.0f}-{max(v):.0f})")
+            print(f"| {name} | {cells[0]} | {cells[1]} |")
+        ratios = [
+            statistics.median(results[("srnode", n)]) / statistics.median(results[("storescp", n)])
+            for n in (1, 4)
+        ]
+        print(
+            f"| ratio srnode/storescp | {ratios[0]:.2f}x (target >= 0.8) "
+            f"| {ratios[1]:.2f}x (target >= 1.0) |"
+        )
+    finally:
+        if a.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
