@@ -392,3 +392,21 @@ def test_find_role_cards_by_name(cards, tmp_path):
     assert found["srcnn"].name == "srcnn-mr-x2.json"
     assert found["srgan"].name == "srresnet-mr-x2-gan.json"
     assert "esrgan-interp" not in found
+
+
+def test_aggd_fit_recovers_known_shapes():
+    from training.metrics import _aggd
+
+    rng = np.random.default_rng(0)
+    gauss = rng.normal(0, 0.5, (1, 200_000))
+    a, bl, br = _aggd(gauss)
+    assert a[0] == pytest.approx(2.0, abs=0.05)  # Gaussian: shape 2, scale sigma * sqrt(2)
+    assert bl[0] == pytest.approx(0.5 * math.sqrt(2), rel=0.02) and br[0] == pytest.approx(
+        bl[0], rel=0.02
+    )
+    lap = rng.laplace(0, 1.0, (1, 200_000))
+    assert _aggd(lap)[0][0] == pytest.approx(1.0, abs=0.05)  # Laplacian: shape 1
+    skew = np.where(gauss < 0, gauss, 2 * gauss)  # right side twice as wide
+    _, bl, br = _aggd(skew)
+    assert br[0] / bl[0] == pytest.approx(2.0, rel=0.05)
+    assert np.isnan(_aggd(np.ones((1, 10)))[0][0])  # no negative values: undefined
