@@ -304,7 +304,13 @@ def test_cli_evaluate_end_to_end(cards, tmp_path):
     def _noop() -> None:  # a second command keeps typer's sub-command layout
         pass
 
-    _, p, _ = cards
+    import shutil
+
+    from sr_engine.model_card import load_card
+
+    models = tmp_path / "models"
+    shutil.copytree(cards[0], models)
+    p = models / "mr-x2.json"
     out = tmp_path / "out"
     res = CliRunner().invoke(
         app,
@@ -315,6 +321,7 @@ def test_cli_evaluate_end_to_end(cards, tmp_path):
             str(data),
             "--datasets",
             "syn",
+            "--update-card",
             "--max-images",
             "4",
             "--no-unseen",
@@ -328,6 +335,9 @@ def test_cli_evaluate_end_to_end(cards, tmp_path):
     text = (out / "r.md").read_text()
     assert "ESRGAN-GAN node" in text and "ESRGAN-interp node" in text  # sibling found, interp built
     assert "FID**: skipped" in text
+    held = load_card(p, verify=True).metrics["heldout"]  # weights untouched, sha256 still valid
+    assert held["n_images"] == 4 and held["psnr_db"] > held["bicubic_psnr_db"] - 5
+    assert "heldout" in load_card(models / "mr-x2-gan.json").metrics
     bad = CliRunner().invoke(
         app, ["evaluate", str(tmp_path / "nope.json"), "--data-dir", str(data)]
     )

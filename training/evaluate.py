@@ -953,6 +953,7 @@ def run_evaluation(
     command: str = "",
     baselines_dirs: Sequence[Path] = (),
     notes: Sequence[str] = (),
+    update_card: bool = False,
 ) -> Path:
     from sr_engine.model_card import load_card
     from sr_engine.registry import resolve_model
@@ -1034,11 +1035,42 @@ def run_evaluation(
         ctx = {k: v for k, v in ctx.items() if v}
         if "esrgan-interp" in runners and "esrgan-interp" not in (extra_cards or {}):
             ctx["interpolated model"] = f"alpha = {interp_alpha} (weights (1-α)·PSNR + α·GAN)"
-        return write_report(ev, card.name, out_report, figures_dir, ctx, unseen_rows, notes)
+        path = write_report(ev, card.name, out_report, figures_dir, ctx, unseen_rows, notes)
+        if update_card:
+            for role, r in runners.items():
+                if role in ("esrgan-psnr", "esrgan-gan") and r.card_path.parent != tmp:
+                    write_card_metrics(r.card_path, ev, f"{ROLE_LABEL[role]} node", split, path)
+        return path
     finally:
         for r in runners.values():
             r.engine.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_card_metrics(card_path: Path, ev: Evaluation, method: str, split: str, report: Path):
+    """Record the held-out summary of ``method`` in the card's ``metrics.heldout`` (the
+    weights and their sha256 are untouched)."""
+    from sr_engine.model_card import load_card
+
+    card = load_card(card_path, verify=False)
+    row = next(r for r in summarize(ev) if r["method"] == method)
+    bic = next(r for r in summarize(ev) if r["method"] == "bicubic")
+    summary = {
+        "split": split,
+        "n_images": row["n"],
+        "degradation": f"{ev.operator} x{ev.scale}",
+        "psnr_db": round(row["psnr"][0], 3),
+        "psnr_ci95_db": round(row["psnr"][1], 3),
+        "ssim": round(row["ssim"][0], 4),
+        "bicubic_psnr_db": round(bic["psnr"][0], 3),
+        "bicubic_ssim": round(bic["ssim"][0], 4),
+        "psnr_data_range": "1.0 = the card's intensity range",
+        "report": report.name,
+    }
+    if np.isfinite(row["niqe"][0]):
+        summary["niqe_fitted"] = round(row["niqe"][0], 3)
+    metrics = dict(card.metrics) | {"heldout": summary}
+    card_path.write_text(card.model_copy(update={"metrics": metrics}).to_json())
 
 
 def fid_status(inception_weights: Path | None, n_images: int = 0) -> str:
@@ -1103,6 +1135,9 @@ def register_evaluate(train_app: Any) -> None:
             [], help="more folders to look for the baseline cards in (repeatable)"
         ),
         note: list[str] = typer.Option([], help="a note for the targets section (repeatable)"),
+        update_card: bool = typer.Option(
+            False, help="record the held-out summary in the cards' metrics.heldout"
+        ),
     ) -> None:
         """Evaluate a model against interpolation and learned baselines; write the report."""
         from sr_engine.errors import SrEngineError
@@ -1140,6 +1175,7 @@ def register_evaluate(train_app: Any) -> None:
                 command="srnode " + shlex.join(sys.argv[1:]),
                 baselines_dirs=baselines_dir,
                 notes=note,
+                update_card=update_card,
             )
         except (SrEngineError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
