@@ -330,42 +330,59 @@ class Database:
     ) -> bool:
         """Insert the instance row (idempotent on SOPInstanceUID). True when it is new."""
         now = time.time() if now is None else now
+        ins, bump, touch = self._instance_statements()
         with self.engine.begin() as conn:
             res = conn.execute(
-                self._insert_ignore(Instance)
-                .values(
-                    sop_uid=sop_uid,
-                    series_id=series_id,
-                    sop_class_uid=sop_class_uid,
-                    transfer_syntax=transfer_syntax,
-                    instance_number=instance_number,
-                    path=path,
-                    size=size,
-                    calling_ae=calling_ae,
-                    via=via,
-                    received_at=now,
-                    removed=False,
-                )
-                .returning(Instance.id)
+                ins,
+                {
+                    "sop_uid": sop_uid,
+                    "series_id": series_id,
+                    "sop_class_uid": sop_class_uid,
+                    "transfer_syntax": transfer_syntax,
+                    "instance_number": instance_number,
+                    "path": path,
+                    "size": size,
+                    "calling_ae": calling_ae,
+                    "via": via,
+                    "received_at": now,
+                    "removed": False,
+                },
             )
             new = res.first() is not None
             if new:
-                conn.execute(
-                    update(Series)
-                    .where(Series.id == series_id)
-                    .values(
-                        instance_count=Series.instance_count + 1,
-                        last_received=now,
-                        state="receiving",
-                    )
-                )
+                conn.execute(bump, {"sid": series_id, "now": now})
             else:
-                conn.execute(
-                    update(Instance)
-                    .where(Instance.sop_uid == sop_uid)
-                    .values(path=path, size=size, received_at=now, removed=False)
-                )
+                conn.execute(touch, {"uid": sop_uid, "p": path, "sz": size, "now": now})
             return new
+
+    def _instance_statements(self):
+        """Statements of the receive path, built once (their compiled form is cached)."""
+        st = getattr(self, "_inst_stmts", None)
+        if st is None:
+            from sqlalchemy import bindparam
+
+            ins = self._insert_ignore(Instance).returning(Instance.id)
+            bump = (
+                update(Series)
+                .where(Series.id == bindparam("sid"))
+                .values(
+                    instance_count=Series.instance_count + 1,
+                    last_received=bindparam("now"),
+                    state="receiving",
+                )
+            )
+            touch = (
+                update(Instance)
+                .where(Instance.sop_uid == bindparam("uid"))
+                .values(
+                    path=bindparam("p"),
+                    size=bindparam("sz"),
+                    received_at=bindparam("now"),
+                    removed=False,
+                )
+            )
+            st = self._inst_stmts = (ins, bump, touch)
+        return st
 
     def _insert_ignore(self, model: type[Base]):
         if self.is_sqlite:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,6 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node.db import Database
@@ -144,19 +144,20 @@ class Ingestor:
             ts = UID(file_meta.TransferSyntaxUID)
             if ts.is_deflated or not ts.is_little_endian:
                 raise Rejected(UNSUPPORTED_ENCODING, f"transfer syntax {ts} not supported")
+            fp = io.BytesIO(body)
             try:
-                ds = read_dataset(io.BytesIO(body), ts.is_implicit_VR, True)
+                # the header only: pixel data is checked from its element header below,
+                # never copied or decoded
+                ds = read_dataset(fp, ts.is_implicit_VR, True, stop_when=_at_pixel_data)
             except Exception as e:
                 raise Rejected(CANNOT_UNDERSTAND, f"cannot parse data set: {e}") from None
-            buf = io.BytesIO()
-            buf.write(b"\x00" * 128 + b"DICM")
-            write_file_meta_info(buf, file_meta, enforce_standard=True)
-            header = buf.getvalue()
+            pixel = _pixel_element_header(body, fp.tell(), ts.is_implicit_VR)
+            header = encode_file_meta(file_meta)
         except Rejected as r:
-            return self._reject(r.code, r.reason, calling_ae, via, None)
+            return self._reject(r.code, r.reason, calling_ae, via, _meta_facts(file_meta))
         except Exception as e:
             return self._reject(CANNOT_UNDERSTAND, f"bad file meta: {e}", calling_ae, via, None)
-        return self._store(file_meta, header, body, ds, calling_ae, via)
+        return self._store(file_meta, header, body, ds, calling_ae, via, pixel)
 
     def reconcile(self) -> int:
         """Index spool files that have no database row (after a power loss with SQLite's
@@ -219,7 +220,9 @@ class Ingestor:
             return self._from_input(ds)  # no Part-10 header: write one
         raise Rejected(CANNOT_UNDERSTAND, f"cannot store a {type(data).__name__}")
 
-    def _check(self, meta: FileMetaDataset, ds: Dataset) -> dict[str, Any]:
+    def _check(
+        self, meta: FileMetaDataset, ds: Dataset, pixel: tuple[int, int] | None = None
+    ) -> dict[str, Any]:
         try:
             facts = {
                 "sop_class": str(ds.get("SOPClassUID", "") or ""),
@@ -243,10 +246,14 @@ class Ingestor:
         m_cls = str(meta.get("MediaStorageSOPClassUID", "") or "")
         if m_cls and m_cls != facts["sop_class"]:
             raise Rejected(UID_MISMATCH, "SOPClassUID differs from the request's")
-        try:
-            elem = ds.get(_PIXEL_TAG)
-        except Exception as e:
-            raise Rejected(BAD_PIXEL_DATA, f"cannot read pixel data: {e}") from None
+        if pixel is not None:
+            _check_pixel_header(meta, ds, *pixel)
+            elem = None
+        else:
+            try:
+                elem = ds.get(_PIXEL_TAG)
+            except Exception as e:
+                raise Rejected(BAD_PIXEL_DATA, f"cannot read pixel data: {e}") from None
         if elem is not None:
             ts = UID(meta.TransferSyntaxUID)
             length = getattr(elem, "length", None)
@@ -283,10 +290,11 @@ class Ingestor:
         ds: Dataset,
         calling_ae: str | None,
         via: str,
+        pixel: tuple[int, int] | None = None,
     ) -> StoreStatus:
         t0 = time.perf_counter()
         try:
-            facts = self._check(meta, ds)
+            facts = self._check(meta, ds, pixel)
         except Rejected as r:
             return self._reject(r.code, r.reason, calling_ae, via, None)
         sop_uid, series_uid, study_uid = facts["sop_uid"], facts["series_uid"], facts["study_uid"]
@@ -372,6 +380,84 @@ class Ingestor:
         )
         _metric_rejected(via, code)
         return StoreStatus(code, reason)
+
+
+def _at_pixel_data(tag: Any, vr: Any, length: int) -> bool:
+    return tag >= 0x7FE00000
+
+
+def _pixel_element_header(body: Any, pos: int, implicit: bool) -> tuple[int, int] | None:
+    """(declared value length, bytes available after the element header) of the pixel
+    data element at ``pos``, or None when the data set has none."""
+    n = len(body)
+    if pos + 8 > n:
+        return None
+    group, elem = struct.unpack_from("<HH", body, pos)
+    if (group, elem) != (0x7FE0, 0x0010):
+        return None
+    if implicit:
+        (length,) = struct.unpack_from("<L", body, pos + 4)
+        start = pos + 8
+    else:
+        if pos + 12 > n:
+            return (0xFFFFFFFF, 0) if n - pos >= 8 else None
+        (length,) = struct.unpack_from("<L", body, pos + 8)
+        start = pos + 12
+    return length, n - start
+
+
+def _check_pixel_header(meta: FileMetaDataset, ds: Dataset, length: int, available: int) -> None:
+    if length == 0xFFFFFFFF:  # encapsulated: at least the offset table item and one fragment
+        if available < 16:
+            raise Rejected(BAD_PIXEL_DATA, "encapsulated pixel data empty or cut short")
+        return
+    if length > available:
+        raise Rejected(
+            BAD_PIXEL_DATA, f"pixel data truncated ({available} of {length} bytes present)"
+        )
+    expected = _expected_pixel_bytes(ds)
+    if expected is not None and length < expected:
+        raise Rejected(
+            BAD_PIXEL_DATA,
+            f"pixel data truncated ({length} bytes, image attributes need {expected})",
+        )
+
+
+def _meta_facts(meta: FileMetaDataset) -> dict[str, Any]:
+    return {"sop_uid": str(meta.get("MediaStorageSOPInstanceUID", "") or "") or None}
+
+
+def _meta_element(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:
+    if vr in (b"UI",) and len(value) % 2:
+        value += b"\x00"
+    elif len(value) % 2:
+        value += b" "
+    if vr == b"OB":
+        return struct.pack("<HH2sHL", tag[0], tag[1], vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag[0], tag[1], vr, len(value)) + value
+
+
+def encode_file_meta(meta: FileMetaDataset) -> bytes:
+    """Preamble, 'DICM' and the File Meta Information group (PS3.10 7.1), encoded directly
+    (pydicom's writer costs ~0.3 ms per instance on the receive path)."""
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+
+    impl_uid = str(meta.get("ImplementationClassUID", "") or PYNETDICOM_IMPLEMENTATION_UID)
+    impl_ver = str(meta.get("ImplementationVersionName", "") or PYNETDICOM_IMPLEMENTATION_VERSION)
+    parts = [
+        _meta_element((0x0002, 0x0001), b"OB", b"\x00\x01"),
+        _meta_element((0x0002, 0x0002), b"UI", str(meta.MediaStorageSOPClassUID).encode()),
+        _meta_element((0x0002, 0x0003), b"UI", str(meta.MediaStorageSOPInstanceUID).encode()),
+        _meta_element((0x0002, 0x0010), b"UI", str(meta.TransferSyntaxUID).encode()),
+        _meta_element((0x0002, 0x0012), b"UI", impl_uid.encode()),
+        _meta_element((0x0002, 0x0013), b"SH", impl_ver.encode()[:16]),
+    ]
+    src = str(meta.get("SourceApplicationEntityTitle", "") or "")
+    if src:
+        parts.append(_meta_element((0x0002, 0x0016), b"AE", src.encode()[:16]))
+    group = b"".join(parts)
+    length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(group))
+    return b"\x00" * 128 + b"DICM" + length + group
 
 
 def _int_or_none(v: Any) -> int | None:

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import shutil
-import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -40,7 +40,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, chunks: bytes | Iterable[bytes], *, fsync: bool = True) -> int:
+def atomic_write(
+    path: Path, chunks: bytes | Iterable[bytes], *, fsync: bool = True, parent_exists: bool = False
+) -> int:
     """Write ``chunks`` to ``path`` atomically (temp file, fsync, rename, fsync dir).
 
     Returns the number of bytes written.
@@ -48,12 +50,15 @@ def atomic_write(path: Path, chunks: bytes | Iterable[bytes], *, fsync: bool = T
     path = Path(path)
     parent = path.parent
     new_dirs = []
-    p = parent
-    while not p.exists():
-        new_dirs.append(p)
-        p = p.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    if not parent_exists:
+        p = parent
+        while not p.exists():
+            new_dirs.append(p)
+            p = p.parent
+        parent.mkdir(parents=True, exist_ok=True)
+    # unique per thread: two writers of one SOPInstanceUID never share a temp file
+    tmp = str(parent / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     size = 0
     try:
         with os.fdopen(fd, "wb", buffering=0) as f:
@@ -87,6 +92,7 @@ class Spool:
         self.root = Path(root)
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self._dirs: set[Path] = set()
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         for name, uid in (
@@ -103,8 +109,18 @@ class Spool:
     ) -> tuple[Path, int]:
         """Store one instance; returns its path and size. Raises SpoolError on I/O failure."""
         path = self.path_for(study_uid, series_uid, sop_uid)
+        known = path.parent in self._dirs
         try:
-            size = atomic_write(path, chunks, fsync=self.fsync)
+            size = atomic_write(path, chunks, fsync=self.fsync, parent_exists=known)
+            if not known:
+                if len(self._dirs) > 10000:
+                    self._dirs.clear()
+                self._dirs.add(path.parent)
+        except FileNotFoundError as e:
+            if known:  # the folder went (retention): forget it and write again
+                self._dirs.discard(path.parent)
+                return self.write(study_uid, series_uid, sop_uid, chunks)
+            raise SpoolError(e.errno, f"spool write failed: {e.strerror or e}") from e
         except OSError as e:
             raise SpoolError(e.errno, f"spool write failed: {e.strerror or e}") from e
         return path, size
@@ -112,6 +128,7 @@ class Spool:
     def remove_series(self, study_uid: str, series_uid: str) -> int:
         """Remove a series folder (retention); returns the number of files removed."""
         folder = self.root / study_uid / series_uid
+        self._dirs.discard(folder)
         if not (valid_uid(study_uid) and valid_uid(series_uid)) or not folder.is_dir():
             return 0
         n = sum(1 for _ in folder.glob("*.dcm"))
