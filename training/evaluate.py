@@ -758,7 +758,7 @@ def _crop_box(hr: np.ndarray, size: int) -> tuple[int, int]:
     return pos
 
 
-def _crops(ev: Evaluation, out_dir: Path, stem: str, size: int = 96) -> list[Path]:
+def _crops(ev: Evaluation, out_dir: Path, stem: str, size: int = 80, zoom: int = 2) -> list[Path]:
     from PIL import Image, ImageDraw
 
     wanted = ["LR", "bicubic", "wavelet", "SRCNN node", "SRGAN node", "ESRGAN-PSNR node",
@@ -768,20 +768,23 @@ def _crops(ev: Evaluation, out_dir: Path, stem: str, size: int = 96) -> list[Pat
         hr = imgs["HR"]
         size_ = min(size, *hr.shape)
         t, left = _crop_box(hr, size_)
+        # display window: the HR crop's 1st-99th percentiles, the same for every tile
+        lo, hi = np.percentile(hr[t : t + size_, left : left + size_], [1, 99])
+        hi = hi if hi > lo else lo + 1.0
         tiles, labels = [], []
         for name in wanted:
             if name not in imgs:
                 continue
             im = baselines.nearest(imgs["LR"], ev.scale) if name == "LR" else imgs[name]
-            tile = np.clip(im[t : t + size_, left : left + size_], 0, 1)
-            tiles.append((tile * 255 + 0.5).astype(np.uint8))
+            tile = np.clip((im[t : t + size_, left : left + size_] - lo) / (hi - lo), 0, 1)
+            tiles.append(baselines.nearest((tile * 255 + 0.5).astype(np.uint8), zoom))
             labels.append(name.replace(" node", "").replace("LR", "LR (input)"))
-        pad, label_h = 4, 14
-        canvas = Image.new("L", (len(tiles) * (size_ + pad) - pad, size_ + label_h), 255)
+        pad, label_h, edge = 4, 14, size_ * zoom
+        canvas = Image.new("L", (len(tiles) * (edge + pad) - pad, edge + label_h), 255)
         draw = ImageDraw.Draw(canvas)
         for i, (tile, lab) in enumerate(zip(tiles, labels, strict=True)):
-            x0 = i * (size_ + pad)
-            canvas.paste(Image.fromarray(tile), (x0, label_h))
+            x0 = i * (edge + pad)
+            canvas.paste(Image.fromarray(tile.astype(np.uint8)), (x0, label_h))
             draw.text((x0 + 2, 1), lab, fill=0)
         p = out_dir / f"{stem}.crop{k + 1}.png"
         canvas.save(p, optimize=True)
@@ -921,7 +924,8 @@ def write_report(
     L += [f"![{p.stem}]({rel(p)})" for p in plots]
     L += ["", "## Before / after crops", "",
           "Crops of the highest-gradient region of held-out images: LR input (nearest), "
-          "interpolation, the models (node), HR.", ""]  # fmt: skip
+          "interpolation, the models (node), HR, shown at 2x (nearest); every tile of a "
+          "row uses the same display window (the HR crop's 1st–99th percentiles).", ""]  # fmt: skip
     L += [f"![{p.stem}]({rel(p)})" for p in crops]
     L += ["", f"Per-image values: [{csv_path.name}]({rel(csv_path)}). "
           f"Evaluation took {ev.seconds:.0f} s.", ""]  # fmt: skip
