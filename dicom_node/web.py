@@ -196,7 +196,8 @@ _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2433;background:#f6f7f9}
 h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:22px 0 8px}
 .sub{color:#5b6477}table{border-collapse:collapse;background:#fff;width:100%}
-th,td{border:1px solid #d9dde5;padding:4px 8px;text-align:left;vertical-align:top}
+th,td{border:1px solid #d9dde5;padding:4px 8px;text-align:left;vertical-align:top;
+max-width:34em;overflow-wrap:anywhere}
 th{background:#eceff4}.tiles{display:flex;gap:8px;flex-wrap:wrap}
 .tile{background:#fff;border:1px solid #d9dde5;padding:8px 14px;min-width:80px}
 .tile b{display:block;font-size:20px}.failed{color:#b3261e}.done{color:#1e7b34}
