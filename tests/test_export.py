@@ -89,7 +89,9 @@ def test_destination_up_later_gets_the_failed_files(tmp_path, series):
 def test_refused_association(tmp_path, series):
     with peers.storescp(tmp_path / "in", extra=["--refuse"]) as scp:
         result = send(dimse(scp.port), series[:2])
-    assert result.ok == [] and all("rejected" in why for _, why in result.failed)
+    assert result.ok == [] and len(result.failed) == 2
+    # dcmtk sends A-ASSOCIATE-RJ and closes at once; we may see the close first
+    assert all("rejected" in why or "aborted" in why for _, why in result.failed)
 
 
 @pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk storescp not installed")
