@@ -483,6 +483,9 @@ class Database:
             state = PROCESSING
             attempts += 1
             values.update(state=PROCESSING, attempts=attempts, started_at=now)
+        elif state == PROCESSING:  # resumed after a crash or a stop: another attempt
+            attempts += 1
+            values.update(attempts=attempts)
         res = conn.execute(update(Job).where(Job.id == job_id, *claimable).values(**values))
         if res.rowcount != 1:
             return None

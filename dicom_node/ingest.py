@@ -148,10 +148,10 @@ class Ingestor:
             try:
                 # the header only: pixel data is checked from its element header below,
                 # never copied or decoded
-                ds = read_dataset(fp, ts.is_implicit_VR, True, stop_when=_at_pixel_data)
+                ds = read_dataset(fp, ts.is_implicit_VR, True, stop_when=_past_image_group)
             except Exception as e:
                 raise Rejected(CANNOT_UNDERSTAND, f"cannot parse data set: {e}") from None
-            pixel = _pixel_element_header(body, fp.tell(), ts.is_implicit_VR)
+            pixel = _find_pixel_header(ds, body, fp, ts.is_implicit_VR)
             header = encode_file_meta(file_meta)
         except Rejected as r:
             return self._reject(r.code, r.reason, calling_ae, via, _meta_facts(file_meta))
@@ -383,7 +383,35 @@ class Ingestor:
 
 
 def _at_pixel_data(tag: Any, vr: Any, length: int) -> bool:
-    return tag >= 0x7FE00000
+    return (tag >> 16) >= 0x7FE0  # int shift: no Python-level Tag comparison
+
+
+def _past_image_group(tag: Any, vr: Any, length: int) -> bool:
+    # every attribute the node reads is in groups 0008-0028
+    return (tag >> 16) > 0x0028
+
+
+def _find_pixel_header(ds: Dataset, body: Any, fp: Any, implicit: bool) -> tuple[int, int] | None:
+    """The pixel data element header without parsing what lies between group 0028 and it.
+
+    Native pixel data is almost always the last element: try where Rows x Columns x … put
+    it; otherwise parse on from where the header parse stopped."""
+    pos = fp.tell()
+    expected = _expected_pixel_bytes(ds)
+    head = 8 if implicit else 12
+    if expected is not None:
+        for length in (expected, expected + 1):  # odd lengths are padded
+            at = len(body) - length - head
+            if at >= pos:
+                found = _pixel_element_header(body, at, implicit)
+                if found is not None and found[0] == length == found[1]:
+                    return found
+    fp.seek(pos)
+    try:
+        read_dataset(fp, implicit, True, stop_when=_at_pixel_data)
+    except Exception as e:
+        raise Rejected(CANNOT_UNDERSTAND, f"cannot parse data set: {e}") from None
+    return _pixel_element_header(body, fp.tell(), implicit)
 
 
 def _pixel_element_header(body: Any, pos: int, implicit: bool) -> tuple[int, int] | None:

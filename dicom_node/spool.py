@@ -40,6 +40,57 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _DirSyncer:
+    """fsync of one folder, shared by concurrent writers (group commit).
+
+    A writer needs an fsync that *starts after* its rename; one already running may not
+    cover it, so it waits for that one and then for the next, which then covers every
+    writer that arrived meanwhile. With parallel associations this turns N folder flushes
+    into about two.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._started = 0
+        self._done = 0
+        self._running = False
+
+    def sync(self, path: Path) -> None:
+        with self._cond:
+            need = self._started + 1
+            while True:
+                if self._done >= need:
+                    return
+                if not self._running:
+                    self._running = True
+                    self._started += 1
+                    gen = self._started
+                    break
+                self._cond.wait()
+        try:
+            fsync_dir(path)
+        finally:
+            with self._cond:
+                self._running = False
+                self._done = max(self._done, gen)
+                self._cond.notify_all()
+
+
+_syncers: dict[Path, _DirSyncer] = {}
+_syncers_lock = threading.Lock()
+
+
+def sync_dir(path: Path) -> None:
+    """fsync a folder; concurrent callers for the same folder share flushes."""
+    with _syncers_lock:
+        s = _syncers.get(path)
+        if s is None:
+            if len(_syncers) > 1000:
+                _syncers.clear()
+            s = _syncers[path] = _DirSyncer()
+    s.sync(path)
+
+
 def atomic_write(
     path: Path, chunks: bytes | Iterable[bytes], *, fsync: bool = True, parent_exists: bool = False
 ) -> int:
@@ -78,7 +129,7 @@ def atomic_write(
             os.unlink(tmp)
         raise
     if fsync:
-        fsync_dir(parent)
+        sync_dir(parent)
         # new folders must be durable in their parents too
         for d in new_dirs:
             fsync_dir(d.parent)

@@ -158,6 +158,19 @@ class Worker:
 
         ctx = self._job_context(c.id)
         study, series = ctx["study_uid"], ctx["series_uid"]
+        limit = self.settings.scheduler.job_max_attempts
+        if c.attempts > limit + 2:  # it keeps dying mid-way (a crash in the engine?)
+            self.db.update_job(
+                c.id,
+                self.name,
+                state=dbm.FAILED,
+                claimed_by=None,
+                lease_until=None,
+                finished_at=time.time(),
+                last_error=f"interrupted {c.attempts} times; given up",
+            )
+            log.error("job %d failed: interrupted %d times", c.id, c.attempts)
+            return
         t0 = time.monotonic()
         try:
             model = self.engines.model_for(ctx["model"], ctx["modality"])

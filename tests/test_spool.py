@@ -135,3 +135,31 @@ def test_reconcile_indexes_spool_files_without_rows(node, tmp_path):
     assert len(d.series_instances(ing._series_ids[series])) == 2
     assert not (sp.root / ds.StudyInstanceUID / series / "1.2.3.4.5.dcm").exists()
     assert ing.reconcile() == 0
+
+
+def test_concurrent_writers_share_folder_flushes(tmp_path, monkeypatch):
+    import threading
+
+    from dicom_node import spool as spool_mod
+
+    calls = []
+    real = spool_mod.fsync_dir
+
+    def counting(path):
+        calls.append(path)
+        real(path)
+
+    monkeypatch.setattr(spool_mod, "fsync_dir", counting)
+    sp = Spool(tmp_path)
+    sp.write("1.2", "1.2.3", "1.2.3.0", b"first")  # folder exists from here on
+    calls.clear()
+    threads = [
+        threading.Thread(target=sp.write, args=("1.2", "1.2.3", f"1.2.3.{i}", b"x" * 100000))
+        for i in range(1, 17)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(list((tmp_path / "1.2" / "1.2.3").glob("*.dcm"))) == 17
+    assert 1 <= len(calls) <= 16  # never more flushes than writers; usually far fewer
