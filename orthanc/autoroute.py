@@ -11,16 +11,22 @@ Configured by the ``SrnodeAutoroute`` section of orthanc.json:
       "Level": "Series",             # "Series": on STABLE_SERIES; "Study": on STABLE_STUDY
       "Modalities": ["CT", "MR"],    # DICOM Modality values that are sent; [] = all
       "SkipRemoteAets": ["SRNODE"],  # instances received from these AEs are never sent
-      "DerivedManufacturer": "srnode"
+      "DerivedManufacturer": "srnode",
+      "RetryAttempts": 10,           # a failed send job is resubmitted this many times,
+      "RetryDelay": 5,               # after 5 s, then doubling,
+      "RetryMaxDelay": 300           # up to 5 min (srnode down or restarting)
     }
 
 A series srnode derived is never sent back (no loops): it is recognised by its
 ContributingEquipmentSequence (Manufacturer = DerivedManufacturer), by ImageType DERIVED
 with a DerivationDescription naming srnode, or by the AE title it came from. The send is
-an asynchronous Orthanc job (see /jobs for failures; POST /jobs/ID/resubmit retries).
+an asynchronous Orthanc job; when it fails (srnode down, restarting), the plugin
+resubmits it with exponential backoff, and after the last attempt it stays failed in
+/jobs (POST /jobs/ID/resubmit sends it again).
 """
 
 import json
+import threading
 
 import orthanc
 
@@ -31,6 +37,9 @@ _DEFAULTS = {
     "Modalities": ["CT", "MR", "CR", "DX", "MG", "XA", "OT"],
     "SkipRemoteAets": ["SRNODE"],
     "DerivedManufacturer": "srnode",
+    "RetryAttempts": 10,
+    "RetryDelay": 5,
+    "RetryMaxDelay": 300,
 }
 
 
@@ -49,6 +58,9 @@ def _load_settings():
 
 
 SETTINGS = _load_settings()
+
+_our_jobs = {}  # job ID -> retries so far, for the send jobs this plugin created
+_jobs_lock = threading.Lock()
 
 
 def _get_json(uri):
@@ -108,6 +120,8 @@ def send_series(series_id):
         return None
     body = json.dumps({"Resources": [series_id], "Asynchronous": True})
     job = json.loads(orthanc.RestApiPost("/modalities/{}/store".format(SETTINGS["Modality"]), body))
+    with _jobs_lock:
+        _our_jobs[job.get("ID")] = 0
     orthanc.LogWarning(
         "srnode autoroute: series {} -> {} (job {})".format(
             series_id, SETTINGS["Modality"], job.get("ID", "?")
@@ -116,10 +130,47 @@ def send_series(series_id):
     return job.get("ID")
 
 
+def _resubmit(job_id):
+    try:
+        orthanc.RestApiPost(f"/jobs/{job_id}/resubmit", "")
+    except Exception as e:
+        orthanc.LogError(f"srnode autoroute: cannot resubmit job {job_id}: {e}")
+
+
+def on_job_failure(job_id):
+    """Resubmit a failed send job of ours after an exponential delay, a bounded number of
+    times."""
+    with _jobs_lock:
+        if job_id not in _our_jobs:
+            return
+        attempt = _our_jobs[job_id] + 1
+        if attempt > int(SETTINGS["RetryAttempts"]):
+            del _our_jobs[job_id]
+            orthanc.LogError(
+                f"srnode autoroute: job {job_id} failed {attempt} times, left failed in /jobs"
+            )
+            return
+        _our_jobs[job_id] = attempt
+    delay = min(
+        float(SETTINGS["RetryMaxDelay"]), float(SETTINGS["RetryDelay"]) * 2 ** (attempt - 1)
+    )
+    orthanc.LogWarning(f"srnode autoroute: job {job_id} failed, retry {attempt} in {delay:.0f} s")
+    timer = threading.Timer(delay, _resubmit, args=(job_id,))
+    timer.daemon = True
+    timer.start()
+
+
 def OnChange(change_type, level, resource_id):
     if not SETTINGS["Enable"]:
         return
     try:
+        if change_type == orthanc.ChangeType.JOB_FAILURE:
+            on_job_failure(resource_id)
+            return
+        if change_type == orthanc.ChangeType.JOB_SUCCESS:
+            with _jobs_lock:
+                _our_jobs.pop(resource_id, None)
+            return
         by_study = str(SETTINGS["Level"]).lower() == "study"
         if change_type == orthanc.ChangeType.STABLE_SERIES and not by_study:
             send_series(resource_id)

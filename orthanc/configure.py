@@ -27,6 +27,7 @@ def build(
     stable_age: int | None = None,
     autoroute: bool = True,
     base: str | Path = HERE / "orthanc.json",
+    autoroute_settings: dict | None = None,
 ) -> dict:
     """The configuration as a dict (see the module docstring for the arguments)."""
     cfg = json.loads(Path(base).read_text())
@@ -48,6 +49,7 @@ def build(
     if srnode_stow:
         cfg.setdefault("DicomWeb", {}).setdefault("Servers", {})["SRNODE"] = [srnode_stow]
     cfg.setdefault("SrnodeAutoroute", {})["Enable"] = bool(autoroute)
+    cfg["SrnodeAutoroute"].update(autoroute_settings or {})
     return cfg
 
 

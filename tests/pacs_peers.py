@@ -132,6 +132,7 @@ def orthanc(
     srnode: str | None = None,
     srnode_stow: str | None = None,
     autoroute: bool = True,
+    autoroute_settings: dict | None = None,
 ) -> Iterator[OrthancPeer]:
     """A fresh Orthanc on free ports with orthanc/orthanc.json and orthanc/autoroute.py."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +146,7 @@ def orthanc(
         srnode_stow=srnode_stow,
         stable_age=stable_age,
         autoroute=autoroute,
+        autoroute_settings=autoroute_settings,
     )
     cfg_path = workdir / "orthanc.json"
     cfg_path.write_text(json.dumps(cfg, indent=2))

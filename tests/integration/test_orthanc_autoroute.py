@@ -131,3 +131,17 @@ def test_run_sh_starts_and_stops(tmp_path):
         rc = proc.wait(30)
     assert rc == 0, (tmp_path / "run.log").read_text()[-2000:]
     assert not os.path.exists(storage)  # the temporary storage is removed on exit
+
+
+def test_send_job_is_retried_until_srnode_is_up(tmp_path):
+    ct = peers.write_series(tmp_path / "ct", "CT", n=2, size=64)
+    port = peers.free_port()  # nothing listens there yet
+    retry = {"RetryDelay": 1, "RetryMaxDelay": 2, "RetryAttempts": 30}
+    with peers.orthanc(
+        tmp_path / "orthanc", stable_age=1, srnode=f"127.0.0.1:{port}", autoroute_settings=retry
+    ) as o:
+        peers.storescu(o.dicom_port, ct, called_ae="ORTHANC", calling_ae="MODALITY")
+        peers.wait_until(lambda: "failed, retry 1" in o.log(), 60, what="first failure")
+        with peers.storescp(tmp_path / "srnode", aet="SRNODE", port=port) as srnode:
+            got = srnode.wait_for(len(ct), timeout=60)
+            assert _uids(got) == _uids(ct)
