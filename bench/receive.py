@@ -124,12 +124,13 @@ def start_srnode(work: Path, port: int, fsync: bool = True) -> subprocess.Popen:
         )
         + "\n"
     )
-    p = subprocess.Popen(
-        [str(SRNODE), "serve", "--config", str(cfg)],
-        env=env(),
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / "srnode.log", "ab"),
-    )  # noqa: SIM115
+    with open(work / "srnode.log", "ab") as log:
+        p = subprocess.Popen(
+            [str(SRNODE), "serve", "--config", str(cfg)],
+            env=env(),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     wait_port(port, p)
     return p
 
@@ -147,6 +148,12 @@ def start_storescp(work: Path, port: int) -> subprocess.Popen:
     return p
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process (all its threads) from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(p: subprocess.Popen) -> None:
     p.terminate()
     try:
@@ -161,8 +168,11 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep")
-    ap.add_argument("--no-fsync-row", action="store_true",
-                    help="also measure srnode with spool.fsync = false (not durable)")
+    ap.add_argument(
+        "--no-fsync-row",
+        action="store_true",
+        help="also measure srnode with spool.fsync = false (not durable)",
+    )
     a = ap.parse_args()
     for tool in (STORESCU, STORESCP):
         if not shutil.which(tool):
@@ -173,6 +183,7 @@ def main() -> int:
     try:
         files = make_instances(work / "in", a.count)
         results: dict[tuple[str, int], list[float]] = {}
+        cpu_ms: dict[tuple[str, int], list[float]] = {}
         receivers = ["srnode", "storescp"] + (["srnode-nofsync"] if a.no_fsync_row else [])
         for r in range(a.repeat):
             for assocs in (1, 4):
@@ -187,10 +198,13 @@ def main() -> int:
                         proc = start_storescp(run_dir, port)
                         called = "STORESCP"
                     try:
+                        cpu0 = cpu_seconds(proc.pid)
                         dt = send(port, files, assocs, called)
+                        cpu = cpu_seconds(proc.pid) - cpu0
                     finally:
                         stop(proc)
                     results.setdefault((name, assocs), []).append(a.count / dt)
+                    cpu_ms.setdefault((name, assocs), []).append(cpu / a.count * 1000)
                     shutil.rmtree(run_dir, ignore_errors=True)
         print(
             f"\n{a.count} x 512x512 16-bit CT, dcmtk storescu sender, TCP_NODELAY=1, "
@@ -202,7 +216,11 @@ def main() -> int:
             cells = []
             for assocs in (1, 4):
                 v = results[(name, assocs)]
-                cells.append(f"{statistics.median(v):.0f}/s ({min(v):.0f}-{max(v):.0f})")
+                c = statistics.median(cpu_ms[(name, assocs)])
+                cells.append(
+                    f"{statistics.median(v):.0f}/s ({min(v):.0f}-{max(v):.0f}), "
+                    f"receiver CPU {c:.2f} ms/instance"
+                )
             print(f"| {name} | {cells[0]} | {cells[1]} |")
         ratios = [
             statistics.median(results[("srnode", n)]) / statistics.median(results[("storescp", n)])
