@@ -181,3 +181,37 @@ def test_torch_cuda_matches_onnxruntime_on_a_real_slice(tmp_path, backend):
     tol = 4 if backend.endswith("fp16") else 32
     assert np.abs(a - b).max() <= tol
     assert gpu.enhance(px, meta).consistency_rmse <= 0.5
+
+
+def test_scalar_mul_becomes_depthwise_conv_with_the_same_result(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sr_engine.backends.onnxruntime_backend import scalar_mul_to_conv
+
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(16, 1, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(size=(1, 16, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.array(0.2, np.float32), "k"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["a", "k"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["c"]),
+        helper.make_node("Conv", ["c", "w2"], ["output"], pads=[1, 1, 1, 1]),
+    ]
+    g = helper.make_graph(nodes, "g", [x], [y], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "mul.onnx"
+    onnx.save(m, path)
+    rewritten = onnx.load(path)
+    assert scalar_mul_to_conv(rewritten) == 1
+    assert [n.op_type for n in rewritten.graph.node] == ["Conv", "Conv", "Add", "Conv"]
+    inp = rng.random((2, 1, 24, 20)).astype(np.float32)
+    a = OnnxRuntimeBackend(path, threads=1, rewrite=False).run(inp)
+    b = OnnxRuntimeBackend(path, threads=1).run(inp)
+    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -1,0 +1,352 @@
+"""Benchmark of the inference engine on one 512x512 16-bit slice, x2.
+
+Runs, in the same process and on the same threads:
+
+* PyTorch eager (and channels-last) executing RRDBNet from ``training.archs``;
+* ONNX Runtime on the ONNX export of that very network, with ORT's default session
+  options and with srnode's (``sr_engine.backends.onnxruntime_backend``);
+* the whole ``Engine.enhance`` (intensity, tiles, consistency) untiled and tiled.
+
+For each: median ms per slice, achieved GFLOP/s (2 x multiply-adds of every convolution,
+counted with forward hooks) and the fraction of this CPU's fp32 peak. The peak is
+measured here: a C loop of independent fused multiply-adds on the widest vectors the
+compiler targets (``-O3 -march=native``, 12 independent accumulators, one OpenMP thread per core
+used), compiled with gcc at run time; without gcc, a large numpy sgemm stands in (a lower
+bound of the peak) and the table says so.
+
+    .venv/bin/python bench/engine.py            # RRDBNet 32/4/16, a few minutes on 2 cores
+    .venv/bin/python bench/engine.py --full     # RRDBNet 64/23/32 (ESRGAN), much longer
+
+Never run as a test; numbers belong in the README, not in assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FMA_C = r"""
+#include <omp.h>
+typedef float vf __attribute__((vector_size(64), aligned(64)));
+#define STEP(a) a = a * m + c
+double fma_flops(long iters, int threads) {
+    double total = 0;
+    #pragma omp parallel num_threads(threads) reduction(+:total)
+    {
+        vf m, c, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11;
+        for (int l = 0; l < 16; l++) {
+            m[l] = 0.999999f; c[l] = 1e-6f;
+            a0[l] = 1; a1[l] = 2; a2[l] = 3; a3[l] = 4; a4[l] = 5; a5[l] = 6;
+            a6[l] = 7; a7[l] = 8; a8[l] = 9; a9[l] = 10; a10[l] = 11; a11[l] = 12;
+        }
+        for (long i = 0; i < iters; i++) {
+            STEP(a0); STEP(a1); STEP(a2); STEP(a3); STEP(a4); STEP(a5);
+            STEP(a6); STEP(a7); STEP(a8); STEP(a9); STEP(a10); STEP(a11);
+        }
+        vf s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
+        float f = 0;
+        for (int l = 0; l < 16; l++) f += s[l];
+        total += (f != 12345.f) ? 2.0 * 12 * 16 * (double)iters : 0;
+    }
+    return total;
+}
+"""
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
+
+
+def fp32_peak(threads: int) -> tuple[float, str]:
+    """GFLOP/s: an FMA loop compiled with gcc; else numpy sgemm (a lower bound)."""
+    try:
+        d = Path(tempfile.mkdtemp())
+        (d / "fma.c").write_text(FMA_C)
+        subprocess.run(
+            ["gcc", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "fma.c", "-o", "f.so"],
+            cwd=d,
+            check=True,
+            capture_output=True,
+        )
+        lib = ctypes.CDLL(str(d / "f.so"))
+        lib.fma_flops.restype = ctypes.c_double
+        lib.fma_flops.argtypes = [ctypes.c_long, ctypes.c_int]
+        lib.fma_flops(2_000_000, threads)  # warm up, clocks up
+        best = 0.0
+        for _ in range(5):
+            t = time.perf_counter()
+            flops = lib.fma_flops(20_000_000, threads)
+            best = max(best, flops / (time.perf_counter() - t) / 1e9)
+        return (
+            best,
+            f"FMA loop (gcc -O3 -march=native, 12 independent 512-bit FMA chains, {threads} thr)",
+        )
+    except (OSError, subprocess.CalledProcessError, AttributeError):
+        n = 4096
+        a = np.random.rand(n, n).astype(np.float32)
+        a @ a
+        t = time.perf_counter()
+        for _ in range(3):
+            a @ a
+        gf = 3 * 2 * n**3 / (time.perf_counter() - t) / 1e9
+        return gf, f"numpy sgemm {n}^3 (no gcc: a lower bound of the peak)"
+
+
+def conv_flops(net, x) -> float:
+    """2 x multiply-adds of every Conv2d for input ``x`` (FLOPs)."""
+    import torch
+
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+        total += 2 * k * out.numel()
+
+    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.inference_mode():
+        net(x)
+    for h in hs:
+        h.remove()
+    return float(total)
+
+
+def load_slice() -> tuple[np.ndarray, object]:
+    """A real 512x512 16-bit CT slice (pydicom-data), else a synthetic one."""
+    from sr_engine import PixelMeta
+
+    try:
+        import data_store
+        import pydicom
+
+        ds = pydicom.dcmread(Path(data_store.__file__).parent / "data" / "693_UNCR.dcm")
+        px = ds.pixel_array
+        meta = PixelMeta(
+            modality="CT",
+            bits_stored=int(ds.BitsStored),
+            pixel_representation=int(ds.PixelRepresentation),
+            rescale_slope=float(ds.get("RescaleSlope", 1)),
+            rescale_intercept=float(ds.get("RescaleIntercept", 0)),
+        )
+        return px, meta
+    except Exception:
+        yy, xx = np.mgrid[0:512, 0:512]
+        px = (1024 + 800 * np.sin(xx / 17) * np.cos(yy / 23)).astype(np.int16)
+        return px, PixelMeta(modality="CT", bits_stored=16, pixel_representation=1)
+
+
+def gpu_report(card_path: Path, px: np.ndarray, meta: object, args: argparse.Namespace) -> None:
+    """Engine.enhance on the CUDA backends against ONNX Runtime on the CPU, same slice."""
+    from sr_engine import Engine
+
+    ref_engine = Engine.load(card_path, backend="onnxruntime", threads=args.threads)
+    ref = ref_engine.enhance(px, meta, consistency=False).pixels.astype(np.int64)
+    ort_ms = median_ms(lambda: ref_engine.enhance(px, meta), 1, warmup=0)
+    print(
+        f"\n{card_path.stem}: 512x512 slice x2; ONNX Runtime CPU ({args.threads} threads) "
+        f"{ort_ms:.0f} ms/slice (tiled, with consistency)"
+    )
+    print(
+        "| backend | tiled ms/slice | untiled ms/slice | max abs diff vs ORT (stored) | "
+        "mean abs diff | consistency RMSE |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name in ("torch-cuda-fp16", "torch-cuda-bf16"):
+        e = Engine.load(card_path, backend=name)
+        out = e.enhance(px, meta, consistency=False).pixels.astype(np.int64)
+        d = np.abs(out - ref)
+        tiled = median_ms(lambda e=e: e.enhance(px, meta), max(3, args.repeats), warmup=2)
+        whole = median_ms(
+            lambda e=e: e.enhance(px, meta, untiled=True), max(3, args.repeats), warmup=2
+        )
+        rmse = e.enhance(px, meta).consistency_rmse
+        print(
+            f"| {e.backend_name} | {tiled:.1f} | {whole:.1f} | {d.max()} | {d.mean():.3f} | "
+            f"{rmse:.3f} |"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="RRDBNet 64/23/32 (ESRGAN size)")
+    ap.add_argument("--feat", type=int, default=32)
+    ap.add_argument("--blocks", type=int, default=4)
+    ap.add_argument("--grow", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tile", type=int, default=288, help="card tile size (max tile edge)")
+    ap.add_argument("--overlap", type=int, default=16)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--gpu",
+        action="store_true",
+        help="instead: Engine on torch-cuda-fp16/bf16 vs ONNX Runtime (parity, ms)",
+    )
+    args = ap.parse_args()
+    if args.full:
+        args.feat, args.blocks, args.grow = 64, 23, 32
+
+    import torch
+
+    from sr_engine import Engine
+    from sr_engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from sr_engine.model_card import ModelCard, sha256_of
+    from training.archs.rrdbnet_arch import RRDBNet
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = f"RRDBNet {args.feat}/{args.blocks}/{args.grow}"
+    net = RRDBNet(1, 1, 2, args.feat, args.blocks, args.grow).eval()
+    params = sum(p.numel() for p in net.parameters()) / 1e6
+
+    px, meta = load_slice()
+    from sr_engine.intensity import IntensityMap
+    from sr_engine.model_card import Intensity
+
+    imap = IntensityMap.fit(Intensity(model="ct_hu", window=(-1024, 3071)), meta, px)
+    x = imap.forward(px)[None, None]
+    xt = torch.from_numpy(x)
+    flops = conv_flops(net, xt)
+
+    peak, how = fp32_peak(args.threads)
+
+    work = Path(tempfile.mkdtemp())
+    onnx_path = work / "rrdb-x2.onnx"
+    t = time.perf_counter()
+    torch.onnx.export(
+        net,
+        (torch.rand(1, 1, 64, 64),),
+        str(onnx_path),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_shapes=({0: "N", 2: "H", 3: "W"},),
+        dynamo=True,
+        opset_version=18,
+        optimize=True,
+        verbose=False,
+    )
+    export_s = time.perf_counter() - t
+    card = ModelCard(
+        name="bench-x2",
+        version="bench",
+        scale=2,
+        architecture={"name": "RRDBNet", "params": {"num_feat": args.feat}},
+        intensity={"model": "ct_hu", "window": [-1024, 3071]},
+        tile={"size": args.tile, "overlap": args.overlap, "batch": 2},
+        weights=onnx_path.name,
+        sha256=sha256_of(onnx_path),
+    )
+    card_path = work / "bench-x2.json"
+    card_path.write_text(card.to_json())
+
+    if args.gpu:
+        gpu_report(card_path, px, meta, args)
+        return
+
+    rows: list[tuple[str, float]] = []
+    with torch.inference_mode():
+        ref = net(xt).numpy()
+        rows.append(("PyTorch eager (NCHW)", median_ms(lambda: net(xt), args.repeats)))
+        net_cl = net.to(memory_format=torch.channels_last)
+        xcl = xt.contiguous(memory_format=torch.channels_last)
+        rows.append(("PyTorch eager channels_last", median_ms(lambda: net_cl(xcl), args.repeats)))
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    plain = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    rows.append(
+        (
+            "ONNX Runtime, default options",
+            median_ms(lambda: plain.run(None, {"input": x}), args.repeats),
+        )
+    )
+    norw = OnnxRuntimeBackend(onnx_path, threads=args.threads, rewrite=False)
+    rows.append(
+        ("ONNX Runtime, srnode options, no rewrite", median_ms(lambda: norw.run(x), args.repeats))
+    )
+    ours = OnnxRuntimeBackend(onnx_path, threads=args.threads)
+    err = float(np.abs(ours.run(x) - ref).max())
+    rows.append(
+        ("ONNX Runtime, srnode options + rewrite", median_ms(lambda: ours.run(x), args.repeats))
+    )
+
+    engine = Engine.load(card_path, backend="onnxruntime", threads=args.threads)
+    plan = engine.plan(*px.shape)
+    untiled = median_ms(lambda: engine.enhance(px, meta, untiled=True), args.repeats)
+    tiled = median_ms(lambda: engine.enhance(px, meta), args.repeats)
+    a = engine.enhance(px, meta, consistency=False).pixels.astype(np.int64)
+    b = engine.enhance(px, meta, consistency=False, untiled=True).pixels.astype(np.int64)
+    seam = int(np.abs(a - b).max())
+    rows.append(("Engine.enhance untiled (ORT + DC)", untiled))
+    tname = f"Engine.enhance tiled {plan.count}x{plan.shape[0]}x{plan.shape[1]}"
+    rows.append((tname, tiled))
+
+    peak2, _ = fp32_peak(args.threads)  # again: the machine is shared, keep the higher
+    peak = max(peak, peak2)
+    eager = rows[0][1]
+    print(f"\n{cfg} ({params:.2f} M params), x2, 512x512 16-bit CT slice -> 1024x1024")
+    print(
+        f"threads {args.threads}; conv work {flops / 1e9:.1f} GFLOP per slice; "
+        f"medians of {args.repeats} runs; ONNX export {export_s:.1f} s"
+    )
+    print(f"fp32 peak {peak:.0f} GFLOP/s by {how}\n")
+    print(f"| {'run':<40} | {'ms/slice':>9} | {'GFLOP/s':>8} | {'% peak':>6} | {'vs eager':>8} |")
+    print(f"|{'-' * 42}|{'-' * 11}|{'-' * 10}|{'-' * 8}|{'-' * 10}|")
+    out = []
+    for name, ms in rows:
+        gf = flops / (ms / 1000) / 1e9
+        print(
+            f"| {name:<40} | {ms:>9.0f} | {gf:>8.1f} | {100 * gf / peak:>5.1f}% | "
+            f"{eager / ms:>7.2f}x |"
+        )
+        out.append({"run": name, "ms": ms, "gflops": gf, "peak_fraction": gf / peak})
+    overhead = tiled / untiled - 1
+    print(
+        f"\ntiling: {plan.count} tiles of {plan.shape[0]}x{plan.shape[1]} (card tile "
+        f"{args.tile}, overlap {args.overlap}); computed-pixel overhead "
+        f"{100 * plan.overhead:.1f} %, time overhead {100 * overhead:+.1f} %; "
+        f"tiled vs untiled max diff {seam} stored units"
+    )
+    print(f"ONNX Runtime vs PyTorch max abs diff {err:.2e} (network range [0, 1])")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "config": cfg,
+                    "threads": args.threads,
+                    "gflop": flops / 1e9,
+                    "peak": peak,
+                    "peak_method": how,
+                    "rows": out,
+                    "tiling_overhead": overhead,
+                    "seam": seam,
+                },
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
