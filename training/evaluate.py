@@ -1020,9 +1020,7 @@ def run_evaluation(
             "data": f"{', '.join(datasets)} from `{data_dir}`, split `{split}`",
             "FID": fid_note,
         }
-        for key in ("command", "train_command", "wall_s", "wall_time", "iters", "device"):
-            if key in card.training_data:
-                ctx[f"training {key.replace('_', ' ')}"] = card.training_data[key]
+        ctx.update(training_facts(runners))
         missing = [ROLE_LABEL[r] for r in ROLES if r not in runners]
         if missing:
             ctx["not evaluated"] = (
@@ -1049,6 +1047,31 @@ def run_evaluation(
         for r in runners.values():
             r.engine.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def training_facts(runners: dict[str, EngineRunner]) -> dict[str, str]:
+    """What the cards say about how each model was trained (command, wall time, device)."""
+    out: dict[str, str] = {}
+    for role in ("esrgan-psnr", "esrgan-gan", "srcnn", "srgan"):
+        if role not in runners:
+            continue
+        td = runners[role].card.training_data
+        parts = []
+        if td.get("summary"):
+            parts.append(str(td["summary"]))
+        it = td.get("iterations", td.get("iters"))
+        if it is not None:
+            parts.append(f"{it} iterations")
+        if td.get("wall_s") is not None:
+            parts.append(f"wall time {float(td['wall_s']):.0f} s")
+        if td.get("device"):
+            parts.append(f"on {td['device']}")
+        cmd = td.get("command") or td.get("train_command")
+        if cmd:
+            parts.append(f"command `{cmd}`")
+        if parts:
+            out[f"training ({ROLE_LABEL[role]})"] = "; ".join(parts)
+    return out
 
 
 def write_card_metrics(card_path: Path, ev: Evaluation, method: str, split: str, report: Path):
