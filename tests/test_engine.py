@@ -155,3 +155,38 @@ def test_enhance_refuses_unsupported(models):
         e.enhance(np.zeros((8, 8), np.uint16), PixelMeta())
     with pytest.raises(UnsupportedInput):
         e.enhance(np.zeros((32, 32), np.float32), PixelMeta())
+
+
+def test_tiled_equals_untiled_with_a_real_rrdbnet(tmp_path, ct):
+    """The seam bound with ESRGAN's generator (training.archs), small and random-init."""
+    torch = pytest.importorskip("torch")
+    archs = pytest.importorskip("training.archs.rrdbnet_arch")
+    from sr_engine.model_card import sha256_of
+
+    torch.manual_seed(0)
+    net = archs.RRDBNet(1, 1, 2, num_feat=16, num_block=2, num_grow_ch=8).eval()
+    onnx_path = tmp_path / "rrdb-x2.onnx"
+    torch.onnx.export(
+        net,
+        (torch.rand(1, 1, 32, 32),),
+        str(onnx_path),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes={"input": {0: "N", 2: "H", 3: "W"}, "output": {0: "N", 2: "h", 3: "w"}},
+        dynamo=False,
+    )
+    card = json.loads(write_test_model(tmp_path, "tmp-x2").read_text())
+    card.update(
+        name="rrdb-x2",
+        weights=onnx_path.name,
+        sha256=sha256_of(onnx_path),
+        intensity=CT_CARD,
+        tile={"size": 64, "overlap": 16, "batch": 4},
+    )
+    (tmp_path / "rrdb-x2.json").write_text(json.dumps(card))
+    px, meta = ct
+    e = Engine.load(tmp_path / "rrdb-x2.json", backend="onnxruntime", threads=1)
+    assert e.plan(*px.shape).count == 9
+    tiled = e.enhance(px, meta, consistency=False).pixels.astype(np.int64)
+    whole = e.enhance(px, meta, consistency=False, untiled=True).pixels.astype(np.int64)
+    assert np.abs(tiled - whole).max() <= 1
