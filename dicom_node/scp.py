@@ -15,6 +15,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import os
+import queue
+import select
 import socket
 import ssl
 import threading
@@ -213,10 +216,12 @@ def _fast_recv(self: Any, nr_bytes: int) -> bytearray:
     sock = self.socket
     while got < nr_bytes:
         n = sock.recv_into(view[got:], nr_bytes - got)
-        if not n:
+        if not n:  # connection closed: what arrived so far (pynetdicom's contract)
+            view.release()
             del buf[got:]
             return buf
         got += n
+    view.release()
     return buf
 
 
@@ -275,13 +280,107 @@ def install_fast_receive() -> None:
     _tuned = True
 
 
+def _wake(dul: Any) -> None:
+    with contextlib.suppress(OSError):  # pipe full (already awake) or closed
+        os.write(dul._srnode_wake[1], b"\0")
+
+
+def _fast_dul_reactor(self: Any) -> None:
+    """pynetdicom's DUL loop (``DULServiceProvider.run_reactor``), idling in ``select`` on
+    the socket and a wake-up pipe instead of polling every millisecond: incoming PDUs and
+    our own responses are handled at once, and an idle association costs no CPU."""
+    from pynetdicom.pdu import A_ABORT_RQ
+
+    wake_r, wake_w = self._srnode_wake
+    self._idle_timer.start()
+    idle = False
+    try:
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+            if idle:
+                sock = getattr(self.socket, "socket", None)
+                pending = sock is not None and hasattr(sock, "pending") and sock.pending()
+                if not pending:
+                    waits = [wake_r] + ([sock] if sock is not None else [])
+                    try:
+                        ready, _, _ = select.select(waits, [], [], _DUL_IDLE)
+                    except (OSError, ValueError):
+                        ready = []
+                        time.sleep(_DUL_DELAY)
+                    if wake_r in ready:
+                        with contextlib.suppress(OSError):
+                            os.read(wake_r, 4096)
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception as exc:
+                log.warning("DUL error, aborting association: %s", exc)
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                with contextlib.suppress(Exception):
+                    self.socket.send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                idle = True
+                continue
+            self.state_machine.do_action(event)
+            idle = False
+    finally:
+        for fd in (wake_r, wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_DUL_IDLE = 0.02  # longest idle wait: timers (ARTIM, idle timeout) are checked this often
+
+
 def _tune_association(event: Any) -> None:
-    """Per accepted association: the message-driven reactor and a short DUL idle delay."""
+    """Per accepted association (before its threads start): the message-driven reactor and
+    the select-based DUL loop."""
     assoc = event.assoc
-    with contextlib.suppress(AttributeError):
-        assoc.dul._run_loop_delay = _DUL_DELAY
+    dul = assoc.dul
     if hasattr(assoc, "_run_reactor") and hasattr(assoc, "_serve_request"):
         assoc._run_reactor = _fast_run_reactor.__get__(assoc)
+    if not _FAST_DUL or not hasattr(dul, "_target") or hasattr(dul, "_srnode_wake"):
+        with contextlib.suppress(AttributeError):
+            dul._run_loop_delay = _DUL_DELAY
+        return
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    os.set_blocking(w, False)
+    dul._srnode_wake = (r, w)
+    original_send_pdu = dul.send_pdu
+
+    def send_pdu(primitive: Any) -> None:
+        original_send_pdu(primitive)
+        _wake(dul)
+
+    original_kill = dul.kill_dul
+
+    def kill_dul() -> None:
+        original_kill()
+        _wake(dul)
+
+    dul.send_pdu = send_pdu
+    dul.kill_dul = kill_dul
+    dul._target = _fast_dul_reactor.__get__(dul)
+
+
+_FAST_DUL = True
 
 
 class StorageSCP:
