@@ -273,8 +273,11 @@ def install_fast_receive() -> None:
     global _tuned
     if _tuned:
         return
-    from pynetdicom import transport
+    from pynetdicom import _config, transport
 
+    # pynetdicom's "standard" event logging formats every DIMSE message and PDU even when
+    # its logger is quiet; our own log lines say what happened, once per event
+    _config.LOG_HANDLER_LEVEL = "none"
     if hasattr(transport.AssociationSocket, "recv"):
         transport.AssociationSocket.recv = _fast_recv  # type: ignore[method-assign]
     _tuned = True
