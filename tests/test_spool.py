@@ -163,3 +163,50 @@ def test_concurrent_writers_share_folder_flushes(tmp_path, monkeypatch):
         t.join()
     assert len(list((tmp_path / "1.2" / "1.2.3").glob("*.dcm"))) == 17
     assert 1 <= len(calls) <= 16  # never more flushes than writers; usually far fewer
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "CT_small.dcm",
+        "MR_small.dcm",
+        "MR_small_implicit.dcm",
+        "rtplan.dcm",
+        "JPEG2000.dcm",
+        "emri_small.dcm",
+        "SC_rgb.dcm",
+        "US1_J2KR.dcm",
+        "MR-SIEMENS-DICOM-WithOverlays.dcm",
+        "liver.dcm",
+    ],
+)
+def test_header_scanner_agrees_with_pydicom(name):
+    from pydicom.uid import UID
+
+    from dicom_node.ingest import _WANTED, scan_header
+
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"{name} not in this pydicom")
+    raw = Path(path).read_bytes()
+    meta_end = _meta_end(raw)
+    ds = pydicom.dcmread(path)
+    ts = UID(ds.file_meta.TransferSyntaxUID)
+    if ts.is_deflated or not ts.is_little_endian:
+        pytest.skip("not a transfer syntax the node accepts")
+    h, pixel = scan_header(raw[meta_end:], ts.is_implicit_VR)
+    for kw in _WANTED.values():
+        if kw in ds:
+            want = ds[kw].value
+            assert str(h[kw]) == str(want).strip(), kw
+        else:
+            assert kw not in h
+    if "PixelData" in ds:
+        assert pixel is not None
+        length, available = pixel
+        if ts.is_encapsulated:
+            assert length == 0xFFFFFFFF and available > 16
+        else:
+            assert length == len(ds.PixelData) <= available
+    else:
+        assert pixel is None
