@@ -140,7 +140,8 @@ class Ingestor:
         calling_ae: str | None,
         via: str = "dimse",
     ) -> StoreStatus:
-        """Store a data set as received on the wire (no file meta) with its file meta."""
+        """Store a data set as received on the wire (no file meta) with its file meta
+        (a FileMetaDataset, or a :data:`WireMeta` with the same keywords)."""
         try:
             ts = UID(file_meta.TransferSyntaxUID)
             if ts.is_deflated or not ts.is_little_endian:
@@ -421,7 +422,7 @@ _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 
 class _Header(dict):
-    """The scanned attributes, read like a pydicom Dataset (``get``, attributes)."""
+    """Attributes by keyword, read like a pydicom Dataset (``get``, attributes)."""
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -431,6 +432,9 @@ class _Header(dict):
 
     def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
         return dict.get(self, key, default) if isinstance(key, str) else default
+
+
+WireMeta = _Header  # file meta for store_encoded built without pydicom (keywords as keys)
 
 
 def _walk(body: Any, pos: int, end: int, implicit: bool, stop: int, out: dict | None) -> int:

@@ -46,7 +46,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
 
 from dicom_node.config import Settings
-from dicom_node.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor
+from dicom_node.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor, WireMeta
 from dicom_node.net import install_tcp_nodelay
 
 log = logging.getLogger(__name__)
@@ -424,9 +424,16 @@ class StorageSCP:
     def _on_store(self, event: Any) -> Any:
         try:
             calling = str(event.assoc.requestor.ae_title).strip()
-            meta = event.file_meta
-            meta.SourceApplicationEntityTitle = calling or None
-            body = event.request.DataSet.getvalue()
+            req = event.request
+            # the file meta from the request itself (pynetdicom's event.file_meta builds a
+            # pydicom FileMetaDataset element by element: ~0.3 ms an instance)
+            meta = WireMeta(
+                MediaStorageSOPClassUID=str(req.AffectedSOPClassUID),
+                MediaStorageSOPInstanceUID=str(req.AffectedSOPInstanceUID),
+                TransferSyntaxUID=str(event.context.transfer_syntax),
+                SourceApplicationEntityTitle=calling,
+            )
+            body = req.DataSet.getvalue()
         except Exception as e:  # pragma: no cover - pynetdicom gave us something odd
             log.warning("C-STORE without a readable data set: %s", e)
             return _status(CANNOT_UNDERSTAND, "no data set")
