@@ -7,6 +7,7 @@ import shutil
 import ssl
 import subprocess
 
+import pydicom
 import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
@@ -117,6 +118,13 @@ def test_tls_association_stores_and_plain_one_fails(tmp_path, pki):
         st = assoc.send_c_store(files[0])
         assert st.Status == 0x0000
         assoc.release()
+        # what the spool holds: the bytes as sent, behind a valid file meta
+        (stored,) = (tmp_path / "data" / "spool").rglob("*.dcm")
+        back = pydicom.dcmread(stored)
+        src = pydicom.dcmread(files[0])
+        assert back.file_meta.SourceApplicationEntityTitle == "PACS"
+        assert back.file_meta.MediaStorageSOPInstanceUID == src.SOPInstanceUID
+        assert back.PixelData == src.PixelData and back.SOPInstanceUID == src.SOPInstanceUID
         plain = ae.associate("127.0.0.1", port, ae_title="SRNODE")
         assert not plain.is_established
     finally:
