@@ -150,7 +150,7 @@ def _rrdbnet_onnx(path, **params):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["torch-cuda-fp16", "torch-cuda-bf16"])
+@pytest.mark.parametrize("backend", ["torch-cuda-fp16", "torch-cuda-bf16", "torch-cuda-fp32"])
 @pytest.mark.skipif(CUDA_REASON is not None, reason=f"CUDA: {CUDA_REASON}")
 def test_torch_cuda_matches_onnxruntime_on_a_real_slice(tmp_path, backend):
     import json
@@ -178,7 +178,7 @@ def test_torch_cuda_matches_onnxruntime_on_a_real_slice(tmp_path, backend):
     a = ref.enhance(px, meta, consistency=False).pixels.astype(np.int64)
     b = gpu.enhance(px, meta, consistency=False).pixels.astype(np.int64)
     # 1 stored unit = 1 HU over a 4095-HU window: fp16 keeps ~11 bits, bf16 ~8
-    tol = 4 if backend.endswith("fp16") else 32
+    tol = {"fp16": 4, "bf16": 32, "fp32": 1}[backend.rsplit("-", 1)[-1]]
     assert np.abs(a - b).max() <= tol
     assert gpu.enhance(px, meta).consistency_rmse <= 0.5
 

@@ -3,8 +3,9 @@
 * ``onnxruntime`` - CPU, fp32, the default and the only one the node needs;
 * ``tensorrt`` - a serialized TensorRT 10 engine built from the ONNX file for the card's
   tile shape (fp16, fp32 where fp16 would overflow), cached beside the ONNX file;
-* ``torch`` - PyTorch on CUDA in fp16 (``torch-cuda-fp16``) or bf16 (``torch-cuda-bf16``),
-  executing the ONNX graph itself with torch ops (see :mod:`.torch_backend`).
+* ``torch`` - PyTorch on CUDA in fp16 (``torch``, ``torch-cuda-fp16``), bf16
+  (``torch-cuda-bf16``) or fp32 without TF32 (``torch-cuda-fp32``), executing the ONNX
+  graph itself with torch ops (see :mod:`.torch_backend`); ``torch-cpu`` for tests.
 
 ``auto`` picks tensorrt if usable, else torch on CUDA if usable, else onnxruntime.
 Neither torch nor tensorrt is imported by this module: only when that backend is chosen
@@ -32,6 +33,7 @@ BACKEND_NAMES = (
     "torch",
     "torch-cuda-fp16",
     "torch-cuda-bf16",
+    "torch-cuda-fp32",
     "torch-cpu",
 )
 
@@ -123,5 +125,5 @@ def create_backend(name: str, card: ModelCard, onnx_path: Path, threads: int = 0
     reason = cuda_usable()
     if reason is not None:
         raise BackendUnavailable(f"backend {name}: {reason}")
-    dtype = "bfloat16" if name.endswith("bf16") else "float16"
+    dtype = {"bf16": "bfloat16", "fp32": "float32"}.get(name.rsplit("-", 1)[-1], "float16")
     return TorchBackend(onnx_path, device="cuda", dtype=dtype)

@@ -94,10 +94,12 @@ def scalar_mul_to_conv(model: Any) -> int:
     return count
 
 
-def load_for_cpu(onnx_path: Path, rewrite: bool = True) -> bytes:
-    """The ONNX file as bytes, with :func:`scalar_mul_to_conv` applied if ``rewrite``."""
+def load_for_cpu(onnx_path: Path, rewrite: bool = True) -> bytes | str:
+    """The model for ``InferenceSession``: with ``rewrite``, bytes with
+    :func:`scalar_mul_to_conv` applied (external data, if any, loaded inline); else the
+    path itself."""
     if not rewrite:
-        return onnx_path.read_bytes()
+        return str(onnx_path)
     import onnx
 
     model = onnx.load(str(onnx_path))

@@ -295,6 +295,9 @@ class TorchBackend(Backend):
         self.name = f"torch-{device}-{short}"
         if device == "cuda":
             torch.backends.cudnn.benchmark = True
+            if self.dtype == torch.float32:  # fp32 means fp32: no TF32 tensor-core rounding
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
         self.graph = OnnxTorchGraph(onnx_path, device, self.dtype)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
