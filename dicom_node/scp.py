@@ -20,6 +20,7 @@ import queue
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -348,6 +349,67 @@ def _fast_dul_reactor(self: Any) -> None:
                 os.close(fd)
 
 
+def _ui(tag: int, value: str) -> bytes:
+    v = value.encode("ascii")
+    if len(v) % 2:
+        v += b"\x00"
+    return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, len(v)) + v
+
+
+def _us(tag: int, value: int) -> bytes:
+    return struct.pack("<HHLH", tag >> 16, tag & 0xFFFF, 2, value)
+
+
+def encode_store_rsp(
+    msg_id: int, sop_class: str, sop_instance: str, status: int, comment: str = ""
+) -> bytes:
+    """A C-STORE-RSP command set (PS3.7 9.3.1.2), Implicit VR Little Endian."""
+    body = b"".join(
+        (
+            _ui(0x00000002, sop_class),
+            _us(0x00000100, 0x8001),
+            _us(0x00000120, msg_id),
+            _us(0x00000800, 0x0101),
+            _us(0x00000900, status),
+        )
+    )
+    if comment:
+        c = comment.encode("ascii", "replace")[:64]
+        if len(c) % 2:
+            c += b" "
+        body += struct.pack("<HHL", 0x0000, 0x0902, len(c)) + c
+    body += _ui(0x00001000, sop_instance)
+    return struct.pack("<HHLL", 0x0000, 0x0000, 4, len(body)) + body
+
+
+def _fast_send_msg(self: Any, primitive: Any, context_id: int) -> None:
+    """``DIMSEServiceProvider.send_msg`` for our C-STORE responses: the command set is
+    encoded directly (pynetdicom builds and encodes a pydicom Dataset twice: ~1 ms);
+    everything else goes the usual way."""
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.pdu_primitives import P_DATA
+
+    if (
+        type(primitive) is C_STORE
+        and primitive.MessageIDBeingRespondedTo is not None
+        and isinstance(primitive.Status, int)
+        and not getattr(primitive, "OffendingElement", None)
+    ):
+        comment = getattr(primitive, "ErrorComment", None) or ""
+        cmd = encode_store_rsp(
+            int(primitive.MessageIDBeingRespondedTo),
+            str(primitive.AffectedSOPClassUID),
+            str(primitive.AffectedSOPInstanceUID),
+            int(primitive.Status),
+            str(comment),
+        )
+        pdata = P_DATA()
+        pdata.presentation_data_value_list.append([context_id, b"\x03" + cmd])
+        self.dul.send_pdu(pdata)
+        return
+    type(self).send_msg(self, primitive, context_id)
+
+
 _DUL_IDLE = 0.02  # longest idle wait: timers (ARTIM, idle timeout) are checked this often
 
 
@@ -358,6 +420,8 @@ def _tune_association(event: Any) -> None:
     dul = assoc.dul
     if hasattr(assoc, "_run_reactor") and hasattr(assoc, "_serve_request"):
         assoc._run_reactor = _fast_run_reactor.__get__(assoc)
+    if _FAST_RSP and hasattr(assoc.dimse, "send_msg"):
+        assoc.dimse.send_msg = _fast_send_msg.__get__(assoc.dimse)
     if not _FAST_DUL or not hasattr(dul, "_target") or hasattr(dul, "_srnode_wake"):
         with contextlib.suppress(AttributeError):
             dul._run_loop_delay = _DUL_DELAY
@@ -384,6 +448,7 @@ def _tune_association(event: Any) -> None:
 
 
 _FAST_DUL = True
+_FAST_RSP = True
 
 
 class StorageSCP:

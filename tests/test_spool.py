@@ -210,3 +210,22 @@ def test_header_scanner_agrees_with_pydicom(name):
             assert length == len(ds.PixelData) <= available
     else:
         assert pixel is None
+
+
+def test_store_response_encoding_matches_pynetdicom():
+    """The C-STORE-RSP command set the SCP encodes itself decodes like pynetdicom's."""
+    from io import BytesIO
+
+    from pydicom.filereader import read_dataset
+
+    from dicom_node.scp import encode_store_rsp
+
+    raw = encode_store_rsp(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", 0xC003, "pixel data cut")
+    ds = read_dataset(BytesIO(raw), True, True)
+    assert ds.CommandGroupLength == len(raw) - 12
+    assert ds.CommandField == 0x8001 and ds.MessageIDBeingRespondedTo == 7
+    assert ds.CommandDataSetType == 0x0101 and ds.Status == 0xC003
+    assert ds.AffectedSOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    assert ds.AffectedSOPInstanceUID == "1.2.3.45"
+    assert ds.ErrorComment == "pixel data cut"
+    assert [e.tag for e in ds] == sorted(e.tag for e in ds)
