@@ -810,6 +810,7 @@ def write_report(
     context: dict[str, Any],
     unseen: list[dict[str, Any]] | None = None,
     notes: Sequence[str] = (),
+    training: dict[str, Any] | None = None,
 ) -> Path:
     """The markdown report plus PNGs (and a per-image CSV) under ``figures_dir``."""
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -872,6 +873,26 @@ def write_report(
         L.append(f"| {t['target']} | {t['value']} | {status} |")
     if notes:
         L += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    if training and training.get("history"):
+        L += ["", "## How the models were trained", "",
+              "| step | iterations | batch | wall time | device | command |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+        for h in training["history"]:
+            wall = h.get("wall_s")
+            wall_s = f"{float(wall):.0f} s" if wall is not None else "–"
+            L.append(f"| {h.get('step', '')} | {h.get('iterations', '–')} | "
+                     f"{h.get('batch', '–')} | {wall_s} | {h.get('device', '')} | "
+                     f"`{h.get('command', '')}` |")  # fmt: skip
+        total = sum(float(h.get("wall_s") or 0) for h in training["history"])
+        L += ["", f"Total training wall time: {total:.0f} s ({total / 60:.1f} min)."]
+        for key in ("prepare_command", "export_command"):
+            if training.get(key):
+                L.append(f"{key.replace('_', ' ').capitalize()}: `{training[key]}`.")
+        for key in ("losses", "augmentation", "train_images"):
+            vals = [h.get(key) for h in training["history"] if h.get(key)]
+            val = training.get(key) or (vals[-1] if vals else None)
+            if val:
+                L.append(f"{key.replace('_', ' ').capitalize()}: {val}.")
     L += [
         "",
         "## Held-out results",
@@ -1037,7 +1058,14 @@ def run_evaluation(
         ctx = {k: v for k, v in ctx.items() if v}
         if "esrgan-interp" in runners and "esrgan-interp" not in (extra_cards or {}):
             ctx["interpolated model"] = f"alpha = {interp_alpha} (weights (1-α)·PSNR + α·GAN)"
-        path = write_report(ev, card.name, out_report, figures_dir, ctx, unseen_rows, notes)
+        hist_card = runners.get("esrgan-gan", runners["esrgan-psnr"]).card
+        training = hist_card.training_data if "history" in hist_card.training_data else None
+        if training is not None:  # the history table says it better than per-card lines
+            for role in ("esrgan-psnr", "esrgan-gan"):
+                ctx.pop(f"training ({ROLE_LABEL[role]})", None)
+        path = write_report(
+            ev, card.name, out_report, figures_dir, ctx, unseen_rows, notes, training
+        )
         if update_card:
             for role, r in runners.items():
                 if role in ("esrgan-psnr", "esrgan-gan") and r.card_path.parent != tmp:
