@@ -155,9 +155,9 @@ def _status_text(status: Dataset) -> tuple[int | None, str]:
 
 
 def _is_ok_status(code: int) -> bool:
-    # Success, and the C-STORE warnings (coercion 0xB000, elements discarded 0xB006,
-    # data set does not match SOP class 0xB007): the instance is stored.
-    return code == 0x0000 or code in (0xB000, 0xB006, 0xB007) or (0xB000 <= code <= 0xBFFF)
+    # Success, and the C-STORE warnings 0xBxxx (coercion 0xB000, elements discarded
+    # 0xB006, data set does not match SOP class 0xB007): the instance is stored.
+    return code == 0x0000 or 0xB000 <= code <= 0xBFFF
 
 
 def _send_dimse(
