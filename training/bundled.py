@@ -87,6 +87,8 @@ def run_recipe(
     patch: int = 128,
     resume: bool = False,
     gan: bool = True,
+    lr: float | None = None,
+    init_dir: str | None = None,
 ) -> dict[str, str]:
     """Train one recipe (PSNR stage, then GAN stage); returns the generator paths."""
     from training.train import TrainConfig, fit
@@ -98,7 +100,11 @@ def run_recipe(
         ckpt_every=1000, progress=True,
     )  # fmt: skip
     out: dict[str, str] = {}
-    cfg = TrainConfig(stage="psnr", iters=psnr_iters, minutes=psnr_minutes, **common, **fields)
+    init = str(Path(init_dir) / name / "psnr" / "generator.pt") if init_dir else None
+    cfg = TrainConfig(
+        stage="psnr", iters=psnr_iters, minutes=psnr_minutes, lr=lr, init_from=init,
+        **common, **fields,
+    )  # fmt: skip
     out["psnr"] = str(fit(cfg))
     if has_gan and gan:
         cfg = TrainConfig(
@@ -124,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--parallel", action="store_true", help="one process per recipe (GPU host)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--lr", type=float, default=None, help="PSNR-stage learning rate")
+    ap.add_argument(
+        "--init-dir", default=None, help="continue the PSNR stage from <dir>/<recipe>/psnr"
+    )
     ap.add_argument("--no-gan", action="store_true")
     a = ap.parse_args(argv)
     names = a.only or list(RECIPES)
@@ -136,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         procs = []
         for n in names:
             cmd = [sys.executable, "-m", "training.bundled", "--only", n]
-            for flag in ("data", "out", "psnr_minutes", "gan_minutes", "psnr_iters",
-                         "gan_iters", "batch", "patch", "device", "threads"):  # fmt: skip
+            flags = ("data", "out", "psnr_minutes", "gan_minutes", "psnr_iters", "gan_iters",
+                     "batch", "patch", "device", "threads", "lr", "init_dir")  # fmt: skip
+            for flag in flags:
                 v = getattr(a, flag)
                 if v is not None:
                     cmd += [f"--{flag.replace('_', '-')}", str(v)]
@@ -157,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         paths = run_recipe(
             n, a.data, a.out, a.psnr_minutes, a.gan_minutes, a.psnr_iters, a.gan_iters,
-            a.device, a.threads, a.batch, a.patch, a.resume, gan=not a.no_gan,
+            a.device, a.threads, a.batch, a.patch, a.resume, gan=not a.no_gan, lr=a.lr,
+            init_dir=a.init_dir,
         )  # fmt: skip
         print(json.dumps({n: paths}), flush=True)
     print(f"done in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -166,3 +178,67 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# --- export of the bundled set ---------------------------------------------------------
+MODALITIES = {
+    "mr-x2": ["MR"],
+    "ct-x2": ["CT"],
+    "general-x2": ["CR", "DX", "MG", "XA", "RF", "IO", "PX", "OT", "SC"],
+}
+DESCRIPTIONS = {
+    "mr-x2": "x2 super-resolution of MR images (percentile intensity model), Colin27 T1.",
+    "ct-x2": "x2 super-resolution of CT images in HU (window -1024..3071), head CT.",
+    "general-x2": "x2 super-resolution of any grayscale image over its whole stored range "
+    "(radiographs and unknown modalities); trained on brain MR and head CT with gamma and "
+    "contrast augmentation.",
+}
+LICENSES = {
+    "mr-x2": "Apache-2.0 weights; trained on Colin27 (mricron-data, BSD-3-clause)",
+    "ct-x2": "Apache-2.0 weights; trained on the InVesalius Cranium example (GPL-2)",
+    "general-x2": "Apache-2.0 weights; trained on Colin27 (BSD-3-clause) and the InVesalius "
+    "Cranium example (GPL-2)",
+}
+SRCNN_BASELINE = {"mr-x2": "srcnn-mr-x2", "ct-x2": "srcnn-ct-x2"}
+
+
+def export_bundled(
+    runs: str | Path,
+    models_dir: str | Path,
+    data_dir: str | Path = "runs/data",
+    baselines_runs: str | Path | None = None,
+    names: tuple[str, ...] = BUNDLED,
+    training: dict[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Export ``<runs>/<name>/{psnr,gan}/generator.pt`` as ``<name>`` and ``<name>-gan``.
+
+    The SRCNN baselines (``<baselines_runs>/srcnn-*/psnr``) are exported to a temporary
+    folder and scored on the same held-out inputs. Returns the metrics per model.
+    """
+    import tempfile
+
+    from training.export import export_all, export_onnx
+
+    runs, models_dir = Path(runs), Path(models_dir)
+    report: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            baselines = {}
+            b = SRCNN_BASELINE.get(name)
+            if b and baselines_runs and (Path(baselines_runs) / b / "psnr/generator.pt").is_file():
+                p = Path(tmp) / f"{b}.onnx"
+                export_onnx(Path(baselines_runs) / b / "psnr/generator.pt", p)
+                baselines["srcnn"] = p
+            for stage, suffix in (("psnr", ""), ("gan", "-gan")):
+                gen = runs / name / stage / "generator.pt"
+                if not gen.is_file():
+                    continue
+                extra = dict((training or {}).get(name, {}))
+                _, card, metrics = export_all(
+                    gen, models_dir, name + suffix, MODALITIES[name], data_dir, baselines,
+                    extra, DESCRIPTIONS[name] + (" GAN (ESRGAN) version." if suffix else
+                                                 " PSNR-oriented version."),
+                    LICENSES[name],
+                )  # fmt: skip
+                report[name + suffix] = metrics
+    return report

@@ -101,6 +101,8 @@ class TrainConfig:
     realistic_prob: float = 0.0
     realistic_kind: str = "mr"  # mr | ct
     progress: bool = True
+    amp: str = "auto"  # bf16 autocast: auto (on CUDA) | on | off
+    channels_last: str = "auto"  # NHWC tensors: auto (on CUDA) | on | off
 
     @property
     def run_dir(self) -> Path:
@@ -313,6 +315,14 @@ def fit(cfg: TrainConfig) -> Path:
     # models ----------------------------------------------------------------------------
     params = {"num_in_ch": 1, "num_out_ch": 1, "scale": cfg.scale, **cfg.arch_params}
     g = build_generator(cfg.arch, **params).to(device)
+    use_amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+    use_cl = cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cuda")
+    mem_fmt = torch.channels_last if use_cl else torch.contiguous_format
+    g = g.to(memory_format=mem_fmt)
+
+    def autocast() -> Any:
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp)
+
     if cfg.init_from:
         g0, _ = load_generator(cfg.init_from, device)
         g.load_state_dict(g0.state_dict())
@@ -328,7 +338,7 @@ def fit(cfg: TrainConfig) -> Path:
     if cfg.stage == "gan":
         from training.losses import build_esrgan_losses
 
-        d = _build_discriminator(cfg).to(device)
+        d = _build_discriminator(cfg).to(device, memory_format=mem_fmt)
         opt_d = torch.optim.Adam(d.parameters(), lr=cfg.d_lr, betas=(0.9, 0.99))
         gan_losses = {
             k: v.to(device)
@@ -404,7 +414,7 @@ def fit(cfg: TrainConfig) -> Path:
         for pg in opt_g.param_groups:
             pg["lr"] = lr
 
-        hr = sampler.sample(cfg.batch)
+        hr = sampler.sample(cfg.batch).contiguous(memory_format=mem_fmt)
         with torch.no_grad():
             lr_img = degrade(hr, cfg.degradation, cfg.scale)
             if cfg.realistic_prob > 0 and random.random() < cfg.realistic_prob:
@@ -416,8 +426,9 @@ def fit(cfg: TrainConfig) -> Path:
 
         logs: dict[str, torch.Tensor] = {}
         if cfg.stage == "psnr":
-            sr = g(lr_img)
-            loss = pix_loss(sr, hr)
+            with autocast():
+                sr = g(lr_img)
+            loss = pix_loss(sr.float(), hr)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -426,11 +437,16 @@ def fit(cfg: TrainConfig) -> Path:
             assert d is not None and opt_d is not None and gan_losses is not None
             for p in d.parameters():
                 p.requires_grad_(False)
-            sr = g(lr_img)
+            with autocast():
+                sr = g(lr_img)
+                with torch.no_grad():
+                    real_logits, real_feats = d.forward_features(hr)
+                fake_logits, fake_feats = d.forward_features(sr)
+            sr = sr.float()
+            real_logits, fake_logits = real_logits.float(), fake_logits.float()
+            real_feats = [f.float() for f in real_feats]
+            fake_feats = [f.float() for f in fake_feats]
             l_pix = gan_losses["pixel"](sr, hr)
-            with torch.no_grad():
-                real_logits, real_feats = d.forward_features(hr)
-            fake_logits, fake_feats = d.forward_features(sr)
             l_gan = gan_losses["gan"].generator_loss(real_logits, fake_logits)
             loss = l_pix + l_gan
             if "perceptual" in gan_losses:
@@ -445,8 +461,9 @@ def fit(cfg: TrainConfig) -> Path:
             opt_g.step()
             for p in d.parameters():
                 p.requires_grad_(True)
-            real_logits = d(hr)
-            fake_logits = d(sr.detach())
+            with autocast():
+                real_logits = d(hr).float()
+                fake_logits = d(sr.detach()).float()
             l_d = gan_losses["gan"].discriminator_loss(real_logits, fake_logits)
             opt_d.zero_grad(set_to_none=True)
             l_d.backward()
@@ -472,6 +489,10 @@ def fit(cfg: TrainConfig) -> Path:
                 "lr": f"{lr:.3g}",
                 "elapsed_s": f"{time.perf_counter() - t0:.1f}",
             }
+            if it - start_it >= cfg.log_every:
+                post_rate = (it - start_it) / max(time.perf_counter() - t0 - elapsed0, 1e-9)
+            else:
+                post_rate = 0.0
             means = {k: float(torch.stack(v).mean()) for k, v in acc.items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"non-finite loss before iteration {it}: {means}")
@@ -486,6 +507,8 @@ def fit(cfg: TrainConfig) -> Path:
             writer.writerow(row)
             log_f.flush()
             post = {k: row[k] for k in ("l_pix", "l_fm", "l_percep", "l_gan", "l_d") if k in row}
+            if post_rate:
+                post["it/s"] = f"{post_rate:.1f}"
             if last_val:
                 post["val"] = f"{last_val[0]:.2f}/{last_val[1]:.2f}bic"
             bar.set_postfix(post, refresh=False)

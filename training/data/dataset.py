@@ -106,9 +106,7 @@ class PatchSampler:
         self.augment = augment or Augment()
         self.device = torch.device(device)
         small = [im.shape for im in images if min(im.shape) < patch]
-        self.images = [
-            torch.from_numpy(im).to(self.device) for im in images if min(im.shape) >= patch
-        ]
+        self.images = [torch.from_numpy(im) for im in images if min(im.shape) >= patch]
         if not self.images:
             raise ValueError(f"all {len(small)} images are smaller than the patch size {patch}")
         areas = np.array([im.numel() for im in self.images], np.float64)

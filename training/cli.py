@@ -1,0 +1,263 @@
+"""``srnode train ...``: data preparation, training, export (needs the ``train`` extra).
+
+Nothing here imports torch at module level: ``srnode`` runs without it, and a train
+command says plainly when torch is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+train_app = typer.Typer(
+    name="train",
+    help="Train and export super-resolution networks (needs the train extra: "
+    "pip install 'srnode\\[train]').",
+    no_args_is_help=True,
+)
+
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        typer.echo(
+            "error: `srnode train` needs PyTorch, which is not installed: "
+            "pip install 'srnode[train]'",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+
+
+def _csv(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+@train_app.command()
+def prepare(
+    out: Path = typer.Option(Path("runs/data"), "--out", help="folder for the prepared datasets"),
+    gap_mm: float = typer.Option(4.0, help="gap between train/val/test slabs (mm)"),
+    seed: int = typer.Option(0, help="split seed (recorded)"),
+) -> None:
+    """Extract the Debian development data (Colin27 MRI, InVesalius head CT), split by slabs."""
+    from training.data.prepare import prepare_debian
+
+    try:
+        paths = prepare_debian(out, gap_mm=gap_mm, seed=seed)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    for p in paths:
+        doc = json.loads(p.read_text())
+        n = {k: sum(b - a for a, b in v) for k, v in doc["slabs"].items()}
+        typer.echo(f"{doc['name']}: {doc['shape']} {doc['dtype']}, slices {n}")
+
+
+@train_app.command("prepare-folder")
+def prepare_folder(
+    source: Path = typer.Argument(..., help="the data folder"),
+    kind: str = typer.Option(..., help="nifti | dicom | images | ixi | cxr14"),
+    out: Path = typer.Option(Path("runs/data"), "--out"),
+    prefix: str = typer.Option("user", help="prefix of the prepared dataset names"),
+    modality: str = typer.Option("OT", help="DICOM modality of NIfTI / image data"),
+    seed: int = typer.Option(0, help="patient-level split seed (70/15/15)"),
+    limit: int = typer.Option(0, help="use at most this many items (0 = all)"),
+) -> None:
+    """Prepare your own data with a patient-level split (one subject per file or series)."""
+    import numpy as np
+
+    from training.data import adapters, readers
+    from training.data.prepare import prepare_volumes
+
+    vols: list[readers.Volume] = []
+    if kind == "nifti":
+        for p in sorted(source.rglob("*.nii*"))[: limit or None]:
+            vols.append(readers.read_nifti(p, modality))
+    elif kind == "ixi":
+        for it in adapters.ixi(source)[: limit or None]:
+            v = readers.read_nifti(it.path, "MR", subject=it.subject)
+            vols.append(v)
+    elif kind == "dicom":
+        folders = sorted({p.parent for p in source.rglob("*") if p.is_file()})
+        for f in folders[: limit or None]:
+            try:
+                vols.append(readers.read_dicom_series(f))
+            except ValueError as e:
+                typer.echo(f"skipped {f}: {e}", err=True)
+    elif kind in ("images", "cxr14"):
+        if kind == "cxr14":
+            pairs = [(it.subject, it.path) for it in adapters.chestxray14(source)]
+        else:
+            pairs = [(p.stem, p) for p, _ in readers.read_image_folder(source)]
+        for subject, p in pairs[: limit or None]:
+            a = readers.read_image(p)
+            vols.append(
+                readers.Volume(a[None], (1.0, 1.0, 1.0), readers.image_meta(a, modality),
+                               subject, str(p))
+            )  # fmt: skip
+    else:
+        raise typer.BadParameter(
+            "kind must be nifti, dicom, images, ixi or cxr14", param_hint="--kind"
+        )
+    if not vols:
+        typer.echo("error: no images found", err=True)
+        raise typer.Exit(1)
+    paths = prepare_volumes(out, vols, prefix, seed=seed)
+    subjects = {v.subject for v in vols}
+    typer.echo(f"{len(paths)} datasets from {len(subjects)} subjects -> {out}")
+    del np
+
+
+@train_app.command()
+def fit(
+    name: str = typer.Option(..., help="run name (folder under --out)"),
+    stage: str = typer.Option("psnr", help="psnr | gan"),
+    datasets: str = typer.Option("", help="prepared dataset names, comma separated (all)"),
+    data: Path = typer.Option(Path("runs/data"), "--data"),
+    out: Path = typer.Option(Path("runs"), "--out"),
+    intensity: str = typer.Option("percentile", help="ct_hu | percentile | bits_stored"),
+    window: str = typer.Option("-1024,3071", help="ct_hu window lo,hi (HU)"),
+    arch: str = typer.Option("RRDBNet", help="RRDBNet | SRCNN | SRResNet"),
+    nf: int = typer.Option(32, help="RRDBNet/SRResNet features"),
+    nb: int = typer.Option(6, help="RRDBNet/SRResNet blocks"),
+    gc: int = typer.Option(16, help="RRDBNet growth channels"),
+    scale: int = typer.Option(2),
+    degradation: str = typer.Option("area", help="area | bicubic | kspace | blur_noise"),
+    iters: int = typer.Option(10000),
+    minutes: float | None = typer.Option(None, help="stop after this many minutes"),
+    batch: int = typer.Option(16),
+    patch: int = typer.Option(128, help="HR patch edge"),
+    lr: float | None = typer.Option(None),
+    init_from: Path | None = typer.Option(None, help="generator.pt to start from (GAN stage)"),
+    vgg_weights: Path | None = typer.Option(None, help="torchvision VGG19 state dict (.pth)"),
+    discriminator: str = typer.Option("vgg", help="vgg | unet"),
+    device: str = typer.Option("auto"),
+    threads: int | None = typer.Option(None, help="CPU threads (torch.set_num_threads)"),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(False, help="continue from ckpt_last.pt"),
+) -> None:
+    """Train one stage (PSNR, or GAN from a PSNR generator)."""
+    _need_torch()
+    from training.train import TrainConfig
+    from training.train import fit as run_fit
+
+    inten: dict = {"model": intensity}
+    if intensity == "ct_hu":
+        lo, hi = (float(v) for v in window.split(","))
+        inten["window"] = [lo, hi]
+    elif intensity == "percentile":
+        inten["percentiles"] = [0.0, 99.8]
+    if arch == "RRDBNet":
+        params = {"num_feat": nf, "num_block": nb, "num_grow_ch": gc, "global_skip": "bilinear"}
+    elif arch == "SRResNet":
+        params = {"num_feat": nf, "num_block": nb}
+    else:
+        params = {}
+    cfg = TrainConfig(
+        name=name, stage=stage, datasets=_csv(datasets), data_dir=str(data), out_dir=str(out),
+        arch=arch, arch_params=params, scale=scale, intensity=inten, degradation=degradation,
+        iters=iters, minutes=minutes, batch=batch, patch=patch, lr=lr,
+        init_from=str(init_from) if init_from else None,
+        vgg_weights=str(vgg_weights) if vgg_weights else None, discriminator=discriminator,
+        device=device, threads=threads, seed=seed, resume=resume,
+    )  # fmt: skip
+    path = run_fit(cfg)
+    typer.echo(f"generator: {path}")
+
+
+@train_app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def bundled(ctx: typer.Context) -> None:
+    """Train the bundled recipes (options as `python -m training.bundled --help`)."""
+    _need_torch()
+    from training.bundled import main
+
+    raise typer.Exit(main(list(ctx.args)))
+
+
+@train_app.command()
+def interpolate(
+    psnr: Path = typer.Argument(..., help="generator.pt of the PSNR stage"),
+    gan: Path = typer.Argument(..., help="generator.pt of the GAN stage"),
+    alpha: float = typer.Option(0.8, help="weight of the GAN network (ESRGAN interpolation)"),
+    out: Path = typer.Option(..., "--out", help="output generator.pt"),
+) -> None:
+    """Network interpolation between a PSNR and a GAN generator."""
+    _need_torch()
+    from training.train import interpolate as interp
+
+    typer.echo(f"written {interp(psnr, gan, alpha, out)}")
+
+
+@train_app.command()
+def export(
+    generator: Path = typer.Argument(..., help="generator.pt"),
+    name: str = typer.Option(..., help="model name (file stem and card name)"),
+    out: Path = typer.Option(Path("runs/export"), "--out"),
+    modalities: str = typer.Option("", help="DICOM modalities it serves, comma separated"),
+    data: Path | None = typer.Option(None, "--data", help="prepared data: held-out metrics"),
+    tensorrt: bool = typer.Option(False, help="also build a TensorRT engine (GPU host)"),
+) -> None:
+    """ONNX (dynamic H/W, parity-checked) + model card; optionally a TensorRT engine."""
+    _need_torch()
+    from training.export import build_tensorrt_engine, export_all
+
+    onnx_path, card, metrics = export_all(generator, out, name, _csv(modalities), data)
+    typer.echo(f"{onnx_path}\n{card}\n{json.dumps(metrics, indent=1)}")
+    if tensorrt:
+        try:
+            e = build_tensorrt_engine(onnx_path, onnx_path.with_suffix(".engine"))
+        except RuntimeError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"engine: {e}")
+
+
+@train_app.command("export-bundled")
+def export_bundled_cmd(
+    runs: Path = typer.Option(Path("runs/bundled"), help="folder of the trained recipes"),
+    baselines: Path | None = typer.Option(None, help="folder with srcnn-* runs (comparison)"),
+    out: Path = typer.Option(Path("sr_engine/models"), "--out"),
+    data: Path = typer.Option(Path("runs/data"), "--data"),
+) -> None:
+    """Export mr-x2, ct-x2, general-x2 and their -gan versions with cards and metrics."""
+    _need_torch()
+    from training.bundled import export_bundled
+
+    rep = export_bundled(runs, out, data, baselines)
+    typer.echo(json.dumps(rep, indent=1))
+
+
+@train_app.command("tensorrt")
+def tensorrt_cmd(
+    onnx_path: Path = typer.Argument(..., help="model .onnx"),
+    engine: Path | None = typer.Option(None, help="output .engine (default: beside the ONNX)"),
+    fp16: bool = typer.Option(True),
+    print_only: bool = typer.Option(False, help="print the trtexec command only"),
+) -> None:
+    """Build a TensorRT engine on a GPU host (untested here: TensorRT is not installable)."""
+    from training.export import build_tensorrt_engine, tensorrt_command
+
+    engine = engine or onnx_path.with_suffix(".engine")
+    if print_only:
+        typer.echo(" ".join(tensorrt_command(onnx_path, engine, fp16)))
+        return
+    try:
+        typer.echo(f"engine: {build_tensorrt_engine(onnx_path, engine, fp16)}")
+    except RuntimeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``srnode train`` to the root app (called by dicom_node.cli)."""
+    try:
+        from training.evaluate import register_evaluate
+    except ImportError:
+        pass
+    else:
+        register_evaluate(train_app)
+    app.add_typer(train_app, name="train")

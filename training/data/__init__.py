@@ -1,0 +1,1 @@
+"""Training data: readers, adapters, preparation, splits, intensity mapping, patches."""
