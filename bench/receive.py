@@ -131,7 +131,11 @@ def start_srnode(work: Path, port: int, fsync: bool = True) -> subprocess.Popen:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
-    wait_port(port, p)
+    try:
+        wait_port(port, p)
+    except (RuntimeError, TimeoutError) as e:
+        tail = (work / "srnode.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"srnode did not start: {e}\n{tail}") from None
     return p
 
 
@@ -192,7 +196,12 @@ def main() -> int:
                     run_dir.mkdir()
                     port = free_port()
                     if name.startswith("srnode"):
-                        proc = start_srnode(run_dir, port, fsync=name == "srnode")
+                        try:
+                            proc = start_srnode(run_dir, port, fsync=name == "srnode")
+                        except RuntimeError as e:  # e.g. the port was taken meanwhile
+                            print(f"retrying: {e}", file=sys.stderr)
+                            port = free_port()
+                            proc = start_srnode(run_dir, port, fsync=name == "srnode")
                         called = "SRNODE"
                     else:
                         proc = start_storescp(run_dir, port)
