@@ -160,19 +160,24 @@ class Engine:
         s = self.scale
         op = self.card.degradation.operator
         lo, hi = stored_limits(meta, pixels.dtype)
-        maps = [IntensityMap.fit(self.card.intensity, meta, fr) for fr in frames]
-        x = np.stack([m.forward(fr) for m, fr in zip(maps, frames, strict=True)])
-        y = self.infer(x, untiled=untiled)
         out = np.empty((frames.shape[0], frames.shape[1] * s, frames.shape[2] * s), pixels.dtype)
         worst = (0.0, 0.0)
-        for i, (m, fr) in enumerate(zip(maps, frames, strict=True)):
-            z = m.inverse(y[i])
-            if consistency:
-                out[i] = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
-            else:
-                out[i] = to_stored(z, meta, pixels.dtype)
-            err = dc.errors(out[i], fr, s, op)
-            worst = (max(worst[0], err[0]), max(worst[1], err[1]))
+        # a few frames at a time (enough to fill one backend batch): bounded memory
+        group = max(1, math.ceil(self._batch() / self.plan(*frames.shape[1:], untiled).count))
+        for g0 in range(0, frames.shape[0], group):
+            chunk = frames[g0 : g0 + group]
+            maps = [IntensityMap.fit(self.card.intensity, meta, fr) for fr in chunk]
+            x = np.stack([m.forward(fr) for m, fr in zip(maps, chunk, strict=True)])
+            y = self.infer(x, untiled=untiled)
+            for k, (m, fr) in enumerate(zip(maps, chunk, strict=True)):
+                z = m.inverse(y[k])
+                if consistency:
+                    o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
+                else:
+                    o = to_stored(z, meta, pixels.dtype)
+                out[g0 + k] = o
+                err = dc.errors(o, fr, s, op)
+                worst = (max(worst[0], err[0]), max(worst[1], err[1]))
         res = Enhanced(
             pixels=out if pixels.ndim == 3 else out[0],
             consistency_rmse=worst[0],
