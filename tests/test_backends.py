@@ -215,3 +215,10 @@ def test_scalar_mul_becomes_depthwise_conv_with_the_same_result(tmp_path):
     a = OnnxRuntimeBackend(path, threads=1, rewrite=False).run(inp)
     b = OnnxRuntimeBackend(path, threads=1).run(inp)
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_onnxruntime_without_the_onnx_package(card_path, monkeypatch):
+    """The node's base install has onnxruntime but maybe not onnx: no rewrite, still runs."""
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    be = OnnxRuntimeBackend(card_path.with_suffix(".onnx"), threads=1)
+    assert be.run(np.zeros((1, 1, 16, 16), np.float32)).shape == (1, 1, 32, 32)
