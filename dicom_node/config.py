@@ -48,6 +48,7 @@ class NodeSettings(_Section):
     tls_key: Path | None = None
     tls_ca: Path | None = None
     drain_timeout: float = Field(30.0, ge=0)  # on stop: how long in-flight associations get
+    receivers: int = Field(1, ge=1, le=64)  # processes accepting associations (Linux)
 
     _ae = field_validator("ae_title")(_check_ae)
 

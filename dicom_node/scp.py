@@ -276,6 +276,17 @@ def install_fast_receive() -> None:
         return
     from pynetdicom import _config, transport
 
+    original_bind = transport.AssociationServer.server_bind
+
+    def server_bind(self: Any) -> None:
+        # several receiver processes share the port (node.receivers > 1): the kernel
+        # spreads incoming connections over them
+        if getattr(self.ae, "_srnode_reuse_port", False) and hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        original_bind(self)
+
+    transport.AssociationServer.server_bind = server_bind  # type: ignore[method-assign]
+
     # pynetdicom's "standard" event logging formats every DIMSE message and PDU even when
     # its logger is quiet; our own log lines say what happened, once per event
     _config.LOG_HANDLER_LEVEL = "none"
@@ -461,6 +472,7 @@ class StorageSCP:
         *,
         dynamic_aes: Callable[[], Iterable[tuple[str, str]]] | None = None,
         on_reject: Callable[[str, str | None], None] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         install_tcp_nodelay()
         install_fast_receive()
@@ -476,6 +488,7 @@ class StorageSCP:
         ae.dimse_timeout = n.dimse_timeout
         ae.network_timeout = n.network_timeout
         ae.require_called_aet = False
+        ae._srnode_reuse_port = reuse_port  # type: ignore[attr-defined]
         ae.add_supported_context(Verification)
         for uid in STORAGE_SOP_CLASSES.values():
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
@@ -569,3 +582,45 @@ class StorageSCP:
             log.warning("aborting association from %s after %.0f s", a.requestor.ae_title, drain)
             a.abort()
         log.info("storage SCP stopped")
+
+
+# --------------------------------------------------------------------------- receivers
+def run_receiver(settings_json: str, stop: Any, ready: Any) -> None:
+    """An extra receiver process (``node.receivers > 1``): its own SCP on the shared port
+    (SO_REUSEPORT), its own database connections and GIL. Stops when ``stop`` is set or
+    the parent process is gone; in-flight associations finish first."""
+    import multiprocessing
+    import signal as _signal
+
+    from dicom_node.db import Database
+    from dicom_node.spool import Spool
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when we stop
+    _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[receiver]: %(message)s"
+    )
+    for noisy in ("pynetdicom", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings.model_validate_json(settings_json)
+    db = Database.from_settings(settings)
+    spool = Spool(settings.node.data_dir / "spool", fsync=settings.spool.fsync)
+    scp = StorageSCP(
+        settings,
+        Ingestor(db, spool),
+        dynamic_aes=db.list_ae_titles,
+        on_reject=lambda ae, host: db.audit(
+            "association_rejected", ae_title=ae, host=host, detail="calling AE title not recognised"
+        ),
+        reuse_port=True,
+    )
+    scp.start()
+    ready.set()
+    parent = multiprocessing.parent_process()
+    try:
+        while not stop.wait(0.5):
+            if parent is not None and not parent.is_alive():
+                break
+    finally:
+        scp.stop(drain=settings.node.drain_timeout)
+        db.close()

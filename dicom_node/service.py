@@ -52,6 +52,8 @@ class Node:
         self._web: Any = None
         self._web_thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self._receivers: list[Any] = []
+        self._receiver_stop: Any = None
         self.port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -82,6 +84,7 @@ class Node:
             self.scp = StorageSCP(
                 s,
                 self.ingestor,
+                reuse_port=s.node.receivers > 1,
                 dynamic_aes=db.list_ae_titles,
                 on_reject=lambda ae, host: db.audit(
                     "association_rejected",
@@ -91,6 +94,8 @@ class Node:
                 ),
             )
             _, self.port = self.scp.start()
+            if s.node.receivers > 1:
+                self._start_receivers(self.port)
         self.scheduler = NodeScheduler(self.db, s, self.spool, on_queued=self._on_queued)
         self.scheduler.start()
         engines = EngineCache(s)
@@ -120,6 +125,42 @@ class Node:
             "sqlite" if self.db.is_sqlite else "postgresql",
             len(self.workers),
         )
+
+    def _start_receivers(self, port: int) -> None:
+        """node.receivers - 1 more processes accepting on the same port (SO_REUSEPORT)."""
+        import multiprocessing
+
+        from dicom_node.scp import run_receiver
+
+        ctx = multiprocessing.get_context("spawn")
+        raw = self.settings.model_dump(mode="json")
+        raw["node"]["port"] = port
+        js = Settings.model_validate(raw).model_dump_json()
+        self._receiver_stop = ctx.Event()
+        for i in range(self.settings.node.receivers - 1):
+            ready = ctx.Event()
+            p = ctx.Process(
+                target=run_receiver,
+                args=(js, self._receiver_stop, ready),
+                name=f"srnode-receiver-{i + 1}",
+                daemon=False,
+            )
+            p.start()
+            if not ready.wait(60):
+                log.error("receiver %d did not start", i + 1)
+            self._receivers.append(p)
+        log.info("%d receiver processes share port %d", len(self._receivers) + 1, port)
+
+    def _stop_receivers(self) -> None:
+        if not self._receivers:
+            return
+        self._receiver_stop.set()
+        for p in self._receivers:
+            p.join(self.settings.node.drain_timeout + 10)
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+        self._receivers = []
 
     def _on_queued(self, job_ids: list[int]) -> None:
         self.wake.set()
@@ -154,8 +195,11 @@ class Node:
         self._stopped.set()
         log.info("srnode stopping")
         t0 = time.monotonic()
+        if self._receiver_stop is not None:
+            self._receiver_stop.set()  # all receivers drain at the same time
         if self.scp is not None:
             self.scp.stop(drain=self.settings.node.drain_timeout)
+        self._stop_receivers()
         if self._web is not None:
             self._web.should_exit = True
             if self._web_thread is not None:

@@ -166,3 +166,69 @@ def test_sigterm_lets_the_sending_association_finish(tmp_path):
         assert "srnode stopped" in node.text()
     finally:
         node.close()
+
+
+def test_two_receiver_processes_share_the_port(tmp_path):
+    """node.receivers = 2: associations spread over two processes, nothing lost, and both
+    stop on SIGTERM."""
+    import os
+
+    card = write_test_model(tmp_path / "models")
+    port, dport = free_port(), free_port()
+    data = tmp_path / "data"
+    dest = {"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dport}
+    cfg = write_config(
+        tmp_path / "srnode.toml",
+        data_dir=data,
+        port=port,
+        model_card=card,
+        destinations=[dest],
+        stable_age=1.0,
+    )
+    env = dict(os.environ, TCP_NODELAY="1", SRNODE_NODE__RECEIVERS="2")
+    scp = start_storescp(tmp_path / "out", dport, tmp_path / "storescp.log")
+    node = Proc([SRNODE, "serve", "--config", str(cfg)], tmp_path / "node.log", env=env)
+    try:
+        wait_port(port, 60, node)
+        wait_for(
+            lambda: "2 receiver processes share port" in node.text(), 60, what="second receiver up"
+        )
+        studies, batches = [], []
+        for i in range(4):
+            study, _, files = write_series(tmp_path / f"s{i}", "CT_small.dcm", 5)
+            studies.append(study)
+            batches.append(files)
+        results = []
+        threads = [
+            threading.Thread(target=lambda f=f: results.append(storescu(port, f))) for f in batches
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert [r.returncode for r in results] == [0, 0, 0, 0]
+        got = wait_for(
+            lambda: (
+                (
+                    g := [
+                        d
+                        for d in received(tmp_path / "out").values()
+                        if str(d.StudyInstanceUID) in studies
+                    ]
+                )
+                and len(g) >= 20
+                and g
+            ),
+            120,
+            what="20 derived instances",
+        )
+        assert len(got) == 20
+        node.p.send_signal(signal.SIGTERM)
+        assert node.p.wait(60) == 0
+        out = subprocess.run(
+            ["pgrep", "-f", f"srnode-receiver|{cfg}"], capture_output=True, text=True
+        )
+        assert str(node.p.pid) not in out.stdout
+    finally:
+        node.close()
+        scp.close()
