@@ -104,26 +104,25 @@ def send(port: int, files: list[Path], assocs: int, called: str) -> float:
     return dt
 
 
-def start_srnode(work: Path, port: int, fsync: bool = True) -> subprocess.Popen:
+def start_srnode(work: Path, port: int, fsync: bool = True, receivers: int = 1) -> subprocess.Popen:
     cfg = work / "srnode.toml"
-    cfg.write_text(
-        "\n".join(
-            [
-                "[node]",
-                'host = "127.0.0.1"',
-                f"port = {port}",
-                f'data_dir = "{work / "node"}"',
-                "max_associations = 16",
-                "[scheduler]",
-                "stable_age = 3600",  # receive only: no processing during the run
-                "[web]",
-                "enabled = false",
-                "[[allow]]",
-                'ae_title = "BENCH"',
-            ]
-        )
-        + "\n"
-    )
+    lines = [
+        "[node]",
+        'host = "127.0.0.1"',
+        f"port = {port}",
+        f'data_dir = "{work / "node"}"',
+        "max_associations = 16",
+        f"receivers = {receivers}",
+        "[scheduler]",
+        "stable_age = 3600",  # receive only: no processing during the run
+        "[web]",
+        "enabled = false",
+        "[spool]",
+        f"fsync = {'true' if fsync else 'false'}",
+        "[[allow]]",
+        'ae_title = "BENCH"',
+    ]
+    cfg.write_text("\n".join(lines) + "\n")
     with open(work / "srnode.log", "ab") as log:
         p = subprocess.Popen(
             [str(SRNODE), "serve", "--config", str(cfg)],
@@ -152,10 +151,24 @@ def start_storescp(work: Path, port: int) -> subprocess.Popen:
     return p
 
 
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process (all its threads) from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU of a process (all threads) and its live children, from /proc."""
+    pids = [pid]
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int(_stat(int(d.name))[1]) == pid:
+                    pids.append(int(d.name))
+    total = 0
+    for p in pids:
+        with contextlib.suppress(OSError, IndexError):
+            f = _stat(p)
+            total += int(f[11]) + int(f[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -173,6 +186,13 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep")
     ap.add_argument(
+        "--receivers",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="srnode rows with this many receiver processes (node.receivers)",
+    )
+    ap.add_argument(
         "--no-fsync-row",
         action="store_true",
         help="also measure srnode with spool.fsync = false (not durable)",
@@ -188,7 +208,8 @@ def main() -> int:
         files = make_instances(work / "in", a.count)
         results: dict[tuple[str, int], list[float]] = {}
         cpu_ms: dict[tuple[str, int], list[float]] = {}
-        receivers = ["srnode", "storescp"] + (["srnode-nofsync"] if a.no_fsync_row else [])
+        receivers = [("srnode" if r == 1 else f"srnode-x{r}") for r in a.receivers]
+        receivers += ["storescp"] + (["srnode-nofsync"] if a.no_fsync_row else [])
         for r in range(a.repeat):
             for assocs in (1, 4):
                 for name in receivers:
@@ -196,12 +217,16 @@ def main() -> int:
                     run_dir.mkdir()
                     port = free_port()
                     if name.startswith("srnode"):
+                        kw = {
+                            "fsync": name != "srnode-nofsync",
+                            "receivers": int(name.split("-x")[1]) if "-x" in name else 1,
+                        }
                         try:
-                            proc = start_srnode(run_dir, port, fsync=name == "srnode")
+                            proc = start_srnode(run_dir, port, **kw)
                         except RuntimeError as e:  # e.g. the port was taken meanwhile
                             print(f"retrying: {e}", file=sys.stderr)
                             port = free_port()
-                            proc = start_srnode(run_dir, port, fsync=name == "srnode")
+                            proc = start_srnode(run_dir, port, **kw)
                         called = "SRNODE"
                     else:
                         proc = start_storescp(run_dir, port)
@@ -231,14 +256,17 @@ def main() -> int:
                     f"receiver CPU {c:.2f} ms/instance"
                 )
             print(f"| {name} | {cells[0]} | {cells[1]} |")
-        ratios = [
-            statistics.median(results[("srnode", n)]) / statistics.median(results[("storescp", n)])
-            for n in (1, 4)
-        ]
-        print(
-            f"| ratio srnode/storescp | {ratios[0]:.2f}x (target >= 0.8) "
-            f"| {ratios[1]:.2f}x (target >= 1.0) |"
-        )
+        for name in receivers:
+            if not name.startswith("srnode"):
+                continue
+            ratios = [
+                statistics.median(results[(name, n)]) / statistics.median(results[("storescp", n)])
+                for n in (1, 4)
+            ]
+            print(
+                f"| ratio {name}/storescp | {ratios[0]:.2f}x (target >= 0.8) "
+                f"| {ratios[1]:.2f}x (target >= 1.0) |"
+            )
     finally:
         if a.keep is None:
             shutil.rmtree(work, ignore_errors=True)
