@@ -137,6 +137,13 @@ def fit(
     threads: int | None = typer.Option(None, help="CPU threads (torch.set_num_threads)"),
     seed: int = typer.Option(0),
     resume: bool = typer.Option(False, help="continue from ckpt_last.pt"),
+    intensity_aug: bool | None = typer.Option(
+        None, help="gamma/contrast/offset augmentation (default: on for bits_stored)"
+    ),
+    scale_range: str = typer.Option("0.9,1.12", help="random scaling of HR patches lo,hi"),
+    val_every: int = typer.Option(500),
+    log_every: int = typer.Option(50),
+    train_axes: str = typer.Option("0,1,2", help="slice axes of the training volumes"),
 ) -> None:
     """Train one stage (PSNR, or GAN from a PSNR generator)."""
     _need_torch()
@@ -162,6 +169,9 @@ def fit(
         init_from=str(init_from) if init_from else None,
         vgg_weights=str(vgg_weights) if vgg_weights else None, discriminator=discriminator,
         device=device, threads=threads, seed=seed, resume=resume,
+        intensity_aug=intensity == "bits_stored" if intensity_aug is None else intensity_aug,
+        scale_range=[float(v) for v in scale_range.split(",")], val_every=val_every,
+        log_every=log_every, train_axes=[int(v) for v in _csv(train_axes)],
     )  # fmt: skip
     path = run_fit(cfg)
     typer.echo(f"generator: {path}")

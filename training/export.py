@@ -32,8 +32,16 @@ def export_onnx(
     opset: int = 17,
     sizes: Sequence[tuple[int, int]] = PARITY_SIZES,
     tol: float = 1e-4,
+    dynamo: bool = False,
 ) -> dict[str, Any]:
-    """Export and check parity; returns ``{"max_abs_diff": {size: d}, "opset": ...}``."""
+    """Export and check parity; returns ``{"max_abs_diff": {size: d}, "opset": ...}``.
+
+    The TorchScript exporter (``dynamo=False``, deprecated in PyTorch but still shipped) is
+    the default: on 2 CPU cores it takes seconds where the torch.export-based one took
+    ~100 s for the bundled RRDBNet, with the same parity (3.6e-7 measured).
+    """
+    import warnings
+
     import onnx
     import onnxruntime as ort
     import torch
@@ -45,16 +53,21 @@ def export_onnx(
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     x = torch.rand(1, 1, 32, 40)
-    torch.onnx.export(
-        model,
-        (x,),
-        str(onnx_path),
-        input_names=["input"],
-        output_names=["output"],
-        dynamic_axes={"input": {0: "N", 2: "H", 3: "W"}, "output": {0: "N", 2: "sH", 3: "sW"}},
-        opset_version=opset,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (x,),
+            str(onnx_path),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={
+                "input": {0: "N", 2: "H", 3: "W"},
+                "output": {0: "N", 2: "sH", 3: "sW"},
+            },
+            opset_version=opset,
+            dynamo=dynamo,
+        )
     m = onnx.load(str(onnx_path))
     onnx.checker.check_model(m)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -79,7 +79,7 @@ def preprocess_target(x: np.ndarray, contrast: bool = False, denoise: float = 0.
 class Augment:
     rot_flip: bool = True
     scale_range: tuple[float, float] = (0.8, 1.25)
-    intensity: bool = False  # gamma in [0.7, 1.5], contrast in [0.4, 1]
+    intensity: bool = False  # gamma, contrast and offset (see PatchSampler._one)
     noise_prob: float = 0.0  # probability of Gaussian noise on the LR input
     noise_sigma: float = 0.01  # its maximum std
     realistic_prob: float = 0.0  # share of realistic degradations (kspace / blur_noise)
@@ -133,9 +133,16 @@ class PatchSampler:
             if r.random() < 0.5:
                 crop = torch.flip(crop, dims=(3,))
         if a.intensity:
+            # gamma, then either a plain contrast scale or a narrow window at an offset
+            # (signed data or MONOCHROME1 radiographs sit high in the stored range)
             g = r.uniform(0.7, 1.5)
             crop = crop.clamp_min(0) ** g
-            crop = crop * (r.uniform(0.4, 1.0) / max(float(crop.max()), 1.0))
+            crop = crop / max(float(crop.max()), 1.0)
+            if r.random() < 0.5:
+                crop = crop * r.uniform(0.4, 1.0)
+            else:
+                scale = float(np.exp(r.uniform(np.log(0.03), np.log(0.6))))
+                crop = crop * scale + r.uniform(0.0, 1.0 - scale)
         return crop
 
     def sample(self, batch: int) -> torch.Tensor:
