@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from training.data import adapters, readers
-from training.data.intensity import StoredMeta, to_unit
+from training.data.intensity import StoredMeta, meta_to_dict, to_unit
 from training.data.prepare import _slabs_by_world_z, load_prepared, prepare_volumes
 from training.data.split import slab_split, split_of_index, split_subjects
 
@@ -66,25 +66,20 @@ def test_fine_volume_follows_reference_slabs() -> None:
     ],
 )
 def test_to_unit_matches_engine(intensity: dict, meta: StoredMeta) -> None:
-    intensity_mod = pytest.importorskip("sr_engine.intensity")
-    from sr_engine.meta import PixelMeta
+    """What training feeds the network is what the engine feeds it, on the engine's path."""
+    from sr_engine.intensity import IntensityMap
     from sr_engine.model_card import Intensity
 
     rng = np.random.default_rng(0)
     lo, hi = meta.stored_min, min(meta.stored_max, 4000)
     frame = rng.integers(lo, hi, size=(33, 47)).astype(np.int32)
-    pm = PixelMeta(
-        modality=meta.modality,
-        bits_stored=meta.bits_stored,
-        pixel_representation=meta.pixel_representation,
-        rescale_slope=meta.rescale_slope,
-        rescale_intercept=meta.rescale_intercept,
-        photometric=meta.photometric,
-    )
-    engine = intensity_mod.IntensityMap.fit(Intensity(**intensity), pm, frame).forward(frame)
+    engine = IntensityMap.fit(Intensity(**intensity), meta, frame).forward(frame)
     ours = to_unit(frame, intensity, meta)
     assert ours.dtype == np.float32
+    assert 0.0 <= float(np.median(ours)) <= 1.0
     np.testing.assert_array_equal(ours, engine)
+    # the round trip through the card's JSON keeps the meta
+    assert StoredMeta(**meta_to_dict(meta)) == meta
 
 
 # -- readers -----------------------------------------------------------------------------

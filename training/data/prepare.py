@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from training.data.intensity import meta_to_dict
 from training.data.readers import Volume, read_inv3, read_nifti, slice_world_z
 from training.data.split import DEFAULT_FRACTIONS, slab_split, split_subjects
 
@@ -51,7 +52,7 @@ def write_prepared(
         "shape": list(vol.array.shape),
         "dtype": str(vol.array.dtype),
         "spacing_mm": list(vol.spacing),
-        "meta": vol.meta.to_dict(),
+        "meta": meta_to_dict(vol.meta),
         "slab_axis": 0,
         "slabs": {k: [list(r) for r in v] for k, v in slabs.items()},
         **info,
