@@ -60,6 +60,10 @@ class EngineCache:
             return eng
 
 
+class _ClaimLost(Exception):
+    pass
+
+
 class Stopping(Exception):
     """The node is stopping: leave the job resumable."""
 
@@ -228,9 +232,50 @@ class Worker:
             )
             log.info("job %d skipped study=%s series=%s: %s", c.id, study, series, reason)
             return
-        with self.db.engine.begin() as conn:
-            from sqlalchemy import delete
+        try:
+            self._to_exporting(c, model, written, derived_series, unsupported, dests, now)
+        except _ClaimLost:
+            log.warning("job %d: claim lost while processing; left to its new holder", c.id)
+            return
+        log.info(
+            "job %d derived study=%s series=%s -> series=%s instances=%d in %.1f s",
+            c.id,
+            study,
+            series,
+            derived_series,
+            len(written),
+            time.monotonic() - t0,
+        )
+        self._export(c.id)
 
+    def _to_exporting(
+        self,
+        c: Claimed,
+        model: str,
+        written: list[str],
+        derived_series: str | None,
+        unsupported: list[str],
+        dests: list[str],
+        now: float,
+    ) -> None:
+        from sqlalchemy import delete
+
+        with self.db.engine.begin() as conn:
+            held = conn.execute(
+                update(Job)
+                .where(Job.id == c.id, Job.claimed_by == self.name)
+                .values(
+                    state=dbm.EXPORTING,
+                    model=model,
+                    derived_count=len(written),
+                    derived_series_uid=derived_series,
+                    next_attempt_at=None,
+                    last_error=("; ".join(unsupported)[:2000] or None),
+                    updated_at=now,
+                )
+            ).rowcount
+            if held != 1:  # our lease ran out and another worker has the job now
+                raise _ClaimLost  # rolls the transaction back
             conn.execute(delete(Export).where(Export.job_id == c.id))
             for d in dests:
                 conn.execute(
@@ -244,29 +289,6 @@ class Worker:
                         updated_at=now,
                     )
                 )
-            conn.execute(
-                update(Job)
-                .where(Job.id == c.id, Job.claimed_by == self.name)
-                .values(
-                    state=dbm.EXPORTING,
-                    model=model,
-                    derived_count=len(written),
-                    derived_series_uid=derived_series,
-                    next_attempt_at=None,
-                    last_error=("; ".join(unsupported)[:2000] or None),
-                    updated_at=now,
-                )
-            )
-        log.info(
-            "job %d derived study=%s series=%s -> series=%s instances=%d in %.1f s",
-            c.id,
-            study,
-            series,
-            derived_series,
-            len(written),
-            time.monotonic() - t0,
-        )
-        self._export(c.id)
 
     def _processing_failed(self, c: Claimed, error: str) -> None:
         s = self.settings.scheduler
