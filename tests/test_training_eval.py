@@ -420,3 +420,11 @@ def test_aggd_fit_recovers_known_shapes():
     _, bl, br = _aggd(skew)
     assert br[0] / bl[0] == pytest.approx(2.0, rel=0.05)
     assert np.isnan(_aggd(np.ones((1, 10)))[0][0])  # no negative values: undefined
+
+
+def test_command_line_shortens_notes():
+    from training.evaluate import _command_line
+
+    line = _command_line(["train", "evaluate", "ct-x2", "--note", "long text", "--note=x"])
+    assert line == "srnode train evaluate ct-x2 --note … --note …"
+    assert _command_line(["train", "evaluate", "a b"]) == "srnode train evaluate 'a b'"

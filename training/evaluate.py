@@ -1162,9 +1162,28 @@ def fid_status(inception_weights: Path | None, n_images: int = 0) -> str:
 # ---------------------------------------------------------------------------------------
 
 
+def _command_line(argv: Sequence[str]) -> str:
+    """``srnode …`` as typed, with each ``--note TEXT`` shortened (the notes are printed)."""
+    import shlex
+
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == "--note":
+            out.append("--note …")
+            skip = True
+        elif a.startswith("--note="):
+            out.append("--note …")
+        else:
+            out.append(shlex.quote(a))
+    return "srnode " + " ".join(out)
+
+
 def register_evaluate(train_app: Any) -> None:
     """Add ``evaluate`` to the ``srnode train`` typer app."""
-    import shlex
     import sys
 
     import typer
@@ -1244,7 +1263,7 @@ def register_evaluate(train_app: Any) -> None:
                 unseen,
                 threads,
                 progress=sys.stderr.isatty(),
-                command="srnode " + shlex.join(sys.argv[1:]),
+                command=_command_line(sys.argv[1:]),
                 baselines_dirs=baselines_dir,
                 notes=note,
                 update_card=update_card,
