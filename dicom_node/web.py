@@ -6,6 +6,8 @@
   response is a Store Instances Response dataset (application/dicom+json) with
   ReferencedSOPSequence / FailedSOPSequence: 200 all stored, 202 some failed, 409 none
   stored; 415 for another media type, 400 for a body that is not multipart/related.
+  STOW-RS has no calling AE title; a client may name itself with an ``X-Calling-AE``
+  header so that routes matching ``calling_ae`` apply (otherwise the calling AE is empty).
 - ``GET /`` the console (queue, recent jobs, destinations), ``GET /api/status`` the same
   as JSON, ``GET /healthz``, ``GET /metrics`` (Prometheus).
 

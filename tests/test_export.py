@@ -4,6 +4,7 @@ that comes up late) and Orthanc's DICOMweb plugin (STOW-RS)."""
 from __future__ import annotations
 
 import random
+import shutil
 import ssl
 import subprocess
 from pathlib import Path
@@ -113,7 +114,9 @@ def test_unreadable_file_fails_alone(tmp_path, series):
         scp.wait_for(2)
 
 
-@pytest.mark.skipif(not peers.have_dcmtk(), reason="dcmtk storescp not installed")
+@pytest.mark.skipif(
+    not (peers.have_dcmtk() and shutil.which("openssl")), reason="dcmtk or openssl missing"
+)
 def test_cstore_over_tls(tmp_path, series):
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
