@@ -68,6 +68,9 @@ class Destination(_Section):
     port: int | None = Field(None, ge=1, le=65535)
     url: str | None = None  # DICOMweb base URL for kind = "stow"
     tls: bool = False
+    tls_ca: Path | None = None  # CA bundle that signs the peer (default: the system CAs)
+    tls_cert: Path | None = None  # our client certificate, where the peer asks for one
+    tls_key: Path | None = None
     max_attempts: int = Field(8, ge=1)
     backoff_initial: float = Field(2.0, gt=0)
     backoff_max: float = Field(300.0, gt=0)

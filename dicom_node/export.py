@@ -114,9 +114,9 @@ def send(
 def _tls_context(dest: Destination) -> ssl.SSLContext:
     """Client TLS context: verifies the peer against the system CAs, or ``tls_ca`` if the
     destination config has one; presents ``tls_cert``/``tls_key`` when configured."""
-    ca = getattr(dest, "tls_ca", None)
+    ca = dest.tls_ca
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=os.fspath(ca) if ca else None)
-    cert, key = getattr(dest, "tls_cert", None), getattr(dest, "tls_key", None)
+    cert, key = dest.tls_cert, dest.tls_key
     if cert:
         ctx.load_cert_chain(os.fspath(cert), os.fspath(key) if key else None)
     return ctx
