@@ -251,10 +251,10 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(10.0, "--timeout"),
     ) -> None:
         """C-ECHO a DICOM peer."""
-        from pynetdicom import AE
+        from pynetdicom import AE, evt
         from pynetdicom.sop_class import Verification
 
-        from dicom_node.net import install_tcp_nodelay
+        from dicom_node.net import install_tcp_nodelay, scu_without_request_serving
 
         try:
             p = parse_destination(target)
@@ -265,7 +265,12 @@ def register(app: typer.Typer) -> None:
         ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout
         ae.add_requested_context(Verification)
         t0 = time.monotonic()
-        assoc = ae.associate(p["host"], p["port"], ae_title=p["ae_title"])
+        assoc = ae.associate(
+            p["host"],
+            p["port"],
+            ae_title=p["ae_title"],
+            evt_handlers=[(evt.EVT_CONN_OPEN, scu_without_request_serving)],
+        )
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "no association"
             _fail(f"echo {target}: {why}")

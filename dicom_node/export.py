@@ -29,7 +29,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.config import Destination
-from dicom_node.net import install_tcp_nodelay
+from dicom_node.net import install_tcp_nodelay, scu_without_request_serving
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _send_dimse(
     ssl_context: ssl.SSLContext | None,
     timeout: float,
 ) -> SendResult:
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
     install_tcp_nodelay()
     result = SendResult()
@@ -202,7 +202,13 @@ def _send_dimse(
     if dest.tls or ssl_context is not None:
         tls_args = (ssl_context or _tls_context(dest), dest.host)
     try:
-        assoc = ae.associate(dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args)
+        assoc = ae.associate(
+            dest.host,
+            dest.port,
+            ae_title=dest.ae_title,
+            tls_args=tls_args,
+            evt_handlers=[(evt.EVT_CONN_OPEN, scu_without_request_serving)],
+        )
     except (OSError, ssl.SSLError) as e:
         for f in sendable:
             result.fail(f, f"cannot connect to {dest.host}:{dest.port}: {e}")

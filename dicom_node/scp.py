@@ -13,6 +13,7 @@ rejected with A-ASSOCIATE-RJ "calling AE title not recognised" and audited.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -48,7 +49,7 @@ from pynetdicom.sop_class import Verification
 
 from dicom_node.config import Settings
 from dicom_node.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor, WireMeta
-from dicom_node.net import install_tcp_nodelay
+from dicom_node.net import install_tcp_nodelay, run_reactor
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,6 @@ def _status(st: int, reason: str = "") -> Any:
 #    the message queue instead, so a message is served as soon as it is complete;
 #  * the DUL reactor sleeps 1 ms when idle before sending our response: 0.2 ms.
 _DUL_DELAY = 0.0002
-_REACTOR_WAIT = 0.005
 _tuned = False
 
 
@@ -224,49 +224,6 @@ def _fast_recv(self: Any, nr_bytes: int) -> bytearray:
         got += n
     view.release()
     return buf
-
-
-def _fast_run_reactor(self: Any) -> None:
-    """pynetdicom's acceptor loop (``Association._run_reactor``) without the fixed sleep."""
-    import queue as _queue
-
-    from pynetdicom import evt as _evt
-
-    self._is_paused = False
-    msg_queue = self.dimse.msg_queue
-    while not self._kill:
-        self._is_paused = True
-        self._reactor_checkpoint.wait()
-        self._is_paused = False
-        try:
-            context_id, msg = msg_queue.get(timeout=_REACTOR_WAIT)
-        except _queue.Empty:
-            context_id, msg = None, None
-        if msg:
-            self._serve_request(msg, context_id)
-        if self.is_established and self.acse.is_release_requested():
-            self.acse.send_release(is_response=True)
-            log.debug("association released")
-            self.is_released = True
-            self.is_established = False
-            _evt.trigger(self, _evt.EVT_RELEASED, {})
-            self.kill()
-            return
-        if self.acse.is_aborted():
-            self.dul.receive_pdu(wait=False)
-            self.is_aborted = True
-            self.is_established = False
-            _evt.trigger(self, _evt.EVT_ABORTED, {})
-            self.kill()
-            return
-        if not self.dul.is_alive():
-            self.kill()
-            return
-        if self.dul.idle_timer_expired():
-            log.warning("network timeout: aborting association from %s", self.requestor.ae_title)
-            self.abort()
-            self.kill()
-            return
 
 
 def install_fast_receive() -> None:
@@ -430,7 +387,7 @@ def _tune_association(event: Any) -> None:
     assoc = event.assoc
     dul = assoc.dul
     if hasattr(assoc, "_run_reactor") and hasattr(assoc, "_serve_request"):
-        assoc._run_reactor = _fast_run_reactor.__get__(assoc)
+        assoc._run_reactor = functools.partial(run_reactor, assoc, serve_requests=True)
     if _FAST_RSP and hasattr(assoc.dimse, "send_msg"):
         assoc.dimse.send_msg = _fast_send_msg.__get__(assoc.dimse)
     if not _FAST_DUL or not hasattr(dul, "_target") or hasattr(dul, "_srnode_wake"):
