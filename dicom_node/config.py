@@ -106,7 +106,16 @@ class DeriveSettings(_Section):
 
 
 class EngineSettings(_Section):
-    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    backend: Literal[
+        "auto",
+        "onnxruntime",
+        "tensorrt",
+        "torch",
+        "torch-cuda-fp16",
+        "torch-cuda-bf16",
+        "torch-cuda-fp32",
+        "torch-cpu",
+    ] = "auto"
     threads: int = Field(0, ge=0)  # 0 = all cores
     model_dirs: list[Path] = Field(default_factory=list)
 
