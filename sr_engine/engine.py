@@ -170,7 +170,7 @@ class Engine:
             x = np.stack([m.forward(fr) for m, fr in zip(maps, chunk, strict=True)])
             y = self.infer(x, untiled=untiled)
             for k, (m, fr) in enumerate(zip(maps, chunk, strict=True)):
-                z = m.inverse(y[k])
+                z = _pass_through_outside(m.inverse(y[k]), fr, m, s)
                 if consistency:
                     o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
                 else:
@@ -195,6 +195,17 @@ class Engine:
             res.consistency_max_abs,
         )
         return res
+
+
+def _pass_through_outside(z: np.ndarray, frame: np.ndarray, m: IntensityMap, s: int) -> np.ndarray:
+    """Pixels the network could not see (outside a ct_hu window, where its input was
+    clipped) keep their stored value, replicated over their s x s block: the network's
+    output there is the window edge, not the image (e.g. padding at -3024 HU)."""
+    mask = m.outside(frame)
+    if mask is None:
+        return z
+    up = np.repeat(np.repeat(frame, s, axis=0), s, axis=1).astype(np.float64)
+    return np.where(np.repeat(np.repeat(mask, s, axis=0), s, axis=1), up, z)
 
 
 def _axes(

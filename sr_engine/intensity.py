@@ -104,6 +104,16 @@ class IntensityMap:
             x = 1.0 - x
         return x.astype(np.float32)
 
+    def outside(self, stored: np.ndarray) -> np.ndarray | None:
+        """Where a clipping map (``ct_hu``) cannot represent the stored value: modality
+        values outside the window (scanner padding at -3024 HU, metal above the window).
+        None when the map clips nothing."""
+        if not self.clip:
+            return None
+        m = stored.astype(np.float64) * self.slope + self.intercept
+        mask = (m < self.lo) | (m > self.hi)
+        return mask if mask.any() else None
+
     def inverse(self, x: np.ndarray) -> np.ndarray:
         """Network output -> stored values as float64, not yet rounded or clipped."""
         x = x.astype(np.float64)

@@ -190,3 +190,22 @@ def test_tiled_equals_untiled_with_a_real_rrdbnet(tmp_path, ct):
     tiled = e.enhance(px, meta, consistency=False).pixels.astype(np.int64)
     whole = e.enhance(px, meta, consistency=False, untiled=True).pixels.astype(np.int64)
     assert np.abs(tiled - whole).max() <= 1
+
+
+@pytest.mark.parametrize("consistency", [True, False])
+def test_ct_pixels_outside_the_window_pass_through(models, ct, consistency):
+    """Scanner padding (-3024 HU) and metal above the window are not what the network saw:
+    they keep their stored value over their 2x2 block instead of the window's edge."""
+    px, meta = ct
+    px = px.copy()
+    pad = int(round((-3024 - meta.rescale_intercept) / meta.rescale_slope))
+    metal = int(round((3500 - meta.rescale_intercept) / meta.rescale_slope))
+    px[:, :20] = pad  # a padded border, as 693_UNCR has
+    px[60:64, 60:64] = metal
+    e = Engine.load("ct-x2", backend="onnxruntime", model_dirs=[models])
+    out = e.enhance(px, meta, consistency).pixels
+    assert (out[:, :40] == pad).all()
+    assert (out[120:128, 120:128] == metal).all()
+    # inside the window the network's output is used (it is not nearest-neighbour)
+    up = np.repeat(np.repeat(px, 2, 0), 2, 1)
+    assert (out[:, 60:] != up[:, 60:]).mean() > 0.3
