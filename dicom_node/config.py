@@ -106,18 +106,18 @@ class DeriveSettings(_Section):
 
 
 class EngineSettings(_Section):
-    backend: Literal[
-        "auto",
-        "onnxruntime",
-        "tensorrt",
-        "torch",
-        "torch-cuda-fp16",
-        "torch-cuda-bf16",
-        "torch-cuda-fp32",
-        "torch-cpu",
-    ] = "auto"
+    backend: str = "auto"  # one of sr_engine.backends.BACKEND_NAMES
     threads: int = Field(0, ge=0)  # 0 = all cores
     model_dirs: list[Path] = Field(default_factory=list)
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from sr_engine.backends import BACKEND_NAMES
+
+        if v not in BACKEND_NAMES:
+            raise ValueError(f"must be one of {', '.join(BACKEND_NAMES)}")
+        return v
 
 
 class SchedulerSettings(_Section):

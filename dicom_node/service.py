@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import signal
 import socket
 import threading
@@ -100,7 +101,6 @@ class Node:
         self.scheduler.start()
         engines = EngineCache(s)
         prefix = node_claim_prefix(s) if self.role == "serve" else f"{socket.gethostname()}:worker:"
-        import os
 
         for i in range(s.scheduler.workers):
             w = Worker(
@@ -125,6 +125,13 @@ class Node:
             "sqlite" if self.db.is_sqlite else "postgresql",
             len(self.workers),
         )
+        if self.role == "serve" and not s.allow and not self.db.list_ae_titles():
+            log.warning(
+                "no calling AE title is allowed yet: every association will be rejected; "
+                "add one with --allow AE[@HOST], [[allow]] in the config, or 'srnode aet add'"
+            )
+        if self.role == "serve" and not s.destinations:
+            log.warning("no destination configured: received series are kept but not sent")
 
     def _start_receivers(self, port: int) -> None:
         """node.receivers - 1 more processes accepting on the same port (SO_REUSEPORT)."""

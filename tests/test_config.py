@@ -40,3 +40,8 @@ def test_environment_overrides_scalars():
 def test_bad_ae_title_rejected():
     with pytest.raises(ConfigError, match=r"config: node\.ae_title:"):
         load_settings(None, env={"SRNODE_NODE__AE_TITLE": "THIS_AE_TITLE_IS_TOO_LONG"})
+
+
+def test_unknown_engine_backend_names_the_choices():
+    with pytest.raises(ConfigError, match=r"config: engine\.backend: must be one of auto, onnx"):
+        load_settings(None, env={"SRNODE_ENGINE__BACKEND": "cuda"})
