@@ -184,6 +184,7 @@ class Worker:
             written: list[str] = []
             derived_series = None
             unsupported: list[str] = []
+            engine_seconds = 0.0
             log.info(
                 "job %d processing study=%s series=%s instances=%d model=%s attempt=%d",
                 c.id,
@@ -197,12 +198,13 @@ class Worker:
                 self._renew(c.id)
                 ds = pydicom.dcmread(path)
                 try:
-                    out, _ = enhance_instance(ds, engine, self.settings.derive)
+                    out, enhanced = enhance_instance(ds, engine, self.settings.derive)
                 except Exception as e:
                     if type(e).__name__ == "UnsupportedInput":
                         unsupported.append(f"{sop_uid}: {e}")
                         continue
                     raise
+                engine_seconds += enhanced.seconds
                 derived_series = str(out.SeriesInstanceUID)
                 buf = io.BytesIO()
                 out.save_as(buf, enforce_file_format=True)
@@ -238,13 +240,14 @@ class Worker:
             log.warning("job %d: claim lost while processing; left to its new holder", c.id)
             return
         log.info(
-            "job %d derived study=%s series=%s -> series=%s instances=%d in %.1f s",
+            "job %d derived study=%s series=%s -> series=%s instances=%d in %.1f s (engine %.1f s)",
             c.id,
             study,
             series,
             derived_series,
             len(written),
             time.monotonic() - t0,
+            engine_seconds,
         )
         self._export(c.id)
 
