@@ -330,6 +330,26 @@ class Database:
     ) -> bool:
         """Insert the instance row (idempotent on SOPInstanceUID). True when it is new."""
         now = time.time() if now is None else now
+        if self.is_sqlite:
+            return self._record_instance_sqlite(
+                (
+                    sop_uid,
+                    series_id,
+                    sop_class_uid,
+                    transfer_syntax,
+                    instance_number,
+                    path,
+                    size,
+                    calling_ae,
+                    via,
+                    now,
+                ),
+                series_id,
+                sop_uid,
+                path,
+                size,
+                now,
+            )
         ins, bump, touch = self._instance_statements()
         with self.engine.begin() as conn:
             res = conn.execute(
@@ -354,6 +374,49 @@ class Database:
             else:
                 conn.execute(touch, {"uid": sop_uid, "p": path, "sz": size, "now": now})
             return new
+
+    _SQLITE_INS = (
+        "INSERT INTO instances (sop_uid, series_id, sop_class_uid, transfer_syntax,"
+        " instance_number, path, size, calling_ae, via, received_at, removed)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT DO NOTHING RETURNING id"
+    )
+    _SQLITE_BUMP = (
+        "UPDATE series SET instance_count = instance_count + 1, last_received = ?,"
+        " state = 'receiving' WHERE id = ?"
+    )
+    _SQLITE_TOUCH = (
+        "UPDATE instances SET path = ?, size = ?, received_at = ?, removed = 0"
+        " WHERE sop_uid = ?"
+    )
+
+    def _record_instance_sqlite(
+        self, row: tuple, series_id: int, sop_uid: str, path: str, size: int, now: float
+    ) -> bool:
+        """:meth:`record_instance` on SQLite through the pooled sqlite3 connection: the
+        same three statements in one ``BEGIN IMMEDIATE`` transaction, committed before it
+        returns, without SQLAlchemy's per-statement machinery (~0.3 ms an instance)."""
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                try:
+                    cur.execute(self._SQLITE_INS, row)
+                    new = cur.fetchone() is not None
+                    if new:
+                        cur.execute(self._SQLITE_BUMP, (now, series_id))
+                    else:
+                        cur.execute(self._SQLITE_TOUCH, (path, size, now, sop_uid))
+                    cur.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        cur.execute("ROLLBACK")
+                    raise
+            finally:
+                cur.close()
+        finally:
+            raw.close()  # back to the pool
+        return new
 
     def _instance_statements(self):
         """Statements of the receive path, built once (their compiled form is cached)."""

@@ -112,17 +112,22 @@ def atomic_write(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     size = 0
     try:
-        with os.fdopen(fd, "wb", buffering=0) as f:
+        try:
             if isinstance(chunks, (bytes, bytearray, memoryview)):
                 chunks = (chunks,)
             for c in chunks:
-                view = memoryview(c)
-                while view:
-                    n = f.write(view)
-                    size += n
-                    view = view[n:]
+                n = os.write(fd, c)
+                size += n
+                if n < len(c):  # short write: the rest, from where it stopped
+                    view = memoryview(c)[n:]
+                    while view:
+                        n = os.write(fd, view)
+                        size += n
+                        view = view[n:]
             if fsync:
-                os.fsync(f.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
