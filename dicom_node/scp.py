@@ -371,6 +371,23 @@ def _fast_send_msg(self: Any, primitive: Any, context_id: int) -> None:
             int(primitive.Status),
             str(comment),
         )
+        dul = self.dul
+        lock = getattr(dul, "_srnode_lock", None)
+        if lock is not None:
+            # straight onto the socket from this thread (no hand-off to the DUL thread and
+            # back), only in data transfer (Sta6) and only when nothing we queued before is
+            # still unsent, so responses keep their order; the lock keeps the DUL thread's
+            # own sends (abort) from interleaving with ours
+            pdu = struct.pack(">BBLLBB", 0x04, 0, 6 + len(cmd), 2 + len(cmd), context_id, 0x03)
+            with lock:
+                sock = dul.socket
+                if (
+                    dul._srnode_pending == 0
+                    and sock is not None
+                    and dul.state_machine.current_state == "Sta6"
+                ):
+                    sock.send(pdu + cmd)  # errors become Evt17 (transport closed)
+                    return
         pdata = P_DATA()
         pdata.presentation_data_value_list.append([context_id, b"\x03" + cmd])
         self.dul.send_pdu(pdata)
@@ -399,10 +416,25 @@ def _tune_association(event: Any) -> None:
     os.set_blocking(w, False)
     dul._srnode_wake = (r, w)
     original_send_pdu = dul.send_pdu
+    original_send = dul._send
+    lock = threading.Lock()
 
     def send_pdu(primitive: Any) -> None:
+        with lock:
+            dul._srnode_pending += 1
         original_send_pdu(primitive)
         _wake(dul)
+
+    def _send(pdu: Any) -> None:
+        with lock:
+            try:
+                original_send(pdu)
+            finally:
+                dul._srnode_pending = max(0, dul._srnode_pending - 1)
+
+    dul._srnode_pending = 0
+    dul._send = _send
+    dul._srnode_lock = lock
 
     original_kill = dul.kill_dul
 
