@@ -99,6 +99,26 @@ def nodelay_env() -> dict[str, str]:
     return env
 
 
+def dest_config(
+    port: int,
+    name: str = "DEST",
+    *,
+    backoff_initial: float = 0.5,
+    backoff_max: float = 2.0,
+    max_attempts: int = 20,
+) -> dict:
+    """A C-STORE destination on loopback (a storescp with AE DEST) with short backoff."""
+    return {
+        "name": name,
+        "ae_title": "DEST",
+        "host": "127.0.0.1",
+        "port": port,
+        "backoff_initial": backoff_initial,
+        "backoff_max": backoff_max,
+        "max_attempts": max_attempts,
+    }
+
+
 def write_config(
     path: Path,
     *,

@@ -16,6 +16,7 @@ from tests.node_helpers import (
     SRNODE,
     STORESCP,
     STORESCU,
+    dest_config,
     free_port,
     nodelay_env,
     received,
@@ -41,15 +42,7 @@ def node(tmp_path_factory):
     t = tmp_path_factory.mktemp("node")
     card = write_test_model(t / "models")
     port, dport = free_port(), free_port()
-    dest = {
-        "name": "PACS_OUT",
-        "ae_title": "DEST",
-        "host": "127.0.0.1",
-        "port": dport,
-        "backoff_initial": 0.5,
-        "backoff_max": 2.0,
-        "max_attempts": 20,
-    }
+    dest = dest_config(dport, "PACS_OUT")
     cfg = write_config(
         t / "srnode.toml",
         data_dir=t / "data",

@@ -17,6 +17,7 @@ from tests.node_helpers import (
     SRNODE,
     STORESCP,
     STORESCU,
+    dest_config,
     free_port,
     received,
     start_node,
@@ -66,15 +67,7 @@ def test_kill_9_while_processing_then_restart_sends_everything_once(tmp_path):
     card = write_test_model(tmp_path / "models")
     port, dport = free_port(), free_port()
     data = tmp_path / "data"
-    dest = {
-        "name": "DEST",
-        "ae_title": "DEST",
-        "host": "127.0.0.1",
-        "port": dport,
-        "backoff_initial": 0.5,
-        "backoff_max": 2.0,
-        "max_attempts": 20,
-    }
+    dest = dest_config(dport)
     cfg = write_config(
         tmp_path / "srnode.toml",
         data_dir=data,
@@ -139,15 +132,7 @@ def _status_json(cfg: Path) -> dict:
 def test_destination_down_then_up_gets_everything_and_status_shows_retries(tmp_path):
     card = write_test_model(tmp_path / "models")
     port, dport = free_port(), free_port()
-    dest = {
-        "name": "DEST",
-        "ae_title": "DEST",
-        "host": "127.0.0.1",
-        "port": dport,
-        "backoff_initial": 1.0,
-        "backoff_max": 4.0,
-        "max_attempts": 60,
-    }
+    dest = dest_config(dport, backoff_initial=1.0, backoff_max=4.0, max_attempts=60)
     cfg = write_config(
         tmp_path / "srnode.toml",
         data_dir=tmp_path / "data",
