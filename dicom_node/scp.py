@@ -50,6 +50,7 @@ from pynetdicom.sop_class import Verification
 from dicom_node.config import Settings
 from dicom_node.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor, WireMeta
 from dicom_node.net import install_tcp_nodelay, run_reactor
+from dicom_node.store_path import StoreReader, encode_pdata
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,7 @@ def _fast_dul_reactor(self: Any) -> None:
     from pynetdicom.pdu import A_ABORT_RQ
 
     wake_r, wake_w = self._srnode_wake
+    reader = getattr(self, "_srnode_reader", None)
     self._idle_timer.start()
     idle = False
     try:
@@ -290,6 +292,11 @@ def _fast_dul_reactor(self: Any) -> None:
             try:
                 if self._process_recv_primitive():
                     pass
+                elif reader is not None and self.state_machine.current_state == "Sta6":
+                    # data transfer: C-STORE requests are read and served by our reader
+                    if self.socket is not None and self.socket.ready:
+                        reader.read_pdu()
+                        self._idle_timer.restart()
                 elif self._is_transport_event():
                     self._idle_timer.restart()
             except Exception as exc:
@@ -355,7 +362,6 @@ def _fast_send_msg(self: Any, primitive: Any, context_id: int) -> None:
     encoded directly (pynetdicom builds and encodes a pydicom Dataset twice: ~1 ms);
     everything else goes the usual way."""
     from pynetdicom.dimse_primitives import C_STORE
-    from pynetdicom.pdu_primitives import P_DATA
 
     if (
         type(primitive) is C_STORE
@@ -371,36 +377,42 @@ def _fast_send_msg(self: Any, primitive: Any, context_id: int) -> None:
             int(primitive.Status),
             str(comment),
         )
-        dul = self.dul
-        lock = getattr(dul, "_srnode_lock", None)
-        if lock is not None:
-            # straight onto the socket from this thread (no hand-off to the DUL thread and
-            # back), only in data transfer (Sta6) and only when nothing we queued before is
-            # still unsent, so responses keep their order; the lock keeps the DUL thread's
-            # own sends (abort) from interleaving with ours
-            pdu = struct.pack(">BBLLBB", 0x04, 0, 6 + len(cmd), 2 + len(cmd), context_id, 0x03)
-            with lock:
-                sock = dul.socket
-                if (
-                    dul._srnode_pending == 0
-                    and sock is not None
-                    and dul.state_machine.current_state == "Sta6"
-                ):
-                    sock.send(pdu + cmd)  # errors become Evt17 (transport closed)
-                    return
-        pdata = P_DATA()
-        pdata.presentation_data_value_list.append([context_id, b"\x03" + cmd])
-        self.dul.send_pdu(pdata)
+        send_command(self.dul, context_id, cmd)
         return
     type(self).send_msg(self, primitive, context_id)
+
+
+def send_command(dul: Any, context_id: int, cmd: bytes) -> None:
+    """Send a whole command set (no data set) as one P-DATA-TF PDU.
+
+    Straight onto the socket from the calling thread (no hand-off to the DUL thread and
+    back), only in data transfer (Sta6) and only when nothing queued before is still
+    unsent, so responses keep their order; the lock keeps the DUL thread's own sends
+    (abort) from interleaving. Otherwise through pynetdicom's queue."""
+    from pynetdicom.pdu_primitives import P_DATA
+
+    lock = getattr(dul, "_srnode_lock", None)
+    if lock is not None:
+        with lock:
+            sock = dul.socket
+            if (
+                dul._srnode_pending == 0
+                and sock is not None
+                and dul.state_machine.current_state == "Sta6"
+            ):
+                sock.send(encode_pdata(context_id, cmd))  # errors become Evt17
+                return
+    pdata = P_DATA()
+    pdata.presentation_data_value_list.append([context_id, b"\x03" + cmd])
+    dul.send_pdu(pdata)
 
 
 _DUL_IDLE = 0.02  # longest idle wait: timers (ARTIM, idle timeout) are checked this often
 
 
-def _tune_association(event: Any) -> None:
-    """Per accepted association (before its threads start): the message-driven reactor and
-    the select-based DUL loop."""
+def _tune_association(event: Any, scp: StorageSCP | None = None) -> None:
+    """Per accepted association (before its threads start): the message-driven reactor,
+    the select-based DUL loop and, with ``scp``, its C-STORE reader (``store_path``)."""
     assoc = event.assoc
     dul = assoc.dul
     if hasattr(assoc, "_run_reactor") and hasattr(assoc, "_serve_request"):
@@ -444,11 +456,14 @@ def _tune_association(event: Any) -> None:
 
     dul.send_pdu = send_pdu
     dul.kill_dul = kill_dul
+    if scp is not None and _FAST_STORE:
+        dul._srnode_reader = scp.store_reader(assoc)
     dul._target = _fast_dul_reactor.__get__(dul)
 
 
 _FAST_DUL = True
 _FAST_RSP = True
+_FAST_STORE = True
 
 
 class StorageSCP:
@@ -511,6 +526,40 @@ class StorageSCP:
             return _status(OUT_OF_RESOURCES, f"{type(e).__name__}: {e}")
         return _status(st, getattr(st, "reason", ""))
 
+    def store_reader(self, assoc: Association) -> StoreReader:
+        """The C-STORE reader of one association (its DUL thread calls it)."""
+
+        def accepted(context_id: int) -> bool:
+            return context_id in assoc._accepted_cx
+
+        def handle(context_id: int, req: dict[str, Any], body: memoryview) -> tuple[int, str]:
+            calling = str(assoc.requestor.ae_title).strip()
+            meta = WireMeta(
+                MediaStorageSOPClassUID=req["AffectedSOPClassUID"],
+                MediaStorageSOPInstanceUID=req["AffectedSOPInstanceUID"],
+                TransferSyntaxUID=str(assoc._accepted_cx[context_id].transfer_syntax[0]),
+                SourceApplicationEntityTitle=calling,
+            )
+            st = self.ingestor.store_encoded(meta, body, calling, "dimse")
+            return int(st), ("" if int(st) == 0 else getattr(st, "reason", ""))
+
+        def encode(req: dict[str, Any], status: int, comment: str) -> bytes:
+            return encode_store_rsp(
+                req["MessageID"],
+                req["AffectedSOPClassUID"],
+                req["AffectedSOPInstanceUID"],
+                status,
+                comment,
+            )
+
+        return StoreReader(
+            assoc.dul,
+            accepted,
+            handle,
+            lambda context_id, cmd: send_command(assoc.dul, context_id, cmd),
+            encode,
+        )
+
     def _on_accepted(self, event: Any) -> None:
         a = event.assoc
         log.info(
@@ -538,7 +587,7 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_CONN_OPEN, _tune_association),
+            (evt.EVT_CONN_OPEN, _tune_association, [self]),
         ]
         self.server = self.ae.start_server(
             (n.host, n.port), block=False, evt_handlers=handlers, ssl_context=self.ssl_context()

@@ -148,6 +148,7 @@ class Spool:
         self.root = Path(root)
         self.fsync = fsync
         self.root.mkdir(parents=True, exist_ok=True)
+        self._root = str(self.root)
         self._dirs: set[Path] = set()
 
     def path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
@@ -158,7 +159,7 @@ class Spool:
         ):
             if not valid_uid(uid):
                 raise ValueError(f"{name} {uid!r} is not a valid UID")
-        return self.root / study_uid / series_uid / f"{sop_uid}.dcm"
+        return Path(f"{self._root}/{study_uid}/{series_uid}/{sop_uid}.dcm")  # one parse
 
     def write(
         self, study_uid: str, series_uid: str, sop_uid: str, chunks: bytes | Iterable[bytes]
