@@ -558,6 +558,7 @@ class StorageSCP:
             handle,
             lambda context_id, cmd: send_command(assoc.dul, context_id, cmd),
             encode,
+            max_pdu=int(self.ae.maximum_pdu_size or 0),
         )
 
     def _on_accepted(self, event: Any) -> None:

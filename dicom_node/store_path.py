@@ -91,8 +91,10 @@ class StoreReader:
         handle: StoreHandler,
         respond: Callable[[int, bytes], None],
         encode_response: Callable[[dict[str, Any], int, str], bytes],
+        max_pdu: int = 0,
     ) -> None:
         self.dul = dul
+        self.max_pdu = max_pdu  # what we told the peer (0: no limit)
         self.accepted = accepted
         self.handle = handle
         self.respond = respond
@@ -132,6 +134,10 @@ class StoreReader:
             if pdu_type != _PDATA:
                 self._to_pynetdicom(bytes(hdr), length)
                 return
+            if self.max_pdu and length > self.max_pdu:
+                # PS3.8 9.3.1: never longer than the maximum length we negotiated; a peer
+                # that ignores it must not make us allocate whatever it claims
+                raise ProtocolError(f"P-DATA-TF PDU of {length} bytes exceeds {self.max_pdu}")
             theirs = self._read_pdata(length)
         except (OSError, ConnectionError, TimeoutError) as e:
             log.debug("transport closed while reading a PDU: %s", e)

@@ -170,6 +170,15 @@ def test_broken_message_structure_aborts(wire, stream):
     assert stored == [] and sent == []
 
 
+def test_pdu_longer_than_our_maximum_aborts_before_reading_it(wire):
+    reader, dul, feed, stored, sent, _ = wire
+    reader.max_pdu = 1024
+    header = struct.pack(">BBL", 4, 0, 1 << 30)  # claims 1 GiB
+    feed(header)
+    assert dul.event_queue.get_nowait() == "Evt19"
+    assert len(reader.buf) == 1 << 16 and stored == []
+
+
 def test_connection_closed_inside_a_pdu_is_transport_closed(wire):
     reader, dul, feed, stored, sent, peer = wire
     peer.sendall(pdu(pdv(1, 0x03, command(0x0001, 4, CT, "1.2.4", True)))[:9])
