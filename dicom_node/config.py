@@ -147,6 +147,8 @@ class WebSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # one STOW-RS request is held in memory while its parts are stored: larger ones get 413
+    max_request_mb: float = Field(1024.0, gt=0)
 
 
 class Settings(_Section):

@@ -5,7 +5,8 @@
   goes through the same ingest as a C-STORE (spool, fsync, database, job flow). The
   response is a Store Instances Response dataset (application/dicom+json) with
   ReferencedSOPSequence / FailedSOPSequence: 200 all stored, 202 some failed, 409 none
-  stored; 415 for another media type, 400 for a body that is not multipart/related.
+  stored; 415 for another media type, 400 for a body that is not multipart/related,
+  413 for a request over ``web.max_request_mb`` (the body is held in memory).
   STOW-RS has no calling AE title; a client may name itself with an ``X-Calling-AE``
   header so that routes matching ``calling_ae`` apply (otherwise the calling AE is empty).
 - ``GET /`` the console (queue, recent jobs, destinations), ``GET /api/status`` the same
@@ -77,6 +78,21 @@ def _params(content_type: str) -> tuple[str, dict[str, str]]:
 class Part:
     headers: dict[str, str]
     body: bytes
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes
+    (by Content-Length before reading, or while a chunked body streams in)."""
+    declared = request.headers.get("content-length")
+    too_big = BadRequest(413, f"request body over web.max_request_mb ({limit} bytes)")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_big
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise too_big
+    return bytes(buf)
 
 
 def split_multipart(body: bytes, boundary: str) -> list[Part]:
@@ -304,6 +320,7 @@ def create_app(settings: Settings, store: StoreFn | None = None, db: Any = None)
         store = ingest.store
     app = FastAPI(title="srnode", version=__version__, docs_url=None, redoc_url=None)
     store_fn: StoreFn = store
+    limit = int(settings.web.max_request_mb * 1024 * 1024)
 
     async def stow(request: Request, study_uid: str | None) -> Response:
         media, params = _params(request.headers.get("content-type", ""))
@@ -315,8 +332,8 @@ def create_app(settings: Settings, store: StoreFn | None = None, db: Any = None)
         boundary = params.get("boundary")
         if not boundary:
             return _problem(400, "multipart/related without a boundary parameter")
-        body = await request.body()
         try:
+            body = await read_body(request, limit)
             parts = split_multipart(body, boundary)
         except BadRequest as e:
             return _problem(e.status, e.message)

@@ -157,6 +157,23 @@ def test_stow_media_types(node, series):
     assert r.status_code == 400
 
 
+def test_stow_over_the_size_limit_is_413_and_stores_nothing(node, series):
+    settings = node["settings"].model_copy(deep=True)
+    settings.web.max_request_mb = 0.01  # ~10 KiB: one 64x64 slice fits, three do not
+    app = create_app(settings, lambda *a, **k: pytest.fail("must not store"), node["db"])
+    client = TestClient(app)
+    body = multipart([p.read_bytes() for p in series] * 2)
+    r = client.post("/dicom-web/studies", content=body, headers=HEADERS)
+    assert r.status_code == 413 and "max_request_mb" in r.text
+
+    def chunks():  # no Content-Length: refused while it streams in
+        for i in range(0, len(body), 4096):
+            yield body[i : i + 4096]
+
+    r = client.post("/dicom-web/studies", content=chunks(), headers=HEADERS)
+    assert r.status_code == 413
+
+
 def test_console_and_status(node, series):
     client = TestClient(node["app"])
     client.post("/dicom-web/studies", content=multipart([series[0].read_bytes()]), headers=HEADERS)
