@@ -149,6 +149,9 @@ class WebSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     # one STOW-RS request is held in memory while its parts are stored: larger ones get 413
     max_request_mb: float = Field(1024.0, gt=0)
+    # when set, every route but /healthz needs "Authorization: Bearer <token>" or HTTP Basic
+    # with the token as password (what Orthanc's DICOMweb client and browsers send)
+    token: str | None = Field(None, min_length=12)
 
 
 class Settings(_Section):

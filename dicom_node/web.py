@@ -13,12 +13,19 @@
   as JSON, ``GET /healthz``, ``GET /metrics`` (Prometheus).
 
 The console is server-rendered HTML with inline CSS, no scripts, so it renders the same in
-any browser, headless ones included. It binds to ``web.host`` (loopback by default) and
-has no authentication: put a reverse proxy in front before exposing it.
+any browser, headless ones included. It binds to ``web.host`` (loopback by default). With
+``web.token`` set, every route but ``/healthz`` needs ``Authorization: Bearer <token>`` or
+HTTP Basic with the token as password (browsers prompt; Orthanc's DICOMweb client sends
+it from the server entry's user name and password); without it there is no
+authentication, so keep it on loopback or behind a reverse proxy. Use TLS (a proxy) for
+anything beyond loopback: Basic and Bearer are plain text on the wire.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import html
 import io
 import logging
@@ -78,6 +85,20 @@ def _params(content_type: str) -> tuple[str, dict[str, str]]:
 class Part:
     headers: dict[str, str]
     body: bytes
+
+
+def authorized(header: str, token: str) -> bool:
+    """``Bearer <token>``, or ``Basic`` with any user name and the token as password."""
+    scheme, _, value = header.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            value = base64.b64decode(value, validate=True).decode("utf-8").partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+    elif scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(value.encode(), token.encode())
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -321,6 +342,27 @@ def create_app(settings: Settings, store: StoreFn | None = None, db: Any = None)
     app = FastAPI(title="srnode", version=__version__, docs_url=None, redoc_url=None)
     store_fn: StoreFn = store
     limit = int(settings.web.max_request_mb * 1024 * 1024)
+    token = settings.web.token
+
+    if token:
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Response:
+            if request.url.path == "/healthz" or authorized(
+                request.headers.get("authorization", ""), token
+            ):
+                return await call_next(request)
+            log.warning(
+                "web: unauthorised %s %s from %s",
+                request.method,
+                request.url.path,
+                request.client.host if request.client else "?",
+            )
+            return PlainTextResponse(
+                "authentication required\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Basic realm="srnode", charset="UTF-8"'},
+            )
 
     async def stow(request: Request, study_uid: str | None) -> Response:
         media, params = _params(request.headers.get("content-type", ""))

@@ -45,3 +45,11 @@ def test_bad_ae_title_rejected():
 def test_unknown_engine_backend_names_the_choices():
     with pytest.raises(ConfigError, match=r"config: engine\.backend: must be one of auto, onnx"):
         load_settings(None, env={"SRNODE_ENGINE__BACKEND": "cuda"})
+
+
+def test_web_token_from_the_environment_and_too_short_a_token_is_named():
+    s = load_settings(None, env={"SRNODE_WEB__TOKEN": "a-long-enough-token"})
+    assert s.web.token == "a-long-enough-token"
+    with pytest.raises(ConfigError, match=r"config: web\.token:") as e:
+        load_settings(None, env={"SRNODE_WEB__TOKEN": "short"})
+    assert "short" not in str(e.value)  # the secret itself is never echoed

@@ -192,3 +192,30 @@ def test_console_without_database(tmp_path):
     app = create_app(Settings(), store=lambda *a, **k: 0, db=None)
     page = TestClient(app).get("/")
     assert page.status_code == 200 and "none configured" in page.text
+
+
+def test_token_guards_every_route_but_healthz(node, series):
+    import base64
+
+    settings = node["settings"].model_copy(deep=True)
+    settings.web.token = "s3cret-token-for-tests"
+    stored = []
+    app = create_app(settings, lambda data, ae, via="stow": stored.append(data) or 0, node["db"])
+    client = TestClient(app)
+    body = multipart([series[0].read_bytes()])
+    for method, path in (("get", "/"), ("get", "/api/status"), ("get", "/metrics")):
+        r = getattr(client, method)(path)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+    assert client.post("/dicom-web/studies", content=body, headers=HEADERS).status_code == 401
+    assert stored == []
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert client.get("/", headers=wrong).status_code == 401
+    assert client.get("/healthz").status_code == 200
+    bearer = {"Authorization": "Bearer s3cret-token-for-tests"}
+    assert client.get("/api/status", headers=bearer).status_code == 200
+    basic = base64.b64encode(b"ORTHANC:s3cret-token-for-tests").decode()
+    r = client.post(
+        "/dicom-web/studies", content=body, headers={**HEADERS, "Authorization": f"Basic {basic}"}
+    )
+    assert r.status_code == 200 and len(stored) == 1
+    assert client.get("/", headers={"Authorization": "Basic !!notbase64"}).status_code == 401
