@@ -28,6 +28,7 @@ def build(
     autoroute: bool = True,
     base: str | Path = HERE / "orthanc.json",
     autoroute_settings: dict | None = None,
+    srnode_token: str | None = None,
 ) -> dict:
     """The configuration as a dict (see the module docstring for the arguments)."""
     cfg = json.loads(Path(base).read_text())
@@ -47,7 +48,9 @@ def build(
         entry["Host"] = host or "127.0.0.1"
         entry["Port"] = int(port)
     if srnode_stow:
-        cfg.setdefault("DicomWeb", {}).setdefault("Servers", {})["SRNODE"] = [srnode_stow]
+        # with srnode's web.token: HTTP Basic, any user name, the token as password
+        server = [srnode_stow] + (["orthanc", srnode_token] if srnode_token else [])
+        cfg.setdefault("DicomWeb", {}).setdefault("Servers", {})["SRNODE"] = server
     cfg.setdefault("SrnodeAutoroute", {})["Enable"] = bool(autoroute)
     cfg["SrnodeAutoroute"].update(autoroute_settings or {})
     return cfg
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--srnode-stow", help="srnode's DICOMweb root, e.g. http://127.0.0.1:8080/dicom-web/"
     )
+    p.add_argument("--srnode-token", help="srnode's web.token (HTTP Basic password)")
     p.add_argument("--stable-age", type=int)
     p.add_argument("--no-autoroute", action="store_true")
     a = p.parse_args(argv)
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         a.srnode_stow,
         a.stable_age,
         autoroute=not a.no_autoroute,
+        srnode_token=a.srnode_token,
     )
     json.dump(cfg, sys.stdout, indent=2)
     sys.stdout.write("\n")

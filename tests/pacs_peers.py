@@ -133,6 +133,7 @@ def orthanc(
     srnode_stow: str | None = None,
     autoroute: bool = True,
     autoroute_settings: dict | None = None,
+    srnode_token: str | None = None,
 ) -> Iterator[OrthancPeer]:
     """A fresh Orthanc on free ports with orthanc/orthanc.json and orthanc/autoroute.py."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,7 @@ def orthanc(
         stable_age=stable_age,
         autoroute=autoroute,
         autoroute_settings=autoroute_settings,
+        srnode_token=srnode_token,
     )
     cfg_path = workdir / "orthanc.json"
     cfg_path.write_text(json.dumps(cfg, indent=2))

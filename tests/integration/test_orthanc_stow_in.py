@@ -1,6 +1,7 @@
 """STOW-RS into a real `srnode serve`: Orthanc pushes a study to srnode's DICOMweb endpoint
-(its DicomWeb "Servers" entry SRNODE), srnode processes it like a C-STORE'd study and sends
-the derived series back; the admin console shows the job."""
+(its DicomWeb "Servers" entry SRNODE, with srnode's web token as HTTP Basic password),
+srnode processes it like a C-STORE'd study and sends the derived series back; the admin
+console shows the job and refuses a request without the token."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ def test_orthanc_stows_a_study_to_srnode_and_gets_the_derived_series(tmp_path):
     study = str(pydicom.dcmread(ct[0]).StudyInstanceUID)
     node_port, web_port = peers.free_port(), peers.free_port()
     stow_root = f"http://127.0.0.1:{web_port}/dicom-web/"
-    with peers.orthanc(tmp_path / "orthanc", srnode_stow=stow_root, autoroute=False) as o:
+    token = "stow-in-test-token"
+    with peers.orthanc(
+        tmp_path / "orthanc", srnode_stow=stow_root, autoroute=False, srnode_token=token
+    ) as o:
         cfg = write_config(
             tmp_path / "srnode.toml",
             data_dir=tmp_path / "data",
@@ -43,7 +47,9 @@ def test_orthanc_stows_a_study_to_srnode_and_gets_the_derived_series(tmp_path):
             allow=[("ORTHANC", "127.0.0.1")],
         )
         env = nodelay_env()
-        env.update(SRNODE_WEB__ENABLED="true", SRNODE_WEB__PORT=str(web_port))
+        env.update(
+            SRNODE_WEB__ENABLED="true", SRNODE_WEB__PORT=str(web_port), SRNODE_WEB__TOKEN=token
+        )
         node = Proc([SRNODE, "serve", "--config", str(cfg)], tmp_path / "node.log", env)
         try:
             peers.wait_node_started(node)
@@ -70,7 +76,9 @@ def test_orthanc_stows_a_study_to_srnode_and_gets_the_derived_series(tmp_path):
             assert len(derived) == 1
             peers.wait_until(lambda: len(client.get_series_id(derived[0]["ID"])["Instances"]) == 2,
                              60, what="all derived instances")  # fmt: skip
-            page = httpx.get(f"http://127.0.0.1:{web_port}/", timeout=10).text
+            console = f"http://127.0.0.1:{web_port}/"
+            assert httpx.get(console, timeout=10).status_code == 401
+            page = httpx.get(console, timeout=10, auth=("admin", token)).text
             assert "done" in page and "ORTHANC" in page
         finally:
             node.close()
