@@ -16,6 +16,10 @@ bound of the peak) and the table says so.
 
     .venv/bin/python bench/engine.py            # RRDBNet 32/4/16, a few minutes on 2 cores
     .venv/bin/python bench/engine.py --full     # RRDBNet 64/23/32 (ESRGAN), much longer
+    .venv/bin/python bench/engine.py --full --runs eager ort   # only those rows
+
+Every row runs a warm-up and ``--repeats`` calls: on 2 AVX2 cores the quick config takes
+~3 minutes, ``--full`` with every row well over an hour (eager alone is minutes a call).
 
 Never run as a test; numbers belong in the README, not in assertions.
 """
