@@ -1,9 +1,13 @@
 """The Storage SCP: C-ECHO and C-STORE for the image types srnode enhances.
 
-Handlers return fast (pynetdicom's storage SCP guide): the C-STORE handler hands the data
-set exactly as it came on the wire (``event.request.DataSet``) with its file meta to
+pynetdicom negotiates each association (allowlist, presentation contexts, TLS) and handles
+release and abort. In data transfer, C-STORE requests are read off the socket by
+:class:`dicom_node.store_path.StoreReader` in the association's DUL thread and the data set,
+exactly as it came on the wire, goes with its file meta to
 :meth:`dicom_node.ingest.Ingestor.store_encoded`, which writes and fsyncs it and records it
-in the database before the handler returns Success. Any failure gives an error status.
+in the database before Success is answered. Any failure gives an error status. Other
+messages (C-ECHO…) take pynetdicom's own path and handlers (``_on_store`` is that path's
+C-STORE handler, same ingest).
 
 Calling AE titles are checked at association: only those in the config's ``[[allow]]``
 or added with ``srnode aet add`` (optionally bound to a host) are accepted; any other is
