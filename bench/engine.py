@@ -404,12 +404,13 @@ def main() -> None:
         (uw, uc), (tw, tc) = res["Engine.enhance untiled (ORT + DC)"], res[tname]
     else:
         uw = uc = tw = tc = float("nan")
-    print(
-        f"\ntiling: {plan.count} tiles of {plan.shape[0]}x{plan.shape[1]} (card tile "
-        f"{args.tile}, overlap {args.overlap}, batch 2); computed-pixel overhead "
-        f"{100 * plan.overhead:.1f} %; time overhead wall {100 * (tw / uw - 1):+.1f} %, "
-        f"CPU {100 * (tc / uc - 1):+.1f} %; tiled vs untiled max diff {seam} stored units"
-    )
+    if uw == uw:  # both Engine rows measured (not NaN)
+        print(
+            f"\ntiling: {plan.count} tiles of {plan.shape[0]}x{plan.shape[1]} (card tile "
+            f"{args.tile}, overlap {args.overlap}, batch 2); computed-pixel overhead "
+            f"{100 * plan.overhead:.1f} %; time overhead wall {100 * (tw / uw - 1):+.1f} %, "
+            f"CPU {100 * (tc / uc - 1):+.1f} %; tiled vs untiled max diff {seam} stored units"
+        )
     print(f"ONNX Runtime vs PyTorch max abs diff {err:.2e} (network range [0, 1])")
     if args.json:
         args.json.write_text(
