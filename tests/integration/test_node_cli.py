@@ -16,6 +16,7 @@ from tests.node_helpers import (
     STORESCP,
     STORESCU,
     Proc,
+    dest_config,
     free_port,
     received,
     start_storescp,
@@ -176,7 +177,7 @@ def test_two_receiver_processes_share_the_port(tmp_path):
     card = write_test_model(tmp_path / "models")
     port, dport = free_port(), free_port()
     data = tmp_path / "data"
-    dest = {"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dport}
+    dest = dest_config(dport)
     cfg = write_config(
         tmp_path / "srnode.toml",
         data_dir=data,

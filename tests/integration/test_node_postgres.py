@@ -12,6 +12,7 @@ from tests.node_helpers import (
     STORESCP,
     STORESCU,
     Proc,
+    dest_config,
     free_port,
     pg_database,
     received,
@@ -44,7 +45,7 @@ def pg_url():
 def test_serve_and_worker_share_a_postgresql_queue(tmp_path, pg_url):
     card = write_test_model(tmp_path / "models")
     port, dport = free_port(), free_port()
-    dest = {"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dport}
+    dest = dest_config(dport)
     cfg = write_config(
         tmp_path / "srnode.toml",
         data_dir=tmp_path / "data",
