@@ -49,6 +49,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.sop_class import Verification
 
 from dicom_node.config import Settings
@@ -393,8 +394,6 @@ def send_command(dul: Any, context_id: int, cmd: bytes) -> None:
     back), only in data transfer (Sta6) and only when nothing queued before is still
     unsent, so responses keep their order; the lock keeps the DUL thread's own sends
     (abort) from interleaving. Otherwise through pynetdicom's queue."""
-    from pynetdicom.pdu_primitives import P_DATA
-
     lock = getattr(dul, "_srnode_lock", None)
     if lock is not None:
         with lock:
