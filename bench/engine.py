@@ -180,14 +180,7 @@ def load_slice() -> tuple[np.ndarray, object]:
 
         ds = pydicom.dcmread(Path(data_store.__file__).parent / "data" / "693_UNCR.dcm")
         px = ds.pixel_array
-        meta = PixelMeta(
-            modality="CT",
-            bits_stored=int(ds.BitsStored),
-            pixel_representation=int(ds.PixelRepresentation),
-            rescale_slope=float(ds.get("RescaleSlope", 1)),
-            rescale_intercept=float(ds.get("RescaleIntercept", 0)),
-        )
-        return px, meta
+        return px, PixelMeta.from_dataset(ds)
     except Exception:
         yy, xx = np.mgrid[0:512, 0:512]
         px = (1024 + 800 * np.sin(xx / 17) * np.cos(yy / 23)).astype(np.int16)

@@ -14,7 +14,6 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from sr_engine.errors import UnsupportedInput
-from sr_engine.meta import PixelMeta
 
 MIN_EDGE = 16  # smaller images are refused: a network needs some context
 
@@ -62,64 +61,6 @@ def check_supported(ds: Dataset) -> None:
         raise UnsupportedInput(
             f"image is {cols}x{rows} pixels; srnode needs at least {MIN_EDGE}x{MIN_EDGE}"
         )
-
-
-def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
-    seq = ds.get(keyword)
-    if seq:
-        return seq[0]
-    return None
-
-
-def frame_rescale(ds: Dataset, frame: int | None = None) -> tuple[float, float]:
-    """(slope, intercept) of one frame: top level, or the Pixel Value Transformation
-    functional group (per-frame before shared) of an enhanced multi-frame object."""
-    for holder in _functional_groups(ds, frame):
-        item = _first_item(holder, "PixelValueTransformationSequence")
-        if item is not None and "RescaleSlope" in item:
-            return float(item.RescaleSlope), float(item.get("RescaleIntercept", 0.0))
-    slope = ds.get("RescaleSlope", 1.0)
-    intercept = ds.get("RescaleIntercept", 0.0)
-    return float(slope if slope not in (None, "") else 1.0), float(intercept or 0.0)
-
-
-def _functional_groups(ds: Dataset, frame: int | None) -> list[Dataset]:
-    """The per-frame item of ``frame`` (if any) then the shared item (if any)."""
-    out: list[Dataset] = []
-    per = ds.get("PerFrameFunctionalGroupsSequence")
-    if per and frame is not None and frame < len(per):
-        out.append(per[frame])
-    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    if shared is not None:
-        out.append(shared)
-    return out
-
-
-def rescale_varies(ds: Dataset) -> bool:
-    """True when an enhanced object has different rescale values from frame to frame."""
-    per = ds.get("PerFrameFunctionalGroupsSequence")
-    if not per:
-        return False
-    first = frame_rescale(ds, 0)
-    return any(frame_rescale(ds, i) != first for i in range(1, len(per)))
-
-
-def pixel_meta(ds: Dataset, frame: int | None = None) -> PixelMeta:
-    """The pixel-module facts the engine needs (of ``frame`` for enhanced objects)."""
-    if frame is None and ds.get("PerFrameFunctionalGroupsSequence"):
-        frame = 0
-    slope, intercept = frame_rescale(ds, frame)
-    bits_allocated = int(ds.get("BitsAllocated", 16) or 16)
-    bits_stored = int(ds.get("BitsStored", bits_allocated) or bits_allocated)
-    return PixelMeta(
-        modality=str(ds.get("Modality", "OT") or "OT"),
-        bits_stored=min(bits_stored, bits_allocated),
-        pixel_representation=int(ds.get("PixelRepresentation", 0) or 0),
-        rescale_slope=slope,
-        rescale_intercept=intercept,
-        photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
-        samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
-    )
 
 
 def stored_dtype(ds: Dataset) -> np.dtype:

@@ -21,8 +21,8 @@ from pydicom.dataset import Dataset
 
 from dicom_node.config import DeriveSettings
 from dicom_node.derive import derive_instance
-from dicom_node.pixels import pixel_meta, read_pixels, rescale_varies
-from sr_engine.meta import PixelMeta
+from dicom_node.pixels import read_pixels
+from sr_engine.meta import PixelMeta, rescale_varies
 from sr_engine.model_card import ModelCard
 
 NO_CONSISTENCY_VARIANT = "no-dc"
@@ -76,11 +76,11 @@ def enhance_pixels(ds: Dataset, engine: EngineLike, consistency: bool = True) ->
     pixels = read_pixels(ds)
     if pixels.ndim == 3 and rescale_varies(ds):
         results = [
-            engine.enhance(pixels[i], pixel_meta(ds, i), consistency=consistency)
+            engine.enhance(pixels[i], PixelMeta.from_dataset(ds, i), consistency=consistency)
             for i in range(pixels.shape[0])
         ]
         return _combine(results, np.stack([np.asarray(r.pixels) for r in results]))
-    return engine.enhance(pixels, pixel_meta(ds), consistency=consistency)
+    return engine.enhance(pixels, PixelMeta.from_dataset(ds), consistency=consistency)
 
 
 def enhance_instance(

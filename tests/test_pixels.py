@@ -10,8 +10,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from dicom_node.pixels import check_supported, frame_rescale, pixel_meta, read_pixels
+from dicom_node.pixels import check_supported, read_pixels
 from sr_engine.errors import UnsupportedInput
+from sr_engine.meta import PixelMeta, frame_rescale
 
 
 def _load(name: str) -> Dataset:
@@ -73,7 +74,7 @@ def test_jpeg2000_ct_matches_uncompressed() -> None:
 
 def test_ct_meta_and_hu() -> None:
     ds = _load("CT_small.dcm")
-    meta = pixel_meta(ds)
+    meta = PixelMeta.from_dataset(ds)
     assert meta.modality == "CT"
     assert (meta.bits_stored, meta.pixel_representation) == (16, 1)
     assert (meta.rescale_slope, meta.rescale_intercept) == (1.0, -1024.0)
@@ -85,7 +86,7 @@ def test_ct_meta_and_hu() -> None:
 
 def test_cr_monochrome1_meta() -> None:
     ds = _load("RG3_UNCR.dcm")
-    meta = pixel_meta(ds)
+    meta = PixelMeta.from_dataset(ds)
     assert meta.modality == "CR"
     assert meta.photometric == "MONOCHROME1"
     assert (meta.bits_stored, meta.pixel_representation) == (10, 0)
@@ -105,7 +106,7 @@ def test_enhanced_ct_rescale_from_functional_groups() -> None:
     per = ds.PerFrameFunctionalGroupsSequence[0].get("PixelValueTransformationSequence")
     item = (per or pvt)[0]
     assert (slope, intercept) == (float(item.RescaleSlope), float(item.RescaleIntercept))
-    assert pixel_meta(ds).rescale_intercept == intercept
+    assert PixelMeta.from_dataset(ds).rescale_intercept == intercept
 
 
 @pytest.mark.parametrize(

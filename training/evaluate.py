@@ -597,14 +597,7 @@ def unseen_dicom(
             ch, cw = ch - ch % s, cw - cw % s
             top, left = (h - ch) // 2, (w - cw) // 2
             hr = arr[top : top + ch, left : left + cw]
-            meta = PixelMeta(
-                modality=str(ds.get("Modality", mod)),
-                bits_stored=int(ds.get("BitsStored", 16)),
-                pixel_representation=int(ds.get("PixelRepresentation", 0)),
-                rescale_slope=float(ds.get("RescaleSlope", 1) or 1),
-                rescale_intercept=float(ds.get("RescaleIntercept", 0) or 0),
-                photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
-            )
+            meta = PixelMeta.from_dataset(ds)
             lr = np.rint(area_down(hr.astype(np.float64), s)).astype(hr.dtype)
             rng = float(hr.max()) - float(hr.min()) or 1.0
             row: dict[str, Any] = {"file": name, "modality": meta.modality, "shape": f"{ch}x{cw}",
