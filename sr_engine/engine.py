@@ -24,6 +24,7 @@ from sr_engine.backends import Backend, create_backend
 from sr_engine.intensity import IntensityMap, check_input, stored_limits, to_stored
 from sr_engine.meta import PixelMeta
 from sr_engine.model_card import ModelCard, load_card
+from sr_engine.padding import find_padding
 from sr_engine.registry import resolve_model
 from sr_engine.tiling import AxisPlan, Blender, TilePlan, cut, plan_axis
 
@@ -166,11 +167,15 @@ class Engine:
         group = max(1, math.ceil(self._batch() / self.plan(*frames.shape[1:], untiled).count))
         for g0 in range(0, frames.shape[0], group):
             chunk = frames[g0 : g0 + group]
-            maps = [IntensityMap.fit(self.card.intensity, meta, fr) for fr in chunk]
-            x = np.stack([m.forward(fr) for m, fr in zip(maps, chunk, strict=True)])
+            pads = [find_padding(fr, meta) for fr in chunk]  # padding never seen as tissue
+            seen = [f if p is None else p.fill_input(f) for p, f in zip(pads, chunk, strict=True)]
+            maps = [IntensityMap.fit(self.card.intensity, meta, fr) for fr in seen]
+            x = np.stack([m.forward(fr) for m, fr in zip(maps, seen, strict=True)])
             y = self.infer(x, untiled=untiled)
             for k, (m, fr) in enumerate(zip(maps, chunk, strict=True)):
-                z = _pass_through_outside(m.inverse(y[k]), fr, m, s)
+                z = _pass_through_outside(m.inverse(y[k]), seen[k], m, s)
+                if pads[k] is not None:
+                    z = pads[k].restore(z, fr, s)
                 if consistency:
                     o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
                 else:

@@ -22,6 +22,8 @@ class PixelMeta:
     rescale_intercept: float = 0.0
     photometric: str = "MONOCHROME2"
     samples_per_pixel: int = 1
+    padding_value: int | None = None  # PixelPaddingValue (stored units)
+    padding_range_limit: int | None = None  # PixelPaddingRangeLimit (stored units)
 
     @classmethod
     def from_dataset(cls, ds: Any, frame: int | None = None) -> PixelMeta:
@@ -43,6 +45,8 @@ class PixelMeta:
             rescale_intercept=intercept,
             photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip(),
             samples_per_pixel=int(ds.get("SamplesPerPixel", 1) or 1),
+            padding_value=_int_or_none(ds.get("PixelPaddingValue")),
+            padding_range_limit=_int_or_none(ds.get("PixelPaddingRangeLimit")),
         )
 
     @property
@@ -54,6 +58,18 @@ class PixelMeta:
         if self.pixel_representation:
             return (1 << (self.bits_stored - 1)) - 1
         return (1 << self.bits_stored) - 1
+
+
+def _int_or_none(value: Any) -> int | None:
+    """A US/SS tag value (pydicom may keep it as raw bytes when the VR is ambiguous)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bytes):
+        return int.from_bytes(value[:2], "little", signed=False) if len(value) >= 2 else None
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+        return None if value is None else int(value)
+    return int(value)
 
 
 def _first_item(ds: Any, keyword: str) -> Any:
