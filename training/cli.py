@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from training.data.sources import FILL_CACHE_COMMAND
+
 train_app = typer.Typer(
     name="train",
     help="Train and export super-resolution networks (needs the train extra: "
@@ -35,18 +37,34 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-@train_app.command()
+PREPARE_HELP = """Gather the training data into prepared datasets, split by slabs/subjects.
+
+From Debian packages: Colin27 MRI (mricron-data) and the InVesalius head CT
+(invesalius-examples). From the cache folder (--cache): pyradiomics 3.0.1 chest CT and
+brain MR, pycortex 1.4.0 T1 MR, Debian heudiconv's Siemens mosaics, and radiograph-like
+DRRs of every CT. Nothing is downloaded: fill the cache once with
+
+    {fill}
+"""
+
+
+@train_app.command(help=PREPARE_HELP.format(fill=FILL_CACHE_COMMAND))
 def prepare(
     out: Path = typer.Option(Path("runs/data"), "--out", help="folder for the prepared datasets"),
+    cache: Path | None = typer.Option(
+        None, "--cache", help="folder holding the packaged sources (see above)"
+    ),
+    drr: bool = typer.Option(True, help="synthesise DRRs (radiographs) from the CT volumes"),
     gap_mm: float = typer.Option(4.0, help="gap between train/val/test slabs (mm)"),
     seed: int = typer.Option(0, help="split seed (recorded)"),
 ) -> None:
-    """Extract the Debian development data (Colin27 MRI, InVesalius head CT), split by slabs."""
-    from training.data.prepare import prepare_debian
+    from training.data.prepare import prepare_cached, prepare_debian
 
     try:
         paths = prepare_debian(out, gap_mm=gap_mm, seed=seed)
-    except FileNotFoundError as e:
+        if cache is not None:
+            paths += prepare_cached(out, cache, gap_mm=gap_mm, seed=seed, drr=drr)
+    except (FileNotFoundError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     for p in paths:
@@ -144,6 +162,12 @@ def fit(
     val_every: int = typer.Option(500),
     log_every: int = typer.Option(50),
     train_axes: str = typer.Option("0,1,2", help="slice axes of the training volumes"),
+    amp: str = typer.Option("auto", help="bf16 autocast: auto (CUDA) | on | off"),
+    channels_last: str = typer.Option("auto", help="NHWC tensors: auto (CUDA) | on | off"),
+    noise_prob: float = typer.Option(0.0, help="share of LR inputs with added Gaussian noise"),
+    noise_sigma: float = typer.Option(0.01, help="its largest std ([0, 1] units)"),
+    ckpt_minutes: float = typer.Option(5.0, help="checkpoint at least this often (minutes)"),
+    max_val_images: int = typer.Option(48, help="validation images (evenly spaced)"),
 ) -> None:
     """Train one stage (PSNR, or GAN from a PSNR generator)."""
     _need_torch()
@@ -171,7 +195,9 @@ def fit(
         device=device, threads=threads, seed=seed, resume=resume,
         intensity_aug=intensity == "bits_stored" if intensity_aug is None else intensity_aug,
         scale_range=[float(v) for v in scale_range.split(",")], val_every=val_every,
-        log_every=log_every, train_axes=[int(v) for v in _csv(train_axes)],
+        log_every=log_every, train_axes=[int(v) for v in _csv(train_axes)], amp=amp,
+        channels_last=channels_last, noise_prob=noise_prob, noise_sigma=noise_sigma,
+        ckpt_minutes=ckpt_minutes, max_val_images=max_val_images,
     )  # fmt: skip
     path = run_fit(cfg)
     typer.echo(f"generator: {path}")
@@ -260,6 +286,60 @@ def tensorrt_cmd(
     except RuntimeError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+@train_app.command()
+def benchmark(
+    models: list[Path] = typer.Option(
+        None, "--model", help="model card (.json); repeat it (default: the bundled models)"
+    ),
+    srcnn: list[Path] = typer.Option(None, "--srcnn", help="SRCNN card(s) to compare"),
+    out: Path = typer.Option(Path("runs/unseen"), "--out", help="report folder"),
+    only: str = typer.Option("", help="image names to run (comma separated; all by default)"),
+    noise: bool = typer.Option(True, help="noise in flat CT patches (needs a CT model)"),
+    threads: int = typer.Option(2, help="ONNX Runtime threads"),
+) -> None:
+    """The unseen benchmark: every CT, MR, CR/DX/MG image of pydicom's test files and
+    pydicom-data (>= 128², decompressed), area x2; nearest, bicubic, the floor (bicubic +
+    exact area projection), SRCNN and each model through the node's own path (Engine with
+    data consistency). Writes unseen.md (tables, crops) and unseen.json into --out."""
+    import shlex
+    import sys
+    import time
+
+    from rich.progress import Progress
+
+    from training.unseen import (
+        ModelRunner,
+        noise_in_flat_patches,
+        run_benchmark,
+        summarize,
+        unseen_images,
+    )
+    from training.unseen_report import write_report
+
+    t0 = time.perf_counter()
+    if not models:
+        from sr_engine.registry import bundled_model_dir
+
+        models = [bundled_model_dir() / f"{n}.json" for n in ("ct-x2", "mr-x2", "general-x2")]
+    runners = [ModelRunner(c, threads=threads) for c in models]
+    runners += [ModelRunner(c, f"SRCNN ({c.stem})", threads) for c in srcnn or []]
+    images, skipped = unseen_images()
+    if only:
+        images = [i for i in images if i.name in set(_csv(only))]
+    with Progress() as bar:
+        task = bar.add_task("images", total=len(images))
+        rows, outputs = run_benchmark(images, runners, lambda _n: bar.advance(task))
+    ct = next((r for r in runners if "CT" in r.modalities and not r.label.startswith("SRCNN")),
+              None)  # fmt: skip
+    noise_rows = noise_in_flat_patches(images, ct) if noise and ct else []
+    labels = [r.label for r in runners]
+    report = write_report(
+        out, rows, summarize(rows), noise_rows, images, outputs, labels, skipped,
+        "srnode train benchmark " + shlex.join(sys.argv[3:]), time.perf_counter() - t0,
+    )  # fmt: skip
+    typer.echo(f"report: {report}")
 
 
 def register(app: typer.Typer) -> None:

@@ -79,6 +79,7 @@ class TrainConfig:
     val_every: int = 500
     log_every: int = 50
     ckpt_every: int = 2000
+    ckpt_minutes: float = 5.0  # also checkpoint when this much time passed since the last
     max_val_images: int = 48
     seed: int = 0
     device: str = "auto"
@@ -403,7 +404,9 @@ def fit(cfg: TrainConfig) -> Path:
     acc: dict[str, list[torch.Tensor]] = {}
     it = start_it
     g.train()
-    while it < cfg.iters:
+    stop = _StopOnSignal()
+    last_ckpt = time.perf_counter()
+    while it < cfg.iters and not stop.requested:
         elapsed = time.perf_counter() - t0
         progress = it / cfg.iters
         if cfg.minutes:
@@ -512,9 +515,14 @@ def fit(cfg: TrainConfig) -> Path:
             if last_val:
                 post["val"] = f"{last_val[0]:.2f}/{last_val[1]:.2f}bic"
             bar.set_postfix(post, refresh=False)
-        if it % cfg.ckpt_every == 0:
+        if it % cfg.ckpt_every == 0 or time.perf_counter() - last_ckpt > cfg.ckpt_minutes * 60:
             save_ckpt(it, time.perf_counter() - t0)
+            last_ckpt = time.perf_counter()
     bar.close()
+    stop.restore()
+    if stop.requested:
+        print(f"stopped by signal at iteration {it}: checkpoint saved, --resume continues",
+              file=sys.stderr, flush=True)  # fmt: skip
 
     wall = time.perf_counter() - t0
     if last_val is None or it % cfg.val_every:
@@ -564,6 +572,30 @@ def fit(cfg: TrainConfig) -> Path:
     save_generator(out, g_ema, info)
     (run_dir / "summary.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
     return out
+
+
+class _StopOnSignal:
+    """SIGTERM/SIGINT end the loop after the current iteration (checkpoint and generator
+    are written as at a normal end), so a killed background run loses nothing."""
+
+    def __init__(self) -> None:
+        import signal
+        import threading
+
+        self.requested = False
+        self._old: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,7 +1,10 @@
 """From prepared volumes to network-ready images and random training patches.
 
 Images are mapped to [0, 1] by the card's intensity model exactly as the engine maps
-them (:mod:`training.data.intensity`), one 2-D image at a time.
+them (:mod:`training.data.intensity`), one 2-D image at a time, after the engine's padding
+fill (:mod:`sr_engine.padding`): padding and constant backgrounds touching the border are
+replaced by the tissue next to them, as the node does before inference, so the network is
+never trained on them as tissue.
 
 Augmentation (training only): 90-degree rotations and flips, random scaling (a crop of
 ``patch * z`` pixels resized to ``patch``, z in ``scale_range``), optional intensity
@@ -21,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from sr_engine.padding import find_padding
 from training.data.intensity import StoredMeta, to_unit
 
 
@@ -54,7 +58,8 @@ def split_images(
                     frame = np.take(sub, k, axis=axis)
                     if min(frame.shape) < min_edge:
                         continue
-                    x = to_unit(frame, intensity, meta)
+                    pad = find_padding(frame, meta)  # as the engine: never seen as tissue
+                    x = to_unit(frame if pad is None else pad.fill_input(frame), intensity, meta)
                     if float((x > 0.1).mean()) < min_foreground:
                         continue
                     out.append(x)

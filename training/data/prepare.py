@@ -172,3 +172,62 @@ def load_prepared(data_dir: str | Path, names: Sequence[str] | None = None) -> l
             doc["volume"] = z["volume"]
         out.append(doc)
     return out
+
+
+DRR_ANGLES = tuple(float(a) for a in range(0, 180, 15))
+DRR_HELD_OUT = "radiomics-lung2"  # its DRRs are the radiograph validation/test subject
+
+
+def prepare_cached(
+    out_dir: str | Path,
+    cache: str | Path,
+    gap_mm: float = 4.0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    drr: bool = True,
+    cranium: Path = CRANIUM,
+) -> list[Path]:
+    """The packaged sources of ``cache`` (see :mod:`training.data.sources`), each volume split
+    into slabs, and DRRs of every CT (patient-level: one CT subject's DRRs are held out)."""
+    from training.data.drr import drr_images
+    from training.data.sources import cached_volumes
+
+    out_dir = Path(out_dir)
+    written: list[Path] = []
+    common = {"fractions": list(fractions), "seed": seed, "slab_order": list(SLAB_ORDER)}
+    cts: list[tuple[str, Volume, str]] = []
+    for src, vol in cached_volumes(cache):
+        gap = max(1, math.ceil(gap_mm / vol.spacing[0]))
+        slabs = slab_split(vol.n_slices, fractions, gap, SLAB_ORDER)
+        written.append(
+            write_prepared(
+                out_dir, src.name, vol, slabs, gap_slices=gap, gap_mm=gap_mm,
+                license=src.license, origin=src.origin, **common,
+            )
+        )  # fmt: skip
+        if src.modality == "CT":
+            cts.append((src.name, vol, src.license))
+    if drr and cranium.is_file():
+        cts.append(
+            ("cranium-ct", read_inv3(cranium, subject="cranium-ct"), "GPL-2 (invesalius-examples)")
+        )
+    for i, (name, vol, lic) in enumerate(cts if drr else []):
+        images = drr_images(vol, DRR_ANGLES, seed=seed + i)
+        for k, (img, p) in enumerate(images):
+            held = "val" if k % 2 == 0 else "test"
+            split = held if name == DRR_HELD_OUT else "train"
+            slabs: dict[str, list[tuple[int, int]]] = {"train": [], "val": [], "test": []}
+            slabs[split] = [(0, 1)]
+            written.append(
+                write_prepared(
+                    out_dir, f"drr-{name}-{int(p.angle_deg):03d}", img, slabs, license=lic,
+                    origin=f"DRR of {vol.source}", split_level="patient",
+                    drr={"angle_deg": p.angle_deg, "photons": round(p.photons, 1),
+                         "blur_px": round(p.blur_px, 3), "read_sigma": round(p.read_sigma, 2),
+                         "bits": p.bits, "monochrome1": p.monochrome1},
+                    seed=seed,
+                )
+            )  # fmt: skip
+    if not written:
+        raise FileNotFoundError(f"{cache}: no packaged sources found (fill it first)")
+    return written

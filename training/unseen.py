@@ -1,0 +1,294 @@
+"""The unseen benchmark: real DICOM images no model was trained on, through the node's path.
+
+Data: every CT, MR and CR/DX/MG image in pydicom's test files and in ``pydicom-data`` with
+pixel data of at least 128x128, decompressed by pydicom (each frame of a multi-frame
+object is an image; byte-identical pixel arrays, e.g. the same image stored with another
+transfer syntax, count once, their other names listed). These files are evaluation only:
+nothing in :mod:`training.data` reads them.
+
+Each image (cropped to even edges) is the high-resolution truth ``HR``; its 2x2 block mean,
+rounded to the stored integer type, is the input ``LR`` (area x2). Methods, all returning
+stored integers of the input's type:
+
+* ``nearest``; ``bicubic``: the order-3 spline (``scipy.ndimage.zoom``, pixel areas
+  aligned, mirrored edges), rounded and clipped to the stored range;
+* ``floor``: bicubic, then the exact area projection (:func:`sr_engine.consistency.project`):
+  the image the node's data-consistency step would make of bicubic. A model below it
+  does harm;
+* each model card given (the bundled models by default; SRCNN when a card is given) through
+  the node's own path: ``sr_engine.Engine.enhance`` with data consistency, the pixel facts
+  from :meth:`sr_engine.PixelMeta.from_dataset`. A model runs on the modalities its card
+  serves.
+
+Metrics per image: PSNR with the data range ``max(HR) - min(HR)`` (stored units, whole
+image, no border crop) and SSIM with the same range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sr_engine import consistency as dc
+from sr_engine.meta import PixelMeta
+from training.metrics import psnr, ssim
+
+log = logging.getLogger(__name__)
+
+MIN_EDGE = 128
+MODALITY_GROUP = {"CT": "CT", "MR": "MR", "CR": "CR/DX/MG", "DX": "CR/DX/MG", "MG": "CR/DX/MG"}
+INTERPOLATION = ("nearest", "bicubic", "floor")
+
+
+@dataclass
+class UnseenImage:
+    name: str  # file name (and frame)
+    modality: str
+    hr: np.ndarray  # stored values, even edges
+    meta: PixelMeta
+    aliases: list[str] = field(default_factory=list)
+
+    @property
+    def group(self) -> str:
+        return MODALITY_GROUP[self.modality]
+
+
+def data_folders() -> list[Path]:
+    """pydicom's test files and pydicom-data's files (installed packages; never downloads)."""
+    import pydicom.data
+
+    out = [Path(pydicom.data.__file__).parent / "test_files"]
+    try:
+        import data_store
+    except ImportError:
+        log.warning("pydicom-data is not installed: the benchmark uses pydicom's files only")
+    else:
+        out.append(Path(data_store.__file__).parent / "data")
+    return [p for p in out if p.is_dir()]
+
+
+def _frames(ds: Any) -> Iterator[tuple[int | None, np.ndarray]]:
+    arr = ds.pixel_array
+    if arr.ndim == 2:
+        yield None, arr
+    elif arr.ndim == 3 and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+        for i in range(arr.shape[0]):
+            yield i, arr[i]
+
+
+def unseen_images(
+    folders: Sequence[Path] | None = None, min_edge: int = MIN_EDGE
+) -> tuple[list[UnseenImage], list[dict[str, str]]]:
+    """The benchmark images and the files left out with the reason (decode errors)."""
+    import warnings
+
+    import pydicom
+
+    images: dict[str, UnseenImage] = {}
+    skipped: list[dict[str, str]] = []
+    paths = sorted(p for d in folders or data_folders() for p in d.rglob("*") if p.is_file())
+    for path in paths:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(path, force=True)
+        except Exception:  # noqa: BLE001 - not a DICOM file
+            continue
+        mod = str(ds.get("Modality", "") or "")
+        if mod not in MODALITY_GROUP or "PixelData" not in ds:
+            continue
+        if min(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) < min_edge:
+            continue
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                frames = list(_frames(ds))
+        except Exception as e:  # noqa: BLE001 - report, do not stop the benchmark
+            skipped.append({"file": path.name, "reason": f"{type(e).__name__}: {e}"[:120]})
+            continue
+        for frame, arr in frames:
+            h, w = arr.shape
+            hr = np.ascontiguousarray(arr[: h - h % 2, : w - w % 2])
+            name = path.name if frame is None else f"{path.name}[{frame}]"
+            key = hashlib.sha1(hr.tobytes() + str(hr.shape).encode()).hexdigest()
+            if key in images:
+                images[key].aliases.append(name)
+                continue
+            meta = PixelMeta.from_dataset(ds, frame)
+            images[key] = UnseenImage(name, mod, hr, meta)
+    return sorted(images.values(), key=lambda i: (i.group, i.name)), skipped
+
+
+# -- methods -------------------------------------------------------------------------------
+def stored_range(img: UnseenImage) -> tuple[int, int]:
+    info = np.iinfo(img.hr.dtype)
+    return max(img.meta.stored_min, int(info.min)), min(img.meta.stored_max, int(info.max))
+
+
+def area_lr(img: UnseenImage) -> np.ndarray:
+    return np.rint(dc.area_down(img.hr, 2)).astype(img.hr.dtype)
+
+
+def spline_bicubic(lr: np.ndarray, s: int = 2) -> np.ndarray:
+    """Order-3 spline upsampling by ``s`` with pixel areas aligned (float64)."""
+    from scipy import ndimage
+
+    return ndimage.zoom(lr.astype(np.float64), s, order=3, mode="reflect", grid_mode=True)
+
+
+def interpolate(name: str, lr: np.ndarray, lo: int, hi: int, s: int = 2) -> np.ndarray:
+    """``nearest``, ``bicubic`` or ``floor`` (bicubic + exact area projection) in stored
+    integers."""
+    if name == "nearest":
+        return np.repeat(np.repeat(lr, s, 0), s, 1).astype(np.float64)
+    bic = spline_bicubic(lr, s)
+    if name == "bicubic":
+        return np.clip(np.rint(bic), lo, hi)
+    if name == "floor":
+        return dc.project(bic, lr, s, lo, hi, "area")
+    raise ValueError(f"unknown interpolation {name!r}")
+
+
+class ModelRunner:
+    """A model card behind sr_engine.Engine, as the node runs it (data consistency on)."""
+
+    def __init__(self, card: str | Path, label: str | None = None, threads: int = 2) -> None:
+        from sr_engine.engine import Engine
+
+        self.engine = Engine.load(Path(card), backend="onnxruntime", threads=threads)
+        self.label = label or self.engine.card.name
+        self.modalities = set(self.engine.card.modalities)
+
+    def serves(self, modality: str) -> bool:
+        return not self.modalities or modality in self.modalities
+
+    def __call__(self, lr: np.ndarray, meta: PixelMeta) -> np.ndarray:
+        return self.engine.enhance(lr, meta, consistency=True).pixels.astype(np.float64)
+
+
+def score(pred: np.ndarray, hr: np.ndarray) -> dict[str, float]:
+    """PSNR (range = max(HR) - min(HR)) and SSIM of one prediction."""
+    ref = hr.astype(np.float64)
+    rng = float(ref.max() - ref.min()) or 1.0
+    return {"psnr": psnr(pred, ref, rng), "ssim": ssim(pred, ref, rng)}
+
+
+def run_benchmark(
+    images: Sequence[UnseenImage],
+    runners: Sequence[ModelRunner],
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """Per-image rows ``{image, modality, group, shape, method: {psnr, ssim, seconds}}`` and
+    the outputs kept for crops (``outputs[image][method]``)."""
+    rows: list[dict[str, Any]] = []
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    for img in images:
+        lr = area_lr(img)
+        lo, hi = stored_range(img)
+        row: dict[str, Any] = {"image": img.name, "modality": img.modality, "group": img.group,
+                               "shape": f"{img.hr.shape[0]}x{img.hr.shape[1]}",
+                               "aliases": img.aliases, "methods": {}}  # fmt: skip
+        outs: dict[str, np.ndarray] = {}
+        for name in INTERPOLATION:
+            t0 = time.perf_counter()
+            outs[name] = interpolate(name, lr, lo, hi)
+            row["methods"][name] = score(outs[name], img.hr) | {"seconds": time.perf_counter() - t0}
+        for r in runners:
+            if not r.serves(img.modality):
+                continue
+            t0 = time.perf_counter()
+            outs[r.label] = r(lr, img.meta)
+            row["methods"][r.label] = score(outs[r.label], img.hr) | {
+                "seconds": time.perf_counter() - t0
+            }
+        if progress:
+            progress(img.name)
+        rows.append(row)
+        outputs[img.name] = outs
+    return rows, outputs
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per modality group and method: n, mean/median/min PSNR gain over bicubic (dB), mean
+    SSIM, and how many images are below the floor (PSNR lower than the floor's)."""
+    out = []
+    groups = sorted({r["group"] for r in rows})
+    for g in groups:
+        grp = [r for r in rows if r["group"] == g]
+        methods: list[str] = []
+        for r in grp:
+            methods += [m for m in r["methods"] if m not in methods]
+        for m in methods:
+            have = [r for r in grp if m in r["methods"]]
+            gain = np.array([r["methods"][m]["psnr"] - r["methods"]["bicubic"]["psnr"]
+                             for r in have])  # fmt: skip
+            below = sum(r["methods"][m]["psnr"] < r["methods"]["floor"]["psnr"] for r in have)
+            out.append({
+                "group": g, "method": m, "n": len(have),
+                "psnr_mean": float(np.mean([r["methods"][m]["psnr"] for r in have])),
+                "gain_mean": float(gain.mean()), "gain_median": float(np.median(gain)),
+                "gain_min": float(gain.min()),
+                "ssim_mean": float(np.mean([r["methods"][m]["ssim"] for r in have])),
+                "below_floor": int(below) if m not in ("nearest", "bicubic") else None,
+            })  # fmt: skip
+    return out
+
+
+def flat_patches(hu: np.ndarray, size: int = 32, count: int = 4) -> list[tuple[int, int]]:
+    """Top-left corners of the ``count`` flattest non-overlapping ``size`` patches inside the
+    body (mean above -500 HU, not touching padding)."""
+    cands = []
+    for y in range(0, hu.shape[0] - size + 1, size // 2):
+        for x in range(0, hu.shape[1] - size + 1, size // 2):
+            b = hu[y : y + size, x : x + size]
+            if b.mean() > -500 and b.min() > -1024:
+                cands.append((float(b.std()), y, x))
+    cands.sort()
+    picked: list[tuple[int, int]] = []
+    for _, y, x in cands:
+        if all(abs(y - py) >= size or abs(x - px) >= size for py, px in picked):
+            picked.append((y, x))
+        if len(picked) == count:
+            break
+    return picked
+
+
+def noise_in_flat_patches(
+    images: Sequence[UnseenImage], runner: ModelRunner, size: int = 32
+) -> list[dict[str, Any]]:
+    """Noise std (HU) in flat ``size``² patches of real CT: the original image, the node's
+    derived image of that original (x2, each patch's area = 2·size squared), and the x2
+    result from the area-downsampled image against its truth (same patches)."""
+    rows = []
+    for img in images:
+        if img.modality != "CT" or not runner.serves("CT"):
+            continue
+        m = img.meta
+        hu = img.hr * float(m.rescale_slope) + float(m.rescale_intercept)
+        derived = runner(img.hr, m) * float(m.rescale_slope) + float(m.rescale_intercept)
+        bench = runner(area_lr(img), m) * float(m.rescale_slope) + float(m.rescale_intercept)
+        for y, x in flat_patches(hu, size):
+            d = derived[2 * y : 2 * (y + size), 2 * x : 2 * (x + size)]
+            rows.append({
+                "image": img.name, "y": y, "x": x,
+                "std_original": float(hu[y : y + size, x : x + size].std()),
+                "std_derived": float(d.std()),
+                "std_from_lr": float(bench[y : y + size, x : x + size].std()),
+                "mean_original": float(hu[y : y + size, x : x + size].mean()),
+                "mean_derived": float(d.mean()),
+            })  # fmt: skip
+    return rows
+
+
+def fmt_db(v: float) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v:+.2f}"
