@@ -37,3 +37,25 @@ def build_generator(name: str, **params: Any) -> nn.Module:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def gflop_per_slice(name: str, params: dict[str, Any], lr_edge: int = 512, scale: int = 2) -> float:
+    """GFLOP (2 x multiply-adds of the convolutions) to super-resolve one ``lr_edge``² input
+    slice (a 512² CT slice by default) by ``scale``."""
+    import torch
+
+    model = build_generator(name, **{"num_in_ch": 1, "num_out_ch": 1, "scale": scale, **params})
+    macs = 0
+
+    def hook(mod: nn.Module, inp: Any, out: Any) -> None:
+        nonlocal macs
+        k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+        macs += k * out.numel() // out.shape[0]
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    edge = 32
+    with torch.no_grad():
+        model(torch.zeros(1, 1, edge, edge))
+    for h in hooks:
+        h.remove()
+    return 2.0 * macs * (lr_edge / edge) ** 2 / 1e9
