@@ -15,18 +15,14 @@ from training.evaluate import (
     EngineRunner,
     Sample,
     area_down,
-    check_targets,
     engine_methods,
     evaluate,
     interpolate_onnx,
     interpolation_methods,
-    mean_ci,
-    paired_wilcoxon,
-    register_evaluate,
-    results_table,
-    summarize,
-    write_report,
 )
+from training.evaluate_cli import register_evaluate
+from training.evaluate_report import results_table, write_report
+from training.evaluate_stats import check_targets, mean_ci, paired_wilcoxon, summarize
 from training.metrics import NiqeModel, downscale_half, fit_niqe_model, mse, niqe, psnr, ssim
 
 
@@ -418,7 +414,7 @@ def test_aggd_fit_recovers_known_shapes():
 
 
 def test_command_line_shortens_notes():
-    from training.evaluate import _command_line
+    from training.evaluate_cli import _command_line
 
     line = _command_line(["train", "evaluate", "ct-x2", "--note", "long text", "--note=x"])
     assert line == "srnode train evaluate ct-x2 --note … --note …"
@@ -432,7 +428,7 @@ def test_smoke_train_export_evaluate(tmp_path):
     from training.data.prepare import write_prepared
     from training.data.readers import Volume
     from training.data.split import slab_split
-    from training.evaluate import run_evaluation
+    from training.evaluate_cli import run_evaluation
     from training.export import export_all
     from training.train import TrainConfig, fit
 

@@ -345,7 +345,7 @@ def benchmark(
 def register(app: typer.Typer) -> None:
     """Add ``srnode train`` to the root app (called by dicom_node.cli)."""
     try:
-        from training.evaluate import register_evaluate
+        from training.evaluate_cli import register_evaluate
     except ImportError:
         pass
     else:

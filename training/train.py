@@ -553,7 +553,11 @@ def fit(cfg: TrainConfig) -> Path:
         "degradation": cfg.degradation,
         "datasets": [
             {k: doc[k] for k in ("name", "subject", "source", "shape", "spacing_mm", "slabs")}
-            | {k: doc[k] for k in ("license", "gap_mm", "fractions", "seed") if k in doc}
+            | {
+                k: doc[k]
+                for k in ("license", "origin", "drr", "gap_mm", "fractions", "seed")
+                if k in doc
+            }
             for doc in prepared
         ],
         "n_train_images": len(train_imgs),
@@ -565,6 +569,9 @@ def fit(cfg: TrainConfig) -> Path:
         "device": _device_name(device),
         "val_psnr": round(last_val[0], 3),
         "val_psnr_bicubic": round(last_val[1], 3),
+        "init_from": cfg.init_from,
+        "amp_bf16": use_amp,
+        "channels_last": use_cl,
         "config": asdict(cfg),
         "torch": torch.__version__,
     }

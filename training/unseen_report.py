@@ -183,3 +183,28 @@ def write_report(
     path = out_dir / "unseen.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def add_to_card(
+    card_path: Path, summary: Sequence[dict[str, Any]], label: str, report: str
+) -> None:
+    """Put a model's unseen-benchmark numbers into its card's metrics (schema-checked)."""
+    from sr_engine.model_card import ModelCard
+
+    doc = json.loads(Path(card_path).read_text())
+    per = {
+        s["group"]: {k: (round(v, 3) if isinstance(v, float) else v)
+                     for k, v in s.items() if k not in ("group", "method")}
+        for s in summary if s["method"] == label
+    }  # fmt: skip
+    floor = {s["group"]: round(s["gain_mean"], 3) for s in summary if s["method"] == "floor"}
+    doc.setdefault("metrics", {})["unseen_benchmark"] = {
+        "definition": "pydicom + pydicom-data CT/MR/CR images >= 128², area x2, PSNR range "
+        "max-min of the original, gain over the order-3 spline; floor = bicubic + exact area "
+        "projection",
+        "report": report,
+        "per_modality": per,
+        "floor_gain_mean_db": floor,
+    }
+    ModelCard.model_validate(doc)
+    Path(card_path).write_text(json.dumps(doc, indent=2) + "\n")
