@@ -342,6 +342,32 @@ def benchmark(
     typer.echo(f"report: {report}")
 
 
+@train_app.command("residual-scale")
+def residual_scale_cmd(
+    card: Path = typer.Argument(..., help="model card (.json) of an RRDBNet with a global skip"),
+    datasets: str = typer.Option(..., help="prepared datasets whose validation slices decide"),
+    data: Path = typer.Option(Path("runs/data"), "--data"),
+    alphas: str = typer.Option("0.5,0.75,1", help="residual scales to try"),
+    per_dataset: int = typer.Option(3, help="validation slices per dataset"),
+    out: Path = typer.Option(Path("runs/export"), "--out", help="folder of the scaled model"),
+    name: str = typer.Option("", help="name of the scaled model (default: the card's)"),
+) -> None:
+    """Choose how much detail the network adds (out = bilinear + a * residual) on the
+    validation split, with the unseen benchmark's protocol, and write the scaled model."""
+    from training.residual_scale import choose_alpha, scale_residual
+
+    res = choose_alpha(card, data, _csv(datasets), [float(a) for a in _csv(alphas)],
+                       per_dataset, out / "residual_scale")  # fmt: skip
+    typer.echo(json.dumps({k: res[k] for k in ("alpha", "validation", "images")}, indent=1))
+    target = scale_residual(card, res["alpha"], out, name or json.loads(card.read_text())["name"])
+    doc = json.loads(target.read_text())
+    doc["training_data"]["residual_scale_validation"] = {
+        k: res[k] for k in ("validation", "images")
+    }
+    target.write_text(json.dumps(doc, indent=2) + "\n")
+    typer.echo(f"written {target}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``srnode train`` to the root app (called by dicom_node.cli)."""
     try:

@@ -292,3 +292,30 @@ def noise_in_flat_patches(
 
 def fmt_db(v: float) -> str:
     return "–" if v is None or not math.isfinite(v) else f"{v:+.2f}"
+
+
+def heldout_images(
+    data_dir: str | Path, datasets: Sequence[str], split: str = "val", per_dataset: int = 3
+) -> list[UnseenImage]:
+    """Held-out slices of prepared training sources as benchmark images (stored values and
+    pixel facts as a DICOM would hold them), so a choice made on them follows the unseen
+    benchmark's protocol without looking at it."""
+    from training.data.prepare import load_prepared
+
+    out = []
+    for doc in load_prepared(data_dir, datasets):
+        meta = PixelMeta(**doc["meta"])
+        idx = [i for a, b in doc["slabs"].get(split, []) for i in range(a, b)]
+        if not idx:
+            continue
+        pick = sorted({idx[int(round(k))] for k in np.linspace(0, len(idx) - 1, per_dataset)})
+        for i in pick:
+            hr = doc["volume"][i]
+            hr = np.ascontiguousarray(
+                hr[: hr.shape[0] - hr.shape[0] % 2, : hr.shape[1] - hr.shape[1] % 2]
+            )
+            if min(hr.shape) < 64 or hr.max() == hr.min():
+                continue
+            mod = meta.modality if meta.modality in MODALITY_GROUP else "CR"
+            out.append(UnseenImage(f"{doc['name']}[{i}]", mod, hr, meta))
+    return out
