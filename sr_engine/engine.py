@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sr_engine import consistency as dc
+from sr_engine import selfcheck
 from sr_engine.backends import Backend, create_backend
 from sr_engine.intensity import IntensityMap, check_input, stored_limits, to_stored
 from sr_engine.meta import PixelMeta
@@ -147,13 +148,16 @@ class Engine:
         consistency: bool = True,
         *,
         untiled: bool = False,
+        self_check: bool = True,
     ) -> Enhanced:
         """Super-resolve integer stored pixels (H, W) or (frames, H, W).
 
         Returns the same dtype, shape (sH, sW) or (frames, sH, sW), values within the
         BitsStored range. ``consistency`` projects each frame so that the card's
         degradation of the output reproduces the input. ``untiled`` runs each frame in
-        one piece (for tests and benchmarks).
+        one piece (for tests and benchmarks). ``self_check`` (with consistency) first
+        enhances the frame's own downsampled copy to choose how much of the network's
+        detail to keep (:mod:`.selfcheck`).
         """
         t0 = time.perf_counter()
         check_input(pixels, meta)
@@ -163,6 +167,14 @@ class Engine:
         lo, hi = stored_limits(meta, pixels.dtype)
         out = np.empty((frames.shape[0], frames.shape[1] * s, frames.shape[2] * s), pixels.dtype)
         worst = (0.0, 0.0)
+        weights = (  # how much network detail the image supports (sr_engine.selfcheck)
+            selfcheck.detail_weights(
+                lambda c: self.enhance(c, meta, consistency=False, untiled=untiled).pixels,
+                frames, s, lo, hi, op,
+            )
+            if consistency and self_check
+            else [1.0] * frames.shape[0]
+        )  # fmt: skip
         # a few frames at a time (enough to fill one backend batch): bounded memory
         group = max(1, math.ceil(self._batch() / self.plan(*frames.shape[1:], untiled).count))
         for g0 in range(0, frames.shape[0], group):
@@ -174,6 +186,7 @@ class Engine:
             y = self.infer(x, untiled=untiled)
             for k, (m, fr) in enumerate(zip(maps, chunk, strict=True)):
                 z = _pass_through_outside(m.inverse(y[k]), seen[k], m, s)
+                z = selfcheck.blend(z, seen[k], weights[g0 + k], s)
                 if pads[k] is not None:
                     z = pads[k].restore(z, fr, s)
                 if consistency:

@@ -250,3 +250,46 @@ def test_from_dataset_reads_pixel_padding_value():
     meta = PixelMeta.from_dataset(ds)
     assert meta.padding_value == -2000 and meta.padding_range_limit is None
     assert PixelMeta.from_dataset(pydicom.dcmread(MR)).padding_value is None
+
+
+# -- self-check across scales -----------------------------------------------------------
+def test_self_check_keeps_a_good_network_and_drops_a_bad_one():
+    from sr_engine import selfcheck
+
+    rng = np.random.default_rng(1)
+    base = np.rint(rng.uniform(0, 1000, (32, 32))).astype(np.int16)
+    frames = np.repeat(np.repeat(base, 4, 0), 4, 1)[None]  # 128², blocky at every scale
+
+    def nearest(c):  # this "network" knows the images are blocky
+        return np.repeat(np.repeat(c, 2, 1), 2, 2)
+
+    def noisy(c):  # this one invents texture
+        up = nearest(c).astype(np.float64)
+        return up + rng.normal(0, 300, up.shape)
+
+    assert selfcheck.detail_weights(nearest, frames, 2, -32768, 32767) == [1.0]
+    assert selfcheck.detail_weights(noisy, frames, 2, -32768, 32767) == [0.0]
+    small = frames[:, :40, :40]
+    assert selfcheck.detail_weights(noisy, small, 2, -32768, 32767) == [1.0]  # too small to judge
+
+
+def test_engine_self_check_is_never_worse_than_the_floor_on_its_own_scale(tmp_path):
+    from sr_engine import consistency as dc
+    from sr_engine.padding import upsample_cubic
+
+    ds = pydicom.dcmread(data_store_file("693_UNCR.dcm"))
+    hr = ds.pixel_array[128:384, 128:384]
+    meta = PixelMeta.from_dataset(ds)
+    lr = np.rint(dc.area_down(hr, 2)).astype(hr.dtype)
+    card = write_test_model(
+        tmp_path, "ct-sc", intensity={"model": "ct_hu", "window": [-1024, 3071]}
+    )
+    eng = Engine.load(card, backend="onnxruntime")
+    on = eng.enhance(lr, meta).pixels.astype(float)
+    off = eng.enhance(lr, meta, self_check=False).pixels.astype(float)
+    floor = dc.project(upsample_cubic(lr, 2), lr, 2, -32768, 32767)
+    err = {
+        k: np.sqrt(np.mean((v - hr) ** 2)) for k, v in (("on", on), ("off", off), ("floor", floor))
+    }
+    assert err["on"] <= max(err["off"], err["floor"]) + 1e-9
+    assert np.abs(dc.area_down(on, 2) - lr).max() <= 0.5  # still consistent with the input

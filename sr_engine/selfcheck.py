@@ -1,0 +1,62 @@
+"""Self-check across scales: how much of the network's detail an image supports.
+
+The truth of an input is unknown, but the input is the truth of its own downsampled copy.
+Before enhancing a frame ``x`` the engine enhances ``area(x)`` (a quarter of the pixels)
+and measures, for each weight ``a`` in :data:`WEIGHTS`, how close the data-consistent blend
+``project(a * network + (1 - a) * cubic)`` comes back to ``x``. The best ``a`` is then used
+at full scale: 1 keeps the network, 0 gives the floor (cubic interpolation projected onto
+the input), values between trade detail for fidelity on images unlike the training data
+(lossy compression, strong noise, already interpolated pixels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from sr_engine import consistency as dc
+from sr_engine.padding import upsample_cubic
+
+WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_COARSE_EDGE = 32
+
+
+def detail_weights(
+    enhance_raw: Callable[[np.ndarray], np.ndarray],
+    frames: np.ndarray,
+    s: int,
+    lo: float,
+    hi: float,
+    operator: str = "area",
+) -> list[float]:
+    """Per frame the weight of the network's output (see the module doc).
+
+    ``enhance_raw`` maps stored frames (F, h, w) to the engine's output without data
+    consistency (F, s*h, s*w), as stored values.
+    """
+    f, h, w = frames.shape
+    h2, w2 = (h // s) * s, (w // s) * s
+    if min(h2, w2) // s < MIN_COARSE_EDGE:
+        return [1.0] * f
+    truth = frames[:, :h2, :w2].astype(np.float64)
+    coarse = np.stack([np.rint(dc.degrade(t, s, operator)) for t in truth]).astype(frames.dtype)
+    z = enhance_raw(coarse).astype(np.float64)
+    out = []
+    for k in range(f):
+        cub = upsample_cubic(coarse[k], s)
+        errs = [
+            float(np.mean((dc.project(a * z[k] + (1 - a) * cub, coarse[k], s, lo, hi, operator)
+                           - truth[k]) ** 2))
+            for a in WEIGHTS
+        ]  # fmt: skip
+        out.append(WEIGHTS[int(np.argmin(errs))])
+    return out
+
+
+def blend(z: np.ndarray, seen: np.ndarray, weight: float, s: int) -> np.ndarray:
+    """``weight * z + (1 - weight) * cubic(seen)``: the network output (stored units) blended
+    with the cubic interpolation of the frame the network saw."""
+    if weight >= 1.0:
+        return z
+    return weight * z + (1.0 - weight) * upsample_cubic(seen, s)
