@@ -242,3 +242,55 @@ def export_bundled(
                 )  # fmt: skip
                 report[name + suffix] = metrics
     return report
+
+
+def export_finetuned(
+    name: str,
+    generator: str | Path,
+    previous_card: str | Path,
+    out_dir: str | Path,
+    data_dir: str | Path = "runs/data",
+    command: str = "",
+    prepare_command: str = "srnode train prepare --out runs/data --cache ~/srnode-cache",
+) -> Path:
+    """Export a bundled model fine-tuned from ``previous_card``'s weights: ONNX, held-out
+    metrics, a card whose history keeps the earlier steps and whose licence names every
+    source it has ever been trained on."""
+    from training.export import export_all
+    from training.train import load_generator
+
+    prev = json.loads(Path(previous_card).read_text())
+    _, info = load_generator(generator)
+    datasets = info.get("datasets", [])
+    prev_sources = prev.get("training_data", {}).get("datasets", [])
+    licences = sorted({d.get("license", "") for d in [*datasets, *prev_sources]} - {""})
+    history = list(prev.get("training_data", {}).get("history", []))
+    history.append({
+        "step": f"fine-tuned from {prev['name']} {prev['version']} (sha256 {prev['sha256'][:12]})",
+        "command": command, "device": info.get("device"), "iterations": info.get("iters"),
+        "batch": info.get("batch"), "patch": info.get("patch"),
+        "lr": info.get("config", {}).get("lr"), "wall_s": info.get("wall_s"),
+        "bf16_autocast": info.get("amp_bf16"), "channels_last": info.get("channels_last"),
+    })  # fmt: skip
+    extra = {
+        "prepare_command": prepare_command,
+        "history": history,
+        "previous_datasets": [d.get("name") for d in prev_sources],
+        "augmentation": "rot90/flips, random scaling "
+        f"{info.get('config', {}).get('scale_range')}, Gaussian noise on "
+        f"{info.get('config', {}).get('noise_prob')} of the inputs (std up to "
+        f"{info.get('config', {}).get('noise_sigma')}), padding filled as the engine does"
+        + (", gamma/contrast/window" if info.get("config", {}).get("intensity_aug") else ""),
+    }
+    version = prev.get("version", "1.0.0").split(".")
+    new_version = f"{int(version[0]) + 1}.0.0"
+    lic = "Apache-2.0 weights; trained on " + "; ".join(licences)
+    onnx_path, card, _ = export_all(
+        generator, out_dir, name, MODALITIES[name.removesuffix("-gan")], data_dir,
+        training_data_extra=extra, description=prev.get("description", ""), license=lic,
+        tile=prev.get("tile"),
+    )  # fmt: skip
+    doc = json.loads(card.read_text())
+    doc["version"] = new_version
+    card.write_text(json.dumps(doc, indent=2) + "\n")
+    return card
