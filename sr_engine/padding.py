@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sr_engine.meta import PixelMeta
+from sr_engine.resample import upsample_spline
 
 CT_PADDING_BELOW_HU = -1024.0
 MIN_BACKGROUND = 0.02  # share of the image a border-connected constant background must cover
@@ -145,7 +146,7 @@ class PaddingPlan:
                 done = _unmix(blocks, x, edge, self.fill, self.pure, self.value, s)
             rest = edge & ~done
             if rest.any():
-                cub = upsample_cubic(x, s).reshape(h, s, w, s).transpose(0, 2, 1, 3)
+                cub = upsample_spline(x, s).reshape(h, s, w, s).transpose(0, 2, 1, 3)
                 blocks[rest] = cub.reshape(h, w, n)[rest]
         return blocks.reshape(h, w, s, s).transpose(0, 2, 1, 3).reshape(h * s, w * s)
 
@@ -218,26 +219,6 @@ def _unmix(
     done = np.zeros(x.shape, bool)
     done[np.nonzero(cand)[0][ok], np.nonzero(cand)[1][ok]] = True
     return done
-
-
-def upsample_cubic(a: np.ndarray, s: int) -> np.ndarray:
-    """Cubic-convolution (Keys, a = -0.5) upsampling by ``s``, edges clamped, float64."""
-
-    def matrix(n: int) -> np.ndarray:
-        c = (np.arange(n * s) + 0.5) / s - 0.5
-        f = np.floor(c).astype(int)
-        m = np.zeros((n * s, n))
-        for o in (-1, 0, 1, 2):
-            t = np.abs(c - (f + o))
-            wgt = np.where(
-                t <= 1,
-                1.5 * t**3 - 2.5 * t**2 + 1,
-                np.where(t < 2, -0.5 * t**3 + 2.5 * t**2 - 4 * t + 2, 0.0),
-            )
-            np.add.at(m, (np.arange(n * s), np.clip(f + o, 0, n - 1)), wgt)
-        return m
-
-    return matrix(a.shape[0]) @ np.asarray(a, np.float64) @ matrix(a.shape[1]).T
 
 
 def _upsample_linear(a: np.ndarray, s: int) -> np.ndarray:

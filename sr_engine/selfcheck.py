@@ -3,9 +3,9 @@
 The truth of an input is unknown, but the input is the truth of its own downsampled copy.
 Before enhancing a frame ``x`` the engine enhances ``area(x)`` (a quarter of the pixels)
 and measures, for each weight ``a`` in :data:`WEIGHTS`, how close the data-consistent blend
-``project(a * network + (1 - a) * cubic)`` comes back to ``x``. The best ``a`` is then used
-at full scale: 1 keeps the network, 0 gives the floor (cubic interpolation projected onto
-the input), values between trade detail for fidelity on images unlike the training data
+``project(a * network + (1 - a) * spline)`` comes back to ``x``. The best ``a`` is then used
+at full scale: 1 keeps the network, 0 gives the floor (cubic spline interpolation projected
+onto the input), values between trade detail for fidelity on images unlike the training data
 (lossy compression, strong noise, already interpolated pixels).
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 
 from sr_engine import consistency as dc
-from sr_engine.padding import upsample_cubic
+from sr_engine.resample import upsample_spline
 
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_COARSE_EDGE = 32
@@ -44,7 +44,7 @@ def detail_weights(
     z = enhance_raw(coarse).astype(np.float64)
     out = []
     for k in range(f):
-        cub = upsample_cubic(coarse[k], s)
+        cub = upsample_spline(coarse[k], s)
         errs = [
             float(np.mean((dc.project(a * z[k] + (1 - a) * cub, coarse[k], s, lo, hi, operator)
                            - truth[k]) ** 2))
@@ -59,4 +59,4 @@ def blend(z: np.ndarray, seen: np.ndarray, weight: float, s: int) -> np.ndarray:
     with the cubic interpolation of the frame the network saw."""
     if weight >= 1.0:
         return z
-    return weight * z + (1.0 - weight) * upsample_cubic(seen, s)
+    return weight * z + (1.0 - weight) * upsample_spline(seen, s)

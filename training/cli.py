@@ -325,6 +325,10 @@ def benchmark(
         models = [bundled_model_dir() / f"{n}.json" for n in ("ct-x2", "mr-x2", "general-x2")]
     runners = [ModelRunner(c, threads=threads) for c in models]
     runners += [ModelRunner(c, f"SRCNN ({c.stem})", threads) for c in srcnn or []]
+    labels = [r.label for r in runners]
+    for r in runners:  # two versions of one model: name them by version
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label} {r.engine.card.version}"
     images, skipped = unseen_images()
     if only:
         images = [i for i in images if i.name in set(_csv(only))]

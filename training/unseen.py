@@ -10,8 +10,9 @@ Each image (cropped to even edges) is the high-resolution truth ``HR``; its 2x2 
 rounded to the stored integer type, is the input ``LR`` (area x2). Methods, all returning
 stored integers of the input's type:
 
-* ``nearest``; ``bicubic``: the order-3 spline (``scipy.ndimage.zoom``, pixel areas
-  aligned, mirrored edges), rounded and clipped to the stored range;
+* ``nearest``; ``bicubic``: the order-3 spline (:mod:`sr_engine.resample`, equal to
+  ``scipy.ndimage.zoom(order=3, grid_mode=True)``: pixel areas aligned, mirrored
+  edges), rounded and clipped to the stored range;
 * ``floor``: bicubic, then the exact area projection (:func:`sr_engine.consistency.project`):
   the image the node's data-consistency step would make of bicubic. A model below it
   does harm;
@@ -39,6 +40,7 @@ import numpy as np
 
 from sr_engine import consistency as dc
 from sr_engine.meta import PixelMeta
+from sr_engine.resample import upsample_spline
 from training.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -140,10 +142,8 @@ def area_lr(img: UnseenImage) -> np.ndarray:
 
 
 def spline_bicubic(lr: np.ndarray, s: int = 2) -> np.ndarray:
-    """Order-3 spline upsampling by ``s`` with pixel areas aligned (float64)."""
-    from scipy import ndimage
-
-    return ndimage.zoom(lr.astype(np.float64), s, order=3, mode="reflect", grid_mode=True)
+    """Order-3 spline upsampling by ``s`` with pixel areas aligned (float64), the engine's."""
+    return upsample_spline(lr, s)
 
 
 def interpolate(name: str, lr: np.ndarray, lo: int, hi: int, s: int = 2) -> np.ndarray:
