@@ -142,3 +142,32 @@ def test_cli_imports_no_torch_and_lists_train() -> None:
         "    assert c in r.output, c\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bf16_channels_last_noise_and_time_checkpoints(data_dir: Path, tmp_path: Path) -> None:
+    """The CPU recipe: bf16 autocast + channels_last, noisy inputs, a checkpoint at every
+    iteration when ckpt_minutes is 0, warm start from a generator."""
+    g0 = fit(_cfg(data_dir, tmp_path, name="a", iters=3))
+    cfg = _cfg(data_dir, tmp_path, name="b", iters=4, amp="on", channels_last="on",
+               noise_prob=1.0, noise_sigma=0.01, ckpt_every=1000, ckpt_minutes=0.0,
+               init_from=str(g0))  # fmt: skip
+    g = fit(cfg)
+    _, info = load_generator(g)
+    assert info["amp_bf16"] and info["channels_last"] and info["init_from"] == str(g0)
+    assert math.isfinite(info["val_psnr"]) and 20 < info["val_psnr"] < 80
+    ck = torch.load(tmp_path / "b/psnr/ckpt_last.pt", weights_only=False)
+    assert ck["iter"] == 4
+
+
+def test_sigterm_asks_the_loop_to_stop_and_is_restored() -> None:
+    import os
+    import signal
+
+    from training.train import _StopOnSignal
+
+    before = signal.getsignal(signal.SIGTERM)
+    stop = _StopOnSignal()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert stop.requested
+    stop.restore()
+    assert signal.getsignal(signal.SIGTERM) == before
