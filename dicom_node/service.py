@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dicom_node import ingest
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
-from dicom_node.scheduler import NodeScheduler
-from dicom_node.spool import Spool
-from dicom_node.worker import EngineCache, Worker
+from dicom_node.jobs.db import Database
+from dicom_node.jobs.scheduler import NodeScheduler
+from dicom_node.jobs.worker import EngineCache, Worker
+from dicom_node.receive import ingest
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Node:
             self.ingestor = Ingestor(self.db, self.spool)
             self.ingestor.reconcile()
             ingest.configure(self.ingestor)
-            from dicom_node.scp import StorageSCP
+            from dicom_node.receive.scp import StorageSCP
 
             db = self.db
             self.scp = StorageSCP(
@@ -137,7 +137,7 @@ class Node:
         """node.receivers - 1 more processes accepting on the same port (SO_REUSEPORT)."""
         import multiprocessing
 
-        from dicom_node.scp import run_receiver
+        from dicom_node.receive.scp import run_receiver
 
         ctx = multiprocessing.get_context("spawn")
         raw = self.settings.model_dump(mode="json")
@@ -176,7 +176,7 @@ class Node:
         try:
             import uvicorn
 
-            from dicom_node.web import create_app
+            from dicom_node.web.app import create_app
         except ImportError as e:
             log.warning("web console not started: %s", e)
             return

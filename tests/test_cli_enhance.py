@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from typer.testing import CliRunner
 
-from dicom_node import cli_batch
-from dicom_node.pixels import read_pixels
+from dicom_node.cli import batch as cli_batch
+from dicom_node.derive.pixels import read_pixels
 from tests.onnx_models import write_test_model
 
 DCMDUMP = "/usr/bin/dcmdump"
@@ -249,7 +249,7 @@ def test_root_command_lists_batch_commands() -> None:
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-m", "dicom_node.cli", "--help"],
+        [sys.executable, "-m", "dicom_node.cli.main", "--help"],
         capture_output=True,
         text=True,
         timeout=120,

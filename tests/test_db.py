@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from dicom_node import db as dbm
-from dicom_node.db import Database, Job
+from dicom_node.jobs import db as dbm
+from dicom_node.jobs.db import Database, Job
 from tests.node_helpers import pg_database
 
 

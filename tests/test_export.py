@@ -13,7 +13,7 @@ import pydicom
 import pytest
 
 from dicom_node.config import Destination
-from dicom_node.export import next_retry_delay, send
+from dicom_node.export.send import next_retry_delay, send
 from tests import pacs_peers as peers
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from dicom_node.config import Route, Settings
-from dicom_node.routing import SeriesFacts, decide, is_srnode_derived, route_matches
+from dicom_node.jobs.routing import SeriesFacts, decide, is_srnode_derived, route_matches
 
 DESTS = ["PACS", "ARCHIVE"]
 

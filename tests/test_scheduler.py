@@ -11,12 +11,12 @@ import time
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicom_node import db as dbm
 from dicom_node.config import Settings
-from dicom_node.db import Database, Export, Job, Series
-from dicom_node.scheduler import NodeScheduler
-from dicom_node.stability import complete_stable_series, route_received_jobs, tick
-from dicom_node.worker import Worker
+from dicom_node.jobs import db as dbm
+from dicom_node.jobs.db import Database, Export, Job, Series
+from dicom_node.jobs.scheduler import NodeScheduler
+from dicom_node.jobs.stability import complete_stable_series, route_received_jobs, tick
+from dicom_node.jobs.worker import Worker
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from dicom_node.scp import encode_store_rsp
-from dicom_node.store_path import StoreReader, encode_pdata, parse_command
+from dicom_node.receive.store_path import StoreReader, encode_pdata, parse_command
+from dicom_node.receive.wire import encode_store_rsp
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ECHO = "1.2.840.10008.1.1"

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
-from dicom_node.spool import Spool
-from dicom_node.web import create_app, split_multipart
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.spool import Spool
+from dicom_node.web.app import create_app, split_multipart
 from tests import pacs_peers as peers
 
 BOUNDARY = "srnode-test-boundary"

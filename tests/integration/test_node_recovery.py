@@ -40,7 +40,7 @@ pytestmark = [
 def _expected_derived_uids(files: list[Path], card: Path) -> set[str]:
     """The SOPInstanceUIDs an uninterrupted run produces (same engine, same settings)."""
     from dicom_node.config import DeriveSettings
-    from dicom_node.process import enhance_instance
+    from dicom_node.derive.process import enhance_instance
     from sr_engine.engine import Engine
 
     engine = Engine.load(card, backend="onnxruntime", threads=1)

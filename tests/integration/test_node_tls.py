@@ -13,9 +13,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
-from dicom_node.spool import Spool
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.spool import Spool
 from tests.node_helpers import free_port, write_series
 
 pytestmark = [
@@ -83,7 +83,7 @@ def pki(tmp_path):
 
 
 def test_tls_association_stores_and_plain_one_fails(tmp_path, pki):
-    from dicom_node.scp import StorageSCP
+    from dicom_node.receive.scp import StorageSCP
 
     port = free_port()
     s = Settings.model_validate(

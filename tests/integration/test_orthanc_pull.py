@@ -9,10 +9,10 @@ import pydicom
 import pytest
 
 from dicom_node.config import Destination, Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
-from dicom_node.pull import PullError, pull
-from dicom_node.spool import Spool
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.pull import PullError, pull
+from dicom_node.receive.spool import Spool
 from tests import pacs_peers as peers
 from tests.node_helpers import SRNODE, write_config
 from tests.onnx_models import write_test_model

@@ -92,7 +92,7 @@ def _settings_or_exit(**kw: Any) -> Settings:
 
 
 def _db(settings: Settings):
-    from dicom_node.db import Database
+    from dicom_node.jobs.db import Database
 
     d = Database.from_settings(settings)
     d.create_or_migrate()

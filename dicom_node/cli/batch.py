@@ -1,7 +1,7 @@
 """``srnode models`` and ``srnode enhance``: batch super-resolution without a PACS.
 
 ``srnode enhance INPUT... --out DIR`` reads DICOM files and folders (recursively), runs
-each image instance through :func:`dicom_node.process.enhance_instance` (the same code
+each image instance through :func:`dicom_node.derive.process.enhance_instance` (the same code
 the node's worker runs) and writes one derived file per input instance as
 ``DIR/<derived SeriesInstanceUID>/<derived SOPInstanceUID>.dcm``. Files that are not
 DICOM, and DICOM objects without pixel data (SR, presentation states, DICOMDIR), are
@@ -36,7 +36,7 @@ from rich.progress import (
 )
 
 from dicom_node.config import ConfigError, DeriveSettings, load_settings
-from dicom_node.process import enhance_instance, save_derived
+from dicom_node.derive.process import enhance_instance, save_derived
 from sr_engine.errors import BackendUnavailable, SrEngineError, UnsupportedInput
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ def _destination(settings, name: str):
             return d
     if name.startswith(("http://", "https://")):
         return Destination(name="web", kind="stow", url=name)
-    from dicom_node.cli_service import parse_destination
+    from dicom_node.cli.service import parse_destination
 
     try:
         return Destination(**parse_destination(name))
@@ -50,10 +50,10 @@ def register(app: typer.Typer) -> None:
         data_dir: Path | None = typer.Option(None, "--data-dir", help="the node's data dir"),
     ) -> None:
         """Fetch a study from a PACS into the node, which then processes it as if sent."""
-        from dicom_node.cli_service import build_settings
+        from dicom_node.cli.service import build_settings
         from dicom_node.config import ConfigError
-        from dicom_node.pull import PullError
-        from dicom_node.pull import pull as do_pull
+        from dicom_node.receive.pull import PullError
+        from dicom_node.receive.pull import pull as do_pull
 
         try:
             settings = build_settings(config, data_dir=data_dir)
@@ -66,9 +66,9 @@ def register(app: typer.Typer) -> None:
         if method == "move":
             store = None  # the instances arrive at the running node's SCP
         else:
-            from dicom_node.db import Database
-            from dicom_node.ingest import Ingestor
-            from dicom_node.spool import Spool
+            from dicom_node.jobs.db import Database
+            from dicom_node.receive.ingest import Ingestor
+            from dicom_node.receive.spool import Spool
 
             db = Database.from_settings(settings)
             db.create_or_migrate()

@@ -104,8 +104,8 @@ def pull(
 
     ``method``: ``auto`` (WADO-RS for DICOMweb destinations, C-GET for DIMSE ones), ``get``
     or ``move`` (C-MOVE to ``move_destination``, default ``calling_ae``).
-    ``store(data, calling_ae, via=...)`` is :func:`dicom_node.ingest.store` or an
-    :class:`~dicom_node.ingest.Ingestor`'s ``store``; pulled instances are recorded with
+    ``store(data, calling_ae, via=...)`` is :func:`dicom_node.receive.ingest.store` or an
+    :class:`~dicom_node.receive.ingest.Ingestor`'s ``store``; pulled instances are recorded with
     the destination's AE title (or name) as their calling AE.
     """
     series = [s for s in series_uids if s]

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 
-from dicom_node.db import QUEUED, RECEIVED, SKIPPED, Database, Job, Series, Study
+from dicom_node.jobs.db import QUEUED, RECEIVED, SKIPPED, Database, Job, Series, Study
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def complete_stable_series(db: Database, stable_age: float, now: float | None = 
 
 def route_received_jobs(db: Database, settings: Any) -> list[int]:
     """Decide every ``received`` job: ``queued`` or ``skipped``. Returns the queued ids."""
-    from dicom_node.routing import SeriesFacts, decide
+    from dicom_node.jobs.routing import SeriesFacts, decide
 
     queued: list[int] = []
     with db.engine.connect() as conn:

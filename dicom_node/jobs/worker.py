@@ -2,13 +2,13 @@
 
 A job goes ``queued -> processing -> exporting -> done``; ``failed`` keeps the attempts and
 the last error; ``skipped`` says why routing did not enhance it. Claims are atomic
-(:meth:`dicom_node.db.Database.claim_job`) and carry a lease the worker renews, so a job
+(:meth:`dicom_node.jobs.db.Database.claim_job`) and carry a lease the worker renews, so a job
 of a dead worker becomes claimable again, and a restarted node releases its own claims at
 once. Derived UIDs are deterministic, so a re-run writes and sends the same instances.
 
 Export is per destination (``exports`` rows): what is still to send, attempts, last error
 and the time of the next attempt (exponential backoff with jitter,
-:func:`dicom_node.export.next_retry_delay`), up to the destination's ``max_attempts``.
+:func:`dicom_node.export.send.next_retry_delay`), up to the destination's ``max_attempts``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 import pydicom
 from sqlalchemy import select, update
 
-from dicom_node import db as dbm
-from dicom_node.db import Claimed, Database, Export, Instance, Job, Series, Study
-from dicom_node.spool import Spool, atomic_write
+from dicom_node.jobs import db as dbm
+from dicom_node.jobs.db import Claimed, Database, Export, Instance, Job, Series, Study
+from dicom_node.receive.spool import Spool, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class Worker:
         return dict(r._mapping)
 
     def _process(self, c: Claimed) -> None:
-        from dicom_node.process import enhance_instance
+        from dicom_node.derive.process import enhance_instance
 
         ctx = self._job_context(c.id)
         study, series = ctx["study_uid"], ctx["series_uid"]
@@ -324,7 +324,7 @@ class Worker:
 
     # ------------------------------------------------------------------ export
     def _export(self, job_id: int) -> None:
-        from dicom_node.export import next_retry_delay, send
+        from dicom_node.export.send import next_retry_delay, send
 
         dests = {d.name: d for d in self.settings.destinations}
         with self.db.engine.connect() as conn:

@@ -26,7 +26,9 @@ def version() -> None:
 
 
 def _register_all() -> None:
-    from dicom_node import cli_batch, cli_pull, cli_service
+    from dicom_node.cli import batch as cli_batch
+    from dicom_node.cli import pull as cli_pull
+    from dicom_node.cli import service as cli_service
 
     cli_batch.register(app)
     cli_service.register(app)
