@@ -49,6 +49,7 @@ class NodeSettings(_Section):
     tls_ca: Path | None = None
     drain_timeout: float = Field(30.0, ge=0)  # on stop: how long in-flight associations get
     receivers: int = Field(1, ge=1, le=64)  # processes accepting associations (Linux)
+    fast_receive: bool = True  # the pynetdicom fast path of the storage SCP
 
     _ae = field_validator("ae_title")(_check_ae)
 

@@ -66,14 +66,10 @@ def register(app: typer.Typer) -> None:
         if method == "move":
             store = None  # the instances arrive at the running node's SCP
         else:
-            from dicom_node.jobs.db import Database
-            from dicom_node.receive.ingest import Ingestor
-            from dicom_node.receive.spool import Spool
+            from dicom_node.service import open_intake
 
-            db = Database.from_settings(settings)
-            db.create_or_migrate()
-            spool = Spool(Path(settings.node.data_dir) / "spool", fsync=settings.spool.fsync)
-            store = Ingestor(db, spool).store
+            intake = open_intake(settings)
+            db, store = intake.db, intake.ingestor.store
         try:
             result = do_pull(
                 dest,

@@ -237,7 +237,9 @@ def register(app: typer.Typer) -> None:
         s = _settings_or_exit(config=config, data_dir=data_dir)
         d = _db(s)
         try:
-            ok = d.retry_job(job_id)
+            from dicom_node.jobs.states import Jobs
+
+            ok = Jobs(d).retry(job_id)
         finally:
             d.close()
         if not ok:
@@ -251,16 +253,15 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(10.0, "--timeout"),
     ) -> None:
         """C-ECHO a DICOM peer."""
-        from pynetdicom import AE, evt
+        from pynetdicom import AE
         from pynetdicom.sop_class import Verification
 
-        from dicom_node.net import install_tcp_nodelay, scu_without_request_serving
+        from dicom_node.net import scu_handlers
 
         try:
             p = parse_destination(target)
         except ConfigError as e:
             _fail(str(e).removeprefix("config: destinations: "))
-        install_tcp_nodelay()
         ae = AE(ae_title=aet)
         ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout
         ae.add_requested_context(Verification)
@@ -269,7 +270,7 @@ def register(app: typer.Typer) -> None:
             p["host"],
             p["port"],
             ae_title=p["ae_title"],
-            evt_handlers=[(evt.EVT_CONN_OPEN, scu_without_request_serving)],
+            evt_handlers=scu_handlers(),
         )
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "no association"

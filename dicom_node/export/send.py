@@ -29,7 +29,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.config import Destination
-from dicom_node.net import install_tcp_nodelay, scu_without_request_serving
+from dicom_node.net import scu_handlers
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +168,8 @@ def _send_dimse(
     ssl_context: ssl.SSLContext | None,
     timeout: float,
 ) -> SendResult:
-    from pynetdicom import AE, evt
+    from pynetdicom import AE
 
-    install_tcp_nodelay()
     result = SendResult()
     if not dest.host or not dest.port or not dest.ae_title:
         for f in files:
@@ -207,7 +206,7 @@ def _send_dimse(
             dest.port,
             ae_title=dest.ae_title,
             tls_args=tls_args,
-            evt_handlers=[(evt.EVT_CONN_OPEN, scu_without_request_serving)],
+            evt_handlers=scu_handlers(),
         )
     except (OSError, ssl.SSLError) as e:
         for f in sendable:

@@ -15,7 +15,6 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,15 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    or_,
     select,
     text,
     update,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.jobs.schema import (  # noqa: F401  (re-exported: the tables and states)
-    ACTIVE_STATES,
-    DONE,
-    EXPORTING,
-    FAILED,
-    JOB_STATES,
+from dicom_node.jobs.schema import (  # noqa: F401  (re-exported: the tables)
     MIGRATIONS,
-    PENDING,
-    PROCESSING,
-    QUEUED,
-    RECEIVED,
     SCHEMA_VERSION,
-    SKIPPED,
     AETitle,
     AuditEvent,
     Base,
@@ -56,6 +44,7 @@ from dicom_node.jobs.schema import (  # noqa: F401  (re-exported: the tables and
     Study,
     dumps,
 )
+from dicom_node.jobs.states import ExportState, JobState, SeriesState
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +55,6 @@ def default_url(data_dir: Path) -> str:
 
 def worker_id(kind: str = "serve") -> str:
     return f"{socket.gethostname()}:{kind}:{os.getpid()}"
-
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    state: str
-    series_id: int
-    attempts: int
 
 
 class Database:
@@ -155,6 +136,7 @@ class Database:
         via: str,
         derived_by_srnode: bool,
         expected_count: int | None,
+        routing: str | None = None,
         now: float | None = None,
     ) -> int:
         """Create the study and series rows if missing; return the series id."""
@@ -186,10 +168,11 @@ class Database:
                     via=via,
                     derived_by_srnode=derived_by_srnode,
                     expected_count=expected_count,
+                    routing=routing,
                     instance_count=0,
                     first_received=now,
                     last_received=now,
-                    state="receiving",
+                    state=str(SeriesState.RECEIVING),
                 )
             )
             return conn.execute(
@@ -312,7 +295,7 @@ class Database:
                 .values(
                     instance_count=Series.instance_count + 1,
                     last_received=bindparam("now"),
-                    state="receiving",
+                    state=str(SeriesState.RECEIVING),
                 )
             )
             touch = (
@@ -375,124 +358,11 @@ class Database:
             return conn.execute(q).rowcount
 
     # ------------------------------------------------------------------ jobs
-    def claim_job(self, worker: str, lease: float, now: float | None = None) -> Claimed | None:
-        """Take one job that is ready for work, atomically; None when there is none.
-
-        Ready: unclaimed (or with an expired lease), in queued / processing / exporting, and
-        due (``next_attempt_at`` passed). PostgreSQL uses ``FOR UPDATE SKIP LOCKED``; SQLite
-        an ``UPDATE … WHERE`` that only succeeds if the row is still claimable.
-        """
-        now = time.time() if now is None else now
-        claimable = (
-            Job.state.in_(ACTIVE_STATES),
-            or_(Job.claimed_by.is_(None), Job.lease_until < now),
-            or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
-        )
-        if self.is_sqlite:
-            for _ in range(20):
-                with self.engine.begin() as conn:
-                    row = conn.execute(
-                        select(Job.id, Job.state, Job.series_id, Job.attempts)
-                        .where(*claimable)
-                        .order_by(Job.next_attempt_at.is_not(None), Job.id)
-                        .limit(1)
-                    ).first()
-                    if row is None:
-                        return None
-                    claimed = self._take(conn, row, worker, lease, now, claimable)
-                    if claimed:
-                        return claimed
-            return None
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(Job.id, Job.state, Job.series_id, Job.attempts)
-                .where(*claimable)
-                .order_by(Job.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if row is None:
-                return None
-            return self._take(conn, row, worker, lease, now, claimable)
-
-    @staticmethod
-    def _take(conn, row, worker: str, lease: float, now: float, claimable) -> Claimed | None:
-        job_id, state, series_id, attempts = row
-        values: dict[str, Any] = {
-            "claimed_by": worker,
-            "lease_until": now + lease,
-            "updated_at": now,
-        }
-        if state == QUEUED:
-            state = PROCESSING
-            attempts += 1
-            values.update(state=PROCESSING, attempts=attempts, started_at=now)
-        elif state == PROCESSING:  # resumed after a crash or a stop: another attempt
-            attempts += 1
-            values.update(attempts=attempts)
-        res = conn.execute(update(Job).where(Job.id == job_id, *claimable).values(**values))
-        if res.rowcount != 1:
-            return None
-        return Claimed(job_id, state, series_id, attempts)
-
-    def renew_lease(self, job_id: int, worker: str, lease: float) -> bool:
-        now = time.time()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.claimed_by == worker)
-                .values(lease_until=now + lease)
-            )
-            return res.rowcount == 1
-
-    def update_job(self, job_id: int, worker: str | None = None, **values: Any) -> bool:
-        """Update a job; with ``worker`` only while that worker still holds it."""
-        values.setdefault("updated_at", time.time())
-        with self.engine.begin() as conn:
-            q = update(Job).where(Job.id == job_id)
-            if worker is not None:
-                q = q.where(Job.claimed_by == worker)
-            return conn.execute(q.values(**values)).rowcount == 1
-
-    def release_claims(self, worker_prefix: str) -> int:
-        """Release the jobs claimed by earlier processes of this node (after a crash)."""
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(Job.claimed_by.like(worker_prefix + "%"), Job.state.in_(ACTIVE_STATES))
-                .values(claimed_by=None, lease_until=None, updated_at=time.time())
-            )
-            return res.rowcount
-
-    def retry_job(self, job_id: int) -> bool:
-        """Put a job back in the queue (``srnode jobs retry``): fresh attempts, all exports."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(
-                    state=QUEUED,
-                    attempts=0,
-                    last_error=None,
-                    claimed_by=None,
-                    lease_until=None,
-                    next_attempt_at=None,
-                    finished_at=None,
-                    updated_at=now,
-                )
-            )
-            if res.rowcount:
-                from sqlalchemy import delete
-
-                conn.execute(delete(Export).where(Export.job_id == job_id))
-            return bool(res.rowcount)
-
     # ------------------------------------------------------------------ status
     def queue_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(Job.state, func.count()).group_by(Job.state))
-            out = {s: 0 for s in JOB_STATES}
+            out = {str(s): 0 for s in JobState}
             out.update({s: n for s, n in rows})
             return out
 
@@ -530,8 +400,13 @@ class Database:
         with self.engine.connect() as conn:
             q = select(*Export.__table__.columns).order_by(Export.id.desc())
             if only_open:
-                q = q.where(Export.state != DONE)
+                q = q.where(Export.state != ExportState.DONE)
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def instance_paths(self) -> set[str]:
+        """The spool path of every recorded instance."""
+        with self.engine.connect() as conn:
+            return {p for (p,) in conn.execute(select(Instance.path))}
 
     def series_instances(self, series_id: int) -> list[tuple[str, str]]:
         """(SOPInstanceUID, path) of a series, in InstanceNumber order."""

@@ -19,15 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
-
-# Job states (issue 4): received -> queued -> processing -> exporting -> done | failed | skipped
-RECEIVED, QUEUED, PROCESSING, EXPORTING = "received", "queued", "processing", "exporting"
-DONE, FAILED, SKIPPED = "done", "failed", "skipped"
-JOB_STATES = (RECEIVED, QUEUED, PROCESSING, EXPORTING, DONE, FAILED, SKIPPED)
-ACTIVE_STATES = (QUEUED, PROCESSING, EXPORTING)
-# Export (per destination) states
-PENDING = "pending"
+SCHEMA_VERSION = 2
 
 
 class Base(DeclarativeBase):
@@ -66,6 +58,8 @@ class Series(Base):
     # receiving: instances arriving; complete: a job was made for what had arrived
     state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
     completed_at: Mapped[float | None] = mapped_column(Float)
+    # routing.SeriesFacts as JSON, from the first instance's header (schema 2)
+    routing: Mapped[str | None] = mapped_column(Text)
 
 
 class Instance(Base):
@@ -116,7 +110,7 @@ class Export(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     destination: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(16), default=PENDING)  # pending|done|failed
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # states.ExportState
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[float | None] = mapped_column(Float)
@@ -151,7 +145,9 @@ class AuditEvent(Base):
 
 # Forward migrations: version -> SQL statements that bring version-1 to version.
 # Additive only (new tables come from create_all; new columns are added here).
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE series ADD COLUMN routing TEXT"],
+}
 
 
 def dumps(v: Sequence[Any]) -> str:

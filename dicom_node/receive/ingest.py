@@ -28,7 +28,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
+from dicom_node.jobs.routing import SeriesFacts
 from dicom_node.receive.spool import Spool, SpoolError, valid_uid
 from dicom_node.receive.wire import (
     at_pixel_data,
@@ -78,24 +80,6 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def _fallback_is_derived(ds: Dataset) -> bool:
-    for item in ds.get("ContributingEquipmentSequence", []) or []:
-        if str(item.get("Manufacturer", "")).lower().startswith("srnode"):
-            return True
-    return False
-
-
-def _is_srnode_derived(ds: Dataset) -> bool:
-    try:
-        from dicom_node.jobs.routing import is_srnode_derived
-    except ImportError:
-        return _fallback_is_derived(ds)
-    try:
-        return bool(is_srnode_derived(ds))
-    except Exception:  # a malformed sequence must not block receiving
-        return _fallback_is_derived(ds)
-
-
 class Ingestor:
     """Stores instances for one node: spool + database (+ an optional hook per instance)."""
 
@@ -105,8 +89,10 @@ class Ingestor:
         spool: Spool,
         *,
         on_stored: Callable[[str, str], None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.db = db
+        self.settings = settings or Settings()
         self.spool = spool
         self.on_stored = on_stored
         self._series_ids: dict[str, int] = {}
@@ -167,12 +153,7 @@ class Ingestor:
         """Index spool files that have no database row (after a power loss with SQLite's
         ``synchronous = NORMAL``, the last rows may be gone while their fsynced files are
         there). Files that do not parse are removed: they were never acknowledged."""
-        from sqlalchemy import select
-
-        from dicom_node.jobs.db import Instance
-
-        with self.db.engine.connect() as conn:
-            known = {p for (p,) in conn.execute(select(Instance.path))}
+        known = self.db.instance_paths()
         n = 0
         for f in sorted(self.spool.root.glob("*/*/*.dcm")):
             if str(f) in known:
@@ -350,6 +331,7 @@ class Ingestor:
         sid = self._series_ids.get(uid)
         if sid is not None:
             return sid
+        routing = self._routing_facts(ds, calling_ae)
         sid = self.db.ensure_series(
             study_uid=facts["study_uid"],
             series_uid=uid,
@@ -359,14 +341,23 @@ class Ingestor:
             series_description=facts["series_description"],
             calling_ae=calling_ae,
             via=via,
-            derived_by_srnode=_is_srnode_derived(ds),
+            derived_by_srnode=routing.derived_by_srnode,
             expected_count=facts["expected_count"],
+            routing=routing.to_json(),
         )
         with self._lock:
             if len(self._series_ids) > 10000:
                 self._series_ids.clear()
             self._series_ids[uid] = sid
         return sid
+
+    def _routing_facts(self, ds: Dataset, calling_ae: str | None) -> SeriesFacts:
+        """The routing snapshot of a new series, from its first instance's header."""
+        try:
+            return SeriesFacts.from_dataset(ds, calling_ae or "", self.settings)
+        except Exception:  # a malformed sequence must not block receiving
+            log.warning("routing attributes unreadable; the series is routed as derived")
+            return SeriesFacts(calling_ae=calling_ae or "", derived_by_srnode=True)
 
     def _reject(
         self, code: int, reason: str, calling_ae: str | None, via: str, facts: dict[str, Any] | None

@@ -1,13 +1,13 @@
 """The Storage SCP: C-ECHO and C-STORE for the image types srnode enhances.
 
 pynetdicom negotiates each association (allowlist, presentation contexts, TLS) and handles
-release and abort. In data transfer, C-STORE requests are read off the socket by
-:class:`dicom_node.receive.store_path.StoreReader` in the association's DUL thread and the data set,
-exactly as it came on the wire, goes with its file meta to
-:meth:`dicom_node.receive.ingest.Ingestor.store_encoded`, which writes and fsyncs it and records it
-in the database before Success is answered. Any failure gives an error status. Other
-messages (C-ECHO…) take pynetdicom's own path and handlers (``_on_store`` is that path's
-C-STORE handler, same ingest).
+release and abort. Each C-STORE's data set, exactly as it came on the wire, goes with its
+file meta to :meth:`dicom_node.receive.ingest.Ingestor.store_encoded`, which writes and
+fsyncs it and records it in the database before Success is answered; any failure gives an
+error status. With ``node.fast_receive`` (and the pinned pynetdicom release), C-STORE
+requests are read off the socket by the fast path (:mod:`dicom_node.fastpath`); otherwise,
+and for every other message (C-ECHO…), pynetdicom's stock handlers serve them
+(``_on_store`` is the stock C-STORE handler, same ingest).
 
 Calling AE titles are checked at association: only those in the config's ``[[allow]]``
 or added with ``srnode aet add`` (optionally bound to a host) are accepted; any other is
@@ -16,28 +16,29 @@ rejected with A-ASSOCIATE-RJ "calling AE title not recognised" and audited.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
-from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification
+from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_node import fastpath
 from dicom_node.config import Settings
-from dicom_node.net import install_tcp_nodelay
+from dicom_node.net import nodelay
 from dicom_node.receive.access import Allowlist, NodeAE
-from dicom_node.receive.fastpath import install_fast_receive, send_command, tune_association
 from dicom_node.receive.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor
-from dicom_node.receive.store_path import StoreReader
 from dicom_node.receive.wire import (
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
     WireMeta,
-    encode_store_rsp,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,26 @@ def _status(st: int, reason: str = "") -> Any:
     return rsp
 
 
+class _Server(ThreadedAssociationServer):
+    """pynetdicom's threaded server, made with ``AE.make_server`` and run by us."""
+
+    def shutdown(self) -> None:
+        # pynetdicom's shutdown ends by leaving the AE's list of the servers it started
+        # itself (AE.start_server); this one is not on it
+        with contextlib.suppress(ValueError):
+            super().shutdown()
+
+
+class _SharedPortServer(_Server):
+    """Several receiver processes on one port (node.receivers > 1, SO_REUSEPORT): the
+    kernel spreads incoming connections over them."""
+
+    def server_bind(self) -> None:
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class StorageSCP:
     """The node's listening AE. ``start()`` returns at once; ``stop()`` drains."""
 
@@ -65,8 +86,8 @@ class StorageSCP:
         on_reject: Callable[[str, str | None], None] | None = None,
         reuse_port: bool = False,
     ) -> None:
-        install_tcp_nodelay()
-        install_fast_receive()
+        self.fast = settings.node.fast_receive and fastpath.install()
+        self.reuse_port = reuse_port
         self.settings = settings
         self.ingestor = ingestor
         n = settings.node
@@ -79,7 +100,6 @@ class StorageSCP:
         ae.dimse_timeout = n.dimse_timeout
         ae.network_timeout = n.network_timeout
         ae.require_called_aet = False
-        ae._srnode_reuse_port = reuse_port  # type: ignore[attr-defined]
         ae.add_supported_context(Verification)
         for uid in STORAGE_SOP_CLASSES.values():
             ae.add_supported_context(uid, TRANSFER_SYNTAXES)
@@ -113,41 +133,6 @@ class StorageSCP:
             return _status(OUT_OF_RESOURCES, f"{type(e).__name__}: {e}")
         return _status(st, getattr(st, "reason", ""))
 
-    def store_reader(self, assoc: Association) -> StoreReader:
-        """The C-STORE reader of one association (its DUL thread calls it)."""
-
-        def accepted(context_id: int) -> bool:
-            return context_id in assoc._accepted_cx
-
-        def handle(context_id: int, req: dict[str, Any], body: memoryview) -> tuple[int, str]:
-            calling = str(assoc.requestor.ae_title).strip()
-            meta = WireMeta(
-                MediaStorageSOPClassUID=req["AffectedSOPClassUID"],
-                MediaStorageSOPInstanceUID=req["AffectedSOPInstanceUID"],
-                TransferSyntaxUID=str(assoc._accepted_cx[context_id].transfer_syntax[0]),
-                SourceApplicationEntityTitle=calling,
-            )
-            st = self.ingestor.store_encoded(meta, body, calling, "dimse")
-            return int(st), ("" if int(st) == 0 else getattr(st, "reason", ""))
-
-        def encode(req: dict[str, Any], status: int, comment: str) -> bytes:
-            return encode_store_rsp(
-                req["MessageID"],
-                req["AffectedSOPClassUID"],
-                req["AffectedSOPInstanceUID"],
-                status,
-                comment,
-            )
-
-        return StoreReader(
-            assoc.dul,
-            accepted,
-            handle,
-            lambda context_id, cmd: send_command(assoc.dul, context_id, cmd),
-            encode,
-            max_pdu=int(self.ae.maximum_pdu_size or 0),
-        )
-
     def _on_accepted(self, event: Any) -> None:
         a = event.assoc
         log.info(
@@ -172,14 +157,22 @@ class StorageSCP:
     def start(self) -> tuple[str, int]:
         n = self.settings.node
         handlers = [
+            (evt.EVT_CONN_OPEN, nodelay),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ACCEPTED, self._on_accepted),
-            (evt.EVT_CONN_OPEN, tune_association, [self]),
         ]
-        self.server = self.ae.start_server(
-            (n.host, n.port), block=False, evt_handlers=handlers, ssl_context=self.ssl_context()
+        if self.fast:
+            handlers += fastpath.scp_handlers(self.ingestor, int(self.ae.maximum_pdu_size or 0))
+        self.server = self.ae.make_server(
+            (n.host, n.port),
+            evt_handlers=handlers,
+            ssl_context=self.ssl_context(),
+            server_class=_SharedPortServer if self.reuse_port else _Server,
         )
+        threading.Thread(
+            target=self.server.serve_forever, name=f"srnode-scp-{n.port}", daemon=True
+        ).start()
         host, port = self.server.server_address[:2]
         log.info("storage SCP %s listening on %s:%s", n.ae_title, host, port)
         return host, port
@@ -208,45 +201,3 @@ class StorageSCP:
             log.warning("aborting association from %s after %.0f s", a.requestor.ae_title, drain)
             a.abort()
         log.info("storage SCP stopped")
-
-
-# --------------------------------------------------------------------------- receivers
-def run_receiver(settings_json: str, stop: Any, ready: Any) -> None:
-    """An extra receiver process (``node.receivers > 1``): its own SCP on the shared port
-    (SO_REUSEPORT), its own database connections and GIL. Stops when ``stop`` is set or
-    the parent process is gone; in-flight associations finish first."""
-    import multiprocessing
-    import signal as _signal
-
-    from dicom_node.jobs.db import Database
-    from dicom_node.receive.spool import Spool
-
-    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when we stop
-    _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[receiver]: %(message)s"
-    )
-    for noisy in ("pynetdicom", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings.model_validate_json(settings_json)
-    db = Database.from_settings(settings)
-    spool = Spool(settings.node.data_dir / "spool", fsync=settings.spool.fsync)
-    scp = StorageSCP(
-        settings,
-        Ingestor(db, spool),
-        dynamic_aes=db.list_ae_titles,
-        on_reject=lambda ae, host: db.audit(
-            "association_rejected", ae_title=ae, host=host, detail="calling AE title not recognised"
-        ),
-        reuse_port=True,
-    )
-    scp.start()
-    ready.set()
-    parent = multiprocessing.parent_process()
-    try:
-        while not stop.wait(0.5):
-            if parent is not None and not parent.is_alive():
-                break
-    finally:
-        scp.stop(drain=settings.node.drain_timeout)
-        db.close()

@@ -287,3 +287,44 @@ def encode_file_meta(meta: FileMetaDataset) -> bytes:
     group = b"".join(parts)
     length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(group))
     return b"\x00" * 128 + b"DICM" + length + group
+
+
+# ---------------------------------------------------------------- DIMSE messages
+_PDATA = 0x04
+# what the command set of a C-STORE request gives the store handler
+_UI_TAGS = {0x00000002: "AffectedSOPClassUID", 0x00001000: "AffectedSOPInstanceUID"}
+_US_TAGS = {
+    0x00000100: "CommandField",
+    0x00000110: "MessageID",
+    0x00000700: "Priority",
+    0x00000800: "CommandDataSetType",
+}
+
+
+def parse_command(raw: bytes | bytearray) -> dict[str, Any]:
+    """The elements of an Implicit VR Little Endian command set that a C-STORE needs."""
+    out: dict[str, Any] = {}
+    pos, end = 0, len(raw)
+    unpack = struct.unpack_from
+    while pos + 8 <= end:
+        tag, length = unpack("<LL", raw, pos)
+        tag = ((tag & 0xFFFF) << 16) | (tag >> 16)  # stored group, element
+        start = pos + 8
+        pos = start + length
+        if pos > end:
+            raise ValueError("command set ends inside an element")
+        if tag in _US_TAGS:
+            if length != 2:
+                raise ValueError(f"command element {tag:08X} has length {length}")
+            out[_US_TAGS[tag]] = unpack("<H", raw, start)[0]
+        elif tag in _UI_TAGS:
+            out[_UI_TAGS[tag]] = bytes(raw[start:pos]).decode("ascii").rstrip("\x00 ")
+    if pos != end:
+        raise ValueError("command set has trailing bytes")
+    return out
+
+
+def encode_pdata(context_id: int, command: bytes) -> bytes:
+    """One P-DATA-TF PDU carrying a whole command set as its one, last fragment."""
+    n = len(command)
+    return struct.pack(">BBLLBB", _PDATA, 0, 6 + n, 2 + n, context_id, 0x03) + command

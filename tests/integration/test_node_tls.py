@@ -3,6 +3,7 @@ the CA signed gets in; one without TLS does not."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -97,6 +98,8 @@ def test_tls_association_stores_and_plain_one_fails(tmp_path, pki):
                 "tls_ca": str(pki / "ca.pem"),
                 "acse_timeout": 5,
                 "network_timeout": 5,
+                # tests/run.sh runs this once more with the fast path off
+                "fast_receive": os.environ.get("SRNODE_NODE__FAST_RECEIVE", "true"),
             },
             "allow": [{"ae_title": "PACS", "host": "127.0.0.1"}],
         }
