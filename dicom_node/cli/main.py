@@ -25,7 +25,16 @@ def version() -> None:
     typer.echo(f"srnode {__version__}")
 
 
-def _register_all() -> None:
+TRAIN_HELP = (
+    "Train and export super-resolution networks (needs the train extra: "
+    "pip install 'srnode\\[train]')."
+)
+
+
+def _register_all(training: bool = True) -> None:
+    """Add every command group. ``training=False`` lists ``train`` without importing the
+    training package (it pulls in scipy and more): ``main`` does so unless the command
+    line asks for ``srnode train``."""
     from dicom_node.cli import batch as cli_batch
     from dicom_node.cli import pull as cli_pull
     from dicom_node.cli import service as cli_service
@@ -33,11 +42,32 @@ def _register_all() -> None:
     cli_batch.register(app)
     cli_service.register(app)
     cli_pull.register(app)
+    if not training:
+        _train_placeholder()
+        return
     try:
         from training.cli import register as register_training
     except ImportError:  # pragma: no cover - training module itself missing
         return
     register_training(app)
+
+
+def _train_placeholder() -> None:
+    @app.command(
+        "train",
+        help=TRAIN_HELP,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def train(ctx: typer.Context) -> None:  # pragma: no cover - main() registers the real one
+        raise typer.Exit(main_with_training(ctx.args))
+
+
+def main_with_training(args: list[str]) -> int:
+    """Run ``srnode train ARGS`` with the training package loaded."""
+    sys.argv = [sys.argv[0], "train", *args]
+    main()
+    return 0
 
 
 def main() -> None:
@@ -46,7 +76,8 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    _register_all()
+    argv = sys.argv[1:]
+    _register_all(training=bool(argv) and argv[0] == "train")
     app()
 
 
