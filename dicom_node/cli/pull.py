@@ -9,17 +9,17 @@ import typer
 
 def _destination(settings, name: str):
     """A configured destination by name, or an ad-hoc one: ``AE@HOST:PORT`` or a URL."""
-    from dicom_node.config import ConfigError, Destination
+    from dicom_node.config import ConfigError, DimseDestination, StowDestination
 
     for d in settings.destinations:
         if d.name == name:
             return d
     if name.startswith(("http://", "https://")):
-        return Destination(name="web", kind="stow", url=name)
+        return StowDestination(name="web", kind="stow", url=name)
     from dicom_node.cli.service import parse_destination
 
     try:
-        return Destination(**parse_destination(name))
+        return DimseDestination(**parse_destination(name))
     except ConfigError:
         known = ", ".join(d.name for d in settings.destinations) or "none configured"
         raise typer.BadParameter(

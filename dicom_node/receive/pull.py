@@ -82,7 +82,7 @@ def pull(
 
 
 def _source_ae(dest: Destination) -> str:
-    return (dest.ae_title or dest.name)[:16]
+    return (getattr(dest, "ae_title", None) or dest.name)[:16]
 
 
 def _record(result: PullResult, status: int, sop: str) -> None:

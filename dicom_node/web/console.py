@@ -36,7 +36,7 @@ def _status_data(settings: Settings, db: Any, limit: int = 20) -> dict[str, Any]
         {
             "name": d.name,
             "kind": d.kind,
-            "address": d.url if d.kind == "stow" else f"{d.ae_title}@{d.host}:{d.port}",
+            "address": d.address,
             "tls": d.tls,
         }
         for d in settings.destinations
