@@ -35,12 +35,14 @@ def _register_all(training: bool = True) -> None:
     """Add every command group. ``training=False`` lists ``train`` without importing the
     training package (it pulls in scipy and more): ``main`` does so unless the command
     line asks for ``srnode train``."""
+    from dicom_node.cli import admin as cli_admin
     from dicom_node.cli import batch as cli_batch
     from dicom_node.cli import pull as cli_pull
     from dicom_node.cli import service as cli_service
 
     cli_batch.register(app)
     cli_service.register(app)
+    cli_admin.register(app)
     cli_pull.register(app)
     if not training:
         _train_placeholder()

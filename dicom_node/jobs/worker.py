@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ from dicom_node.receive.spool import Spool, atomic_write
 from sr_engine.errors import UnsupportedInput
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Run:
+    """What enhancing one series produced."""
+
+    written: list[str] = field(default_factory=list)
+    unsupported: list[str] = field(default_factory=list)
+    derived_series: str | None = None
+    engine_seconds: float = 0.0
 
 
 class Stopping(Exception):
@@ -109,12 +120,11 @@ class Worker:
 
     # ------------------------------------------------------------------ processing
     def _process(self, c: Claimed) -> None:
-        from dicom_node.derive.process import enhance_instance
-
+        """Enhance the job's series and hand it over to export (or skip / retry it)."""
         ctx = self.jobs.context(c.id)
         study, series = ctx["study_uid"], ctx["series_uid"]
-        limit = self.settings.scheduler.job_max_attempts
-        if c.attempts > limit + 2:  # it keeps dying mid-way (a crash in the engine?)
+        if c.attempts > self.settings.scheduler.job_max_attempts + 2:
+            # it keeps dying mid-way (a crash in the engine?)
             self.jobs.finish(
                 c.id,
                 JobState.FAILED,
@@ -126,47 +136,15 @@ class Worker:
         t0 = time.monotonic()
         try:
             model = self.engines.model_for(ctx["model"], ctx["modality"])
-            engine = self.engines.get(model)
-            instances = self.db.series_instances(c.series_id)
-            out_dir = self.derived_root / series
-            written: list[str] = []
-            derived_series = None
-            unsupported: list[str] = []
-            engine_seconds = 0.0
-            log.info(
-                "job %d processing study=%s series=%s instances=%d model=%s attempt=%d",
-                c.id,
-                study,
-                series,
-                len(instances),
-                Path(model).stem,
-                c.attempts,
-            )
-            for sop_uid, path in instances:
-                self._renew(c.id)
-                ds = pydicom.dcmread(path)
-                try:
-                    out, enhanced = enhance_instance(ds, engine, self.settings.derive)
-                except UnsupportedInput as e:
-                    unsupported.append(f"{sop_uid}: {e}")
-                    continue
-                engine_seconds += enhanced.seconds
-                derived_series = str(out.SeriesInstanceUID)
-                buf = io.BytesIO()
-                out.save_as(buf, enforce_file_format=True)
-                target = out_dir / f"{out.SOPInstanceUID}.dcm"
-                atomic_write(target, buf.getbuffer(), fsync=self.settings.spool.fsync)
-                written.append(str(target))
+            run = self._enhance_series(c, ctx, model)
         except Stopping:
             raise
         except Exception as e:
             self._processing_failed(c, f"{type(e).__name__}: {e}")
             return
-        now = time.time()
-        dests = json.loads(ctx["destinations"] or "[]")
-        if not written:
+        if not run.written:
             reason = "no instance could be enhanced" + (
-                f" ({unsupported[0]})" if unsupported else ""
+                f" ({run.unsupported[0]})" if run.unsupported else ""
             )
             self.jobs.finish(c.id, JobState.SKIPPED, self.name, reason=reason, model=model)
             log.info("job %d skipped study=%s series=%s: %s", c.id, study, series, reason)
@@ -176,11 +154,11 @@ class Worker:
                 c.id,
                 self.name,
                 model=model,
-                written=written,
-                derived_series=derived_series,
-                notes=unsupported,
-                destinations=dests,
-                now=now,
+                written=run.written,
+                derived_series=run.derived_series,
+                notes=run.unsupported,
+                destinations=json.loads(ctx["destinations"] or "[]"),
+                now=time.time(),
             )
         except ClaimLost:
             log.warning("job %d: claim lost while processing; left to its new holder", c.id)
@@ -190,12 +168,47 @@ class Worker:
             c.id,
             study,
             series,
-            derived_series,
-            len(written),
+            run.derived_series,
+            len(run.written),
             time.monotonic() - t0,
-            engine_seconds,
+            run.engine_seconds,
         )
         self._export(c.id)
+
+    def _enhance_series(self, c: Claimed, ctx: dict[str, Any], model: str) -> _Run:
+        """Every instance of the series through the engine, each result written (fsynced)
+        under the derived folder; images the engine refuses are noted, not fatal."""
+        from dicom_node.derive.process import enhance_instance
+
+        engine = self.engines.get(model)
+        instances = self.db.series_instances(c.series_id)
+        out_dir = self.derived_root / ctx["series_uid"]
+        run = _Run()
+        log.info(
+            "job %d processing study=%s series=%s instances=%d model=%s attempt=%d",
+            c.id,
+            ctx["study_uid"],
+            ctx["series_uid"],
+            len(instances),
+            Path(model).stem,
+            c.attempts,
+        )
+        for sop_uid, path in instances:
+            self._renew(c.id)
+            ds = pydicom.dcmread(path)
+            try:
+                out, enhanced = enhance_instance(ds, engine, self.settings.derive)
+            except UnsupportedInput as e:
+                run.unsupported.append(f"{sop_uid}: {e}")
+                continue
+            run.engine_seconds += enhanced.seconds
+            run.derived_series = str(out.SeriesInstanceUID)
+            buf = io.BytesIO()
+            out.save_as(buf, enforce_file_format=True)
+            target = out_dir / f"{out.SOPInstanceUID}.dcm"
+            atomic_write(target, buf.getbuffer(), fsync=self.settings.spool.fsync)
+            run.written.append(str(target))
+        return run
 
     def _processing_failed(self, c: Claimed, error: str) -> None:
         s = self.settings.scheduler
