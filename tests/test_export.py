@@ -31,9 +31,9 @@ def uids(paths) -> set[str]:
 def series(tmp_path_factory) -> list[Path]:
     """3 CT slices (128²) and 2 MR slices in one study: two SOP classes in one batch."""
     d = tmp_path_factory.mktemp("series")
-    ct = peers.write_series(d / "ct", "CT", n=3, size=128)
+    ct = peers.write_phantom_series(d / "ct", "CT", n=3, size=128)
     study = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
-    mr = peers.write_series(d / "mr", "MR", n=2, study_uid=study)
+    mr = peers.write_phantom_series(d / "mr", "MR", n=2, study_uid=study)
     return ct + mr
 
 

@@ -53,7 +53,7 @@ def node(tmp_path_factory):
     )
     out = t / "out"
     scp = start_storescp(out, dport, t / "storescp.log")
-    proc = start_node(cfg, t / "node.log", port)
+    proc = start_node(t / "node.log", "--config", str(cfg))
     yield {"t": t, "port": port, "out": out, "cfg": cfg, "proc": proc, "card": card}
     proc.close()
     scp.close()

@@ -29,9 +29,9 @@ pytestmark = [
 def pacs(tmp_path_factory):
     """Orthanc holding one study (CT 3 slices + MR 2 slices), SRNODE -> a storescp."""
     t = tmp_path_factory.mktemp("pull")
-    ct = peers.write_series(t / "ct", "CT", n=3, size=64)
+    ct = peers.write_phantom_series(t / "ct", "CT", n=3, size=64)
     study = str(pydicom.dcmread(ct[0]).StudyInstanceUID)
-    mr = peers.write_series(t / "mr", "MR", n=2, study_uid=study)
+    mr = peers.write_phantom_series(t / "mr", "MR", n=2, study_uid=study)
     with (
         peers.storescp(t / "moved", aet="SRNODE") as scp,
         peers.orthanc(t / "orthanc", srnode=f"127.0.0.1:{scp.port}", autoroute=False) as o,
