@@ -24,14 +24,17 @@ def nodelay(event: Any) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+#: extra handlers for SCU associations that serve no requests; the fast path adds its own
+#: when it is installed (dicom_node.receive.fastpath.install)
+SCU_HANDLERS: list[Any] = []
+
+
 def scu_handlers(serves_requests: bool = False) -> list[Any]:
     """Event handlers for an association srnode requests. ``serves_requests``: the peer
-    sends requests on it (C-GET's C-STOREs); otherwise (C-STORE, C-ECHO) the fast path, when
-    installed, keeps pynetdicom's loop off the responses (see dicom_node.fastpath)."""
-    from dicom_node import fastpath
-
+    sends requests on it (C-GET's C-STOREs); otherwise (C-STORE, C-ECHO) the handlers in
+    :data:`SCU_HANDLERS` come too."""
     handlers: list[Any] = [(evt.EVT_CONN_OPEN, nodelay)]
-    return handlers if serves_requests else handlers + fastpath.scu_handlers()
+    return handlers if serves_requests else handlers + SCU_HANDLERS
 
 
 def nodelay_env(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -25,10 +25,10 @@ from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.states import Jobs
 from dicom_node.jobs.worker import Worker
-from dicom_node.receive import ingest
+from dicom_node.receive import fastpath, ingest
 from dicom_node.receive.access import REJECT_REASON
 from dicom_node.receive.ingest import Ingestor
-from dicom_node.receive.spool import Spool
+from dicom_node.spool import Spool
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ class Node:
         # our own lines say what happened, once per event; theirs are per PDU / per tick
         for noisy in ("pynetdicom", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        if s.node.fast_receive:  # the SCP's receive path, and exports (see fastpath)
+            fastpath.install()
         intake = open_intake(s)
         self.db, self.spool = intake.db, intake.spool
         if self.role == "serve":

@@ -13,7 +13,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dicom_node import fastpath
+from dicom_node.receive import fastpath
 
 
 def test_the_pinned_release_is_installed():
@@ -49,8 +49,11 @@ def test_another_release_keeps_pynetdicom_stock(monkeypatch, caplog):
     monkeypatch.setattr(fastpath, "_installed", False)
     monkeypatch.setattr(pynetdicom, "__version__", "9.9.9")
     before = pynetdicom.transport.AssociationSocket.recv
-    with caplog.at_level(logging.WARNING, logger="dicom_node.fastpath"):
+    with caplog.at_level(logging.WARNING, logger="dicom_node.receive.fastpath"):
         assert fastpath.install() is False
     assert "fast path is off" in caplog.text
     assert pynetdicom.transport.AssociationSocket.recv is before
-    assert fastpath.scp_handlers(object(), 0) == [] and fastpath.scu_handlers() == []
+    assert fastpath.scp_handlers(object(), 0) == []
+    from dicom_node import net
+
+    assert len(net.scu_handlers()) == 1 + len(net.SCU_HANDLERS)

@@ -19,7 +19,7 @@ from dicom_node.receive.ingest import (
     SUCCESS,
     Ingestor,
 )
-from dicom_node.receive.spool import Spool, atomic_write
+from dicom_node.spool import Spool, atomic_write
 from tests.node_helpers import write_series
 
 
@@ -140,7 +140,7 @@ def test_reconcile_indexes_spool_files_without_rows(node, tmp_path):
 def test_concurrent_writers_share_folder_flushes(tmp_path, monkeypatch):
     import threading
 
-    from dicom_node.receive import spool as spool_mod
+    from dicom_node import spool as spool_mod
 
     calls = []
     real = spool_mod.fsync_dir

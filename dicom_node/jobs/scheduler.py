@@ -16,7 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicom_node.jobs import stability
 from dicom_node.jobs.db import Database
-from dicom_node.receive.spool import Spool
+from dicom_node.spool import Spool
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import pydicom
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, Jobs, JobState
-from dicom_node.receive.spool import Spool, atomic_write
+from dicom_node.spool import Spool, atomic_write
 from sr_engine.errors import UnsupportedInput
 
 log = logging.getLogger(__name__)

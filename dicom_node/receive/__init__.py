@@ -1,2 +1,2 @@
-"""Intake: associations and the calling-AE allowlist (scp, access), STOW-RS and C-GET/C-MOVE
-intake (stow, pull), ingest into the spool and the database, and the DICOM wire rules (wire)."""
+"""Intake: associations and the calling-AE allowlist (scp, access, fastpath), STOW-RS and
+pull intake (stow, pull), ingest into spool and database, the DICOM wire rules (wire)."""

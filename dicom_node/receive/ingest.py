@@ -31,7 +31,6 @@ from pydicom.uid import ExplicitVRLittleEndian
 from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.routing import SeriesFacts
-from dicom_node.receive.spool import Spool, SpoolError, valid_uid
 from dicom_node.receive.wire import (
     at_pixel_data,
     encode_file_meta,
@@ -41,6 +40,7 @@ from dicom_node.receive.wire import (
     scan_header,
     transfer_syntax,
 )
+from dicom_node.spool import Spool, SpoolError, valid_uid
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ release and abort. Each C-STORE's data set, exactly as it came on the wire, goes
 file meta to :meth:`dicom_node.receive.ingest.Ingestor.store_encoded`, which writes and
 fsyncs it and records it in the database before Success is answered; any failure gives an
 error status. With ``node.fast_receive`` (and the pinned pynetdicom release), C-STORE
-requests are read off the socket by the fast path (:mod:`dicom_node.fastpath`); otherwise,
+requests are read off the socket by the fast path (:mod:`dicom_node.receive.fastpath`); otherwise,
 and for every other message (C-ECHO…), pynetdicom's stock handlers serve them
 (``_on_store`` is the stock C-STORE handler, same ingest).
 
@@ -30,9 +30,9 @@ from pynetdicom import evt
 from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicom_node import fastpath
 from dicom_node.config import Settings
 from dicom_node.net import nodelay
+from dicom_node.receive import fastpath
 from dicom_node.receive.access import Allowlist, NodeAE
 from dicom_node.receive.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor
 from dicom_node.receive.wire import (

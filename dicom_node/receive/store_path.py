@@ -22,13 +22,12 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from dicom_node.receive.wire import parse_command
+from dicom_node.receive.wire import _PDATA, parse_command
 
 log = logging.getLogger(__name__)
 
 C_STORE_RQ = 0x0001
 NO_DATA_SET = 0x0101
-_PDATA = 0x04
 _COMMAND, _LAST = 0x01, 0x02
 
 # (status, error comment) for one request: context id, command, data set bytes

@@ -12,7 +12,7 @@ from dicom_node.config import DimseDestination, Settings, StowDestination
 from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.pull import PullError, pull
-from dicom_node.receive.spool import Spool
+from dicom_node.spool import Spool
 from tests import pacs_peers as peers
 from tests.node_helpers import SRNODE, write_config
 from tests.onnx_models import write_test_model

@@ -12,7 +12,8 @@ any protocol behaviour:
   DUL loop idles in ``select`` on the socket and a wake-up pipe; in data transfer (Sta6)
   C-STORE requests are read by :class:`dicom_node.receive.store_path.StoreReader`;
 * per SCU association that serves no requests (export, echo): no message is taken off
-  the queue by pynetdicom's loop (see :func:`run_reactor`).
+  the queue by pynetdicom's loop (see :func:`run_reactor`); :func:`install` adds that
+  handler to :data:`dicom_node.net.SCU_HANDLERS`, so exporters need not know of this module.
 
 :func:`install` patches once per process and only on the exact pynetdicom release this was
 written against (:data:`PYNETDICOM`, pinned in pyproject.toml); on any other it logs a
@@ -36,6 +37,7 @@ import pynetdicom
 from pynetdicom import evt
 from pynetdicom.pdu_primitives import P_DATA
 
+from dicom_node import net
 from dicom_node.receive.store_path import StoreReader
 from dicom_node.receive.wire import encode_pdata, encode_store_rsp
 
@@ -129,6 +131,7 @@ def install() -> bool:
     # its logger is quiet; our own log lines say what happened, once per event
     _config.LOG_HANDLER_LEVEL = "none"
     transport.AssociationSocket.recv = _fast_recv  # type: ignore[method-assign]
+    net.SCU_HANDLERS.append((evt.EVT_CONN_OPEN, _scu_without_request_serving))
     _installed = True
     return True
 
@@ -139,13 +142,6 @@ def scp_handlers(ingestor: Any, max_pdu: int) -> list[Any]:
     if not _installed:
         return []
     return [(evt.EVT_CONN_OPEN, tune_association, [ingestor, max_pdu])]
-
-
-def scu_handlers() -> list[Any]:
-    """Event handlers for an SCU association that serves no requests (C-STORE, C-ECHO)."""
-    if not _installed:
-        return []
-    return [(evt.EVT_CONN_OPEN, _scu_without_request_serving)]
 
 
 def _scu_without_request_serving(event: Any) -> None:
