@@ -3,7 +3,7 @@ storescp, on free loopback ports, plus small synthetic CT/MR series with fresh U
 
 Every process started here is stopped by its context manager (terminate, then kill), and
 Orthanc is waited for until it has exited, since it holds its SQLite lock for a few seconds
-after a stop (../shared/FACTS.md).
+after a stop.
 """
 
 from __future__ import annotations
