@@ -185,9 +185,9 @@ def start_orthanc(work: Path, port: int) -> subprocess.Popen:
 
 
 def disk_ms(folder: Path, n: int = 100) -> tuple[float, float]:
-    """Median ms to store one 512 KiB file the spool's way (dicom_node.receive.spool.atomic_write),
+    """Median ms to store one 512 KiB file the spool's way (dicom_node.spool.atomic_write),
     without and with the fsyncs: the floor the durable receive pays per instance."""
-    from dicom_node.receive.spool import atomic_write
+    from dicom_node.spool import atomic_write
 
     folder.mkdir(parents=True, exist_ok=True)
     data = os.urandom(512 * 1024)
