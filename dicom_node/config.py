@@ -11,9 +11,17 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 
 class ConfigError(Exception):
@@ -49,6 +57,7 @@ class NodeSettings(_Section):
     tls_ca: Path | None = None
     drain_timeout: float = Field(30.0, ge=0)  # on stop: how long in-flight associations get
     receivers: int = Field(1, ge=1, le=64)  # processes accepting associations (Linux)
+    fast_receive: bool = True  # the pynetdicom fast path of the storage SCP
 
     _ae = field_validator("ae_title")(_check_ae)
 
@@ -60,20 +69,55 @@ class AllowedAE(_Section):
     _ae = field_validator("ae_title")(_check_ae)
 
 
-class Destination(_Section):
+class _DestinationBase(_Section):
     name: str
-    kind: Literal["dimse", "stow"] = "dimse"
+    max_attempts: int = Field(8, ge=1)
+    backoff_initial: float = Field(2.0, gt=0)
+    backoff_max: float = Field(300.0, gt=0)
+
+
+class DimseDestination(_DestinationBase):
+    """A Storage SCP, sent to with C-STORE (also a C-GET / C-MOVE source for pull)."""
+
+    kind: Literal["dimse"] = "dimse"
     ae_title: str | None = None
     host: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
-    url: str | None = None  # DICOMweb base URL for kind = "stow"
     tls: bool = False
     tls_ca: Path | None = None  # CA bundle that signs the peer (default: the system CAs)
     tls_cert: Path | None = None  # our client certificate, where the peer asks for one
     tls_key: Path | None = None
-    max_attempts: int = Field(8, ge=1)
-    backoff_initial: float = Field(2.0, gt=0)
-    backoff_max: float = Field(300.0, gt=0)
+
+    @property
+    def address(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+class StowDestination(_DestinationBase):
+    """A DICOMweb server, sent to with STOW-RS (also a QIDO/WADO-RS source for pull)."""
+
+    kind: Literal["stow"]
+    url: str | None = None  # DICOMweb base URL
+
+    @property
+    def address(self) -> str:
+        return str(self.url)
+
+    @property
+    def tls(self) -> bool:
+        return str(self.url or "").startswith("https://")
+
+
+def _destination_kind(value: object) -> str:
+    kind = value.get("kind", "dimse") if isinstance(value, dict) else getattr(value, "kind", "")
+    return kind if kind in ("dimse", "stow") else "dimse"  # an unknown kind fails on the field
+
+
+#: a destination, by ``kind`` (default ``dimse``); one exporter per kind (dicom_node.export)
+Destination = Annotated[
+    Annotated[DimseDestination, Tag("dimse")] | Annotated[StowDestination, Tag("stow")],
+    Discriminator(_destination_kind),
+]
 
 
 class Route(_Section):

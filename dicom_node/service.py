@@ -15,18 +15,60 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_node import ingest
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
-from dicom_node.scheduler import NodeScheduler
+from dicom_node.jobs.db import Database
+from dicom_node.jobs.engines import EngineCache
+from dicom_node.jobs.scheduler import NodeScheduler
+from dicom_node.jobs.states import Jobs
+from dicom_node.jobs.worker import Worker
+from dicom_node.receive import fastpath, ingest
+from dicom_node.receive.access import REJECT_REASON
+from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
-from dicom_node.worker import EngineCache, Worker
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Intake:
+    """The database, spool and ingest of one node process."""
+
+    db: Database
+    spool: Spool
+    ingestor: Ingestor
+
+
+def open_intake(settings: Settings, *, migrate: bool = True) -> Intake:
+    """The one place a database, its spool and the ingest on them are wired together
+    (``srnode serve`` and its receiver processes, ``srnode worker``, ``srnode pull``)."""
+    data_dir = Path(settings.node.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.from_settings(settings)
+    if migrate:
+        db.create_or_migrate()
+    spool = Spool(data_dir / "spool", fsync=settings.spool.fsync)
+    return Intake(db, spool, Ingestor(db, spool, settings=settings))
+
+
+def storage_scp(settings: Settings, intake: Intake, *, reuse_port: bool) -> Any:
+    """The Storage SCP on ``intake``, with calling AE titles from the config and the
+    database, and refusals audited."""
+    from dicom_node.receive.scp import StorageSCP
+
+    db = intake.db
+    return StorageSCP(
+        settings,
+        intake.ingestor,
+        reuse_port=reuse_port,
+        dynamic_aes=db.list_ae_titles,
+        on_reject=lambda ae, host: db.audit(
+            "association_rejected", ae_title=ae, host=host, detail=REJECT_REASON
+        ),
+    )
 
 
 def node_claim_prefix(settings: Settings) -> str:
@@ -63,43 +105,29 @@ class Node:
         # our own lines say what happened, once per event; theirs are per PDU / per tick
         for noisy in ("pynetdicom", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database.from_settings(s)
-        self.db.create_or_migrate()
-        self.spool = Spool(self.data_dir / "spool", fsync=s.spool.fsync)
+        if s.node.fast_receive:  # the SCP's receive path, and exports (see fastpath)
+            fastpath.install()
+        intake = open_intake(s)
+        self.db, self.spool = intake.db, intake.spool
         if self.role == "serve":
             n = self.spool.clean_temp()
-            released = self.db.release_claims(node_claim_prefix(s))
+            released = Jobs(self.db).release_claims(node_claim_prefix(s))
             if n or released:
                 log.info(
                     "recovered after restart: %d partial files removed, %d jobs resumed",
                     n,
                     released,
                 )
-            self.ingestor = Ingestor(self.db, self.spool)
+            self.ingestor = intake.ingestor
             self.ingestor.reconcile()
             ingest.configure(self.ingestor)
-            from dicom_node.scp import StorageSCP
-
-            db = self.db
-            self.scp = StorageSCP(
-                s,
-                self.ingestor,
-                reuse_port=s.node.receivers > 1,
-                dynamic_aes=db.list_ae_titles,
-                on_reject=lambda ae, host: db.audit(
-                    "association_rejected",
-                    ae_title=ae,
-                    host=host,
-                    detail="calling AE title not recognised",
-                ),
-            )
+            self.scp = storage_scp(s, intake, reuse_port=s.node.receivers > 1)
             _, self.port = self.scp.start()
             if s.node.receivers > 1:
                 self._start_receivers(self.port)
         self.scheduler = NodeScheduler(self.db, s, self.spool, on_queued=self._on_queued)
         self.scheduler.start()
-        engines = EngineCache(s)
+        engines = EngineCache.from_settings(s)
         prefix = node_claim_prefix(s) if self.role == "serve" else f"{socket.gethostname()}:worker:"
 
         for i in range(s.scheduler.workers):
@@ -136,8 +164,6 @@ class Node:
     def _start_receivers(self, port: int) -> None:
         """node.receivers - 1 more processes accepting on the same port (SO_REUSEPORT)."""
         import multiprocessing
-
-        from dicom_node.scp import run_receiver
 
         ctx = multiprocessing.get_context("spawn")
         raw = self.settings.model_dump(mode="json")
@@ -176,7 +202,7 @@ class Node:
         try:
             import uvicorn
 
-            from dicom_node.web import create_app
+            from dicom_node.web.app import create_app
         except ImportError as e:
             log.warning("web console not started: %s", e)
             return
@@ -238,3 +264,33 @@ class Node:
                 pass
         finally:
             self.stop()
+
+
+# --------------------------------------------------------------------------- receivers
+def run_receiver(settings_json: str, stop: Any, ready: Any) -> None:
+    """An extra receiver process (``node.receivers > 1``): its own SCP on the shared port
+    (SO_REUSEPORT), its own database connections and GIL. Stops when ``stop`` is set or
+    the parent process is gone; in-flight associations finish first."""
+    import multiprocessing
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when we stop
+    _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[receiver]: %(message)s"
+    )
+    for noisy in ("pynetdicom", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings.model_validate_json(settings_json)
+    intake = open_intake(settings, migrate=False)  # the parent migrated
+    scp = storage_scp(settings, intake, reuse_port=True)
+    scp.start()
+    ready.set()
+    parent = multiprocessing.parent_process()
+    try:
+        while not stop.wait(0.5):
+            if parent is not None and not parent.is_alive():
+                break
+    finally:
+        scp.stop(drain=settings.node.drain_timeout)
+        intake.db.close()

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.node_helpers import start_node
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
@@ -11,3 +13,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def srnode_node():
+    """Start ``srnode serve`` (or ``worker``) like tests.node_helpers.start_node; every node
+    started through it is stopped after the test."""
+    started = []
+
+    def start(log, *args: str, env=None, command: str = "serve"):
+        node = start_node(log, *args, env=env, command=command)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.close()

@@ -31,4 +31,10 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -e '.[train,dev]'
 
 .venv/bin/ruff check .
-exec .venv/bin/python -m pytest -q -ra "$@"
+.venv/bin/python -m pytest -q -ra "$@" || exit $?
+if [ $# -eq 0 ]; then
+  # the tests that receive over DIMSE once more on pynetdicom's stock path (fast path off)
+  SRNODE_NODE__FAST_RECEIVE=false exec .venv/bin/python -m pytest -q -ra \
+    tests/integration/test_node_flow.py tests/integration/test_node_tls.py \
+    tests/integration/test_node_recovery.py tests/integration/test_orthanc_e2e.py
+fi

@@ -16,8 +16,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from typer.testing import CliRunner
 
-from dicom_node import cli_batch
-from dicom_node.pixels import read_pixels
+from dicom_node.cli import batch as cli_batch
+from dicom_node.derive.pixels import read_pixels
 from tests.onnx_models import write_test_model
 
 DCMDUMP = "/usr/bin/dcmdump"
@@ -249,7 +249,7 @@ def test_root_command_lists_batch_commands() -> None:
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-m", "dicom_node.cli", "--help"],
+        [sys.executable, "-m", "dicom_node.cli.main", "--help"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -282,3 +282,28 @@ def test_bad_config_exit_2(model: Path, tmp_path: Path) -> None:
     cfg.write_text("[derive]\nseries_number_offset = -5\n")
     r = _run("enhance", str(_src("CT_small.dcm")), "-o", str(tmp_path / "o"), "-c", str(cfg))
     assert r.exit_code == 2
+
+
+def test_serve_help_imports_no_training_module() -> None:
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dicom_node.cli.main import main\n"
+        "sys.argv = ['srnode', 'serve', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'training')\n"
+        "assert not loaded, loaded\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Run the node" in run.stdout

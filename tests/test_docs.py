@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dicom_node.config import load_settings
-from dicom_node.scp import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+from dicom_node.receive.wire import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 from sr_engine.registry import resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
-from dicom_node.web import create_app, split_multipart
+from dicom_node.web.app import create_app, split_multipart
 from tests import pacs_peers as peers
 
 BOUNDARY = "srnode-test-boundary"
@@ -45,7 +45,7 @@ def node(tmp_path):
 
 @pytest.fixture(scope="module")
 def series(tmp_path_factory) -> list[Path]:
-    return peers.write_series(tmp_path_factory.mktemp("s"), "CT", n=3, size=64)
+    return peers.write_phantom_series(tmp_path_factory.mktemp("s"), "CT", n=3, size=64)
 
 
 def multipart(parts: list[bytes], ctype: str = "application/dicom") -> bytes:
@@ -127,7 +127,7 @@ def test_stow_all_failed_is_409(node):
 
 
 def test_stow_to_a_study_refuses_other_studies(node, series, tmp_path):
-    other = peers.write_series(tmp_path / "other", "CT", n=1, size=64)[0]
+    other = peers.write_phantom_series(tmp_path / "other", "CT", n=1, size=64)[0]
     study = str(pydicom.dcmread(series[2]).StudyInstanceUID)
     client = TestClient(node["app"])
     body = multipart([series[2].read_bytes(), other.read_bytes()])

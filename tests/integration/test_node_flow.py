@@ -53,7 +53,7 @@ def node(tmp_path_factory):
     )
     out = t / "out"
     scp = start_storescp(out, dport, t / "storescp.log")
-    proc = start_node(cfg, t / "node.log", port)
+    proc = start_node(t / "node.log", "--config", str(cfg))
     yield {"t": t, "port": port, "out": out, "cfg": cfg, "proc": proc, "card": card}
     proc.close()
     scp.close()
@@ -141,7 +141,7 @@ def test_unknown_calling_ae_is_rejected_and_audited(node):
     )
     assert ok.returncode == 0, ok.stderr
     from dicom_node.config import load_settings
-    from dicom_node.db import AuditEvent, Database
+    from dicom_node.jobs.db import AuditEvent, Database
 
     d = Database.from_settings(load_settings(node["cfg"], env={}))
     try:
@@ -236,7 +236,7 @@ def test_resent_instances_are_idempotent(node):
     )
     assert len(got) == 2
     from dicom_node.config import load_settings
-    from dicom_node.db import Database, Instance, Series
+    from dicom_node.jobs.db import Database, Instance, Series
 
     d = Database.from_settings(load_settings(node["cfg"], env={}))
     try:

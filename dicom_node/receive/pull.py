@@ -19,57 +19,16 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
 from pydicom.uid import (
-    JPEG2000,
     UID,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    RLELossless,
 )
 
 from dicom_node.config import Destination
-from dicom_node.net import install_tcp_nodelay
+from dicom_node.net import scu_handlers
+from dicom_node.receive.wire import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 
 log = logging.getLogger(__name__)
 
 StoreFn = Callable[..., int]
-
-#: Storage SOP classes we accept on a C-GET association (SCP role): the modalities the node
-#: enhances, their enhanced forms and secondary capture.
-GET_STORAGE_CLASSES = (
-    "1.2.840.10008.5.1.4.1.1.2",  # CT Image
-    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT Image
-    "1.2.840.10008.5.1.4.1.1.4",  # MR Image
-    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image
-    "1.2.840.10008.5.1.4.1.1.1",  # Computed Radiography Image
-    "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image - For Presentation
-    "1.2.840.10008.5.1.4.1.1.1.1.1",  # Digital X-Ray Image - For Processing
-    "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
-    "1.2.840.10008.5.1.4.1.1.1.2.1",  # Digital Mammography X-Ray Image - For Processing
-    "1.2.840.10008.5.1.4.1.1.12.1",  # X-Ray Angiographic Image
-    "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA Image
-    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image
-    "1.2.840.10008.5.1.4.1.1.7.2",  # Multi-frame Grayscale Byte SC
-    "1.2.840.10008.5.1.4.1.1.7.3",  # Multi-frame Grayscale Word SC
-)
-#: What the ingest reads (no deflate, no big endian).
-GET_TRANSFER_SYNTAXES = [
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-    JPEG2000Lossless,
-    JPEG2000,
-    RLELossless,
-]
 
 
 class PullError(Exception):
@@ -104,8 +63,8 @@ def pull(
 
     ``method``: ``auto`` (WADO-RS for DICOMweb destinations, C-GET for DIMSE ones), ``get``
     or ``move`` (C-MOVE to ``move_destination``, default ``calling_ae``).
-    ``store(data, calling_ae, via=...)`` is :func:`dicom_node.ingest.store` or an
-    :class:`~dicom_node.ingest.Ingestor`'s ``store``; pulled instances are recorded with
+    ``store(data, calling_ae, via=...)`` is :func:`dicom_node.receive.ingest.store` or an
+    :class:`~dicom_node.receive.ingest.Ingestor`'s ``store``; pulled instances are recorded with
     the destination's AE title (or name) as their calling AE.
     """
     series = [s for s in series_uids if s]
@@ -123,7 +82,7 @@ def pull(
 
 
 def _source_ae(dest: Destination) -> str:
-    return (dest.ae_title or dest.name)[:16]
+    return (getattr(dest, "ae_title", None) or dest.name)[:16]
 
 
 def _record(result: PullResult, status: int, sop: str) -> None:
@@ -227,7 +186,6 @@ def _pull_cget(
     from pynetdicom import AE, build_role, evt
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
 
-    install_tcp_nodelay()
     result = PullResult("cget")
     source = _source_ae(dest)
 
@@ -241,10 +199,16 @@ def _pull_cget(
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(GET)
     roles = []
-    for uid in GET_STORAGE_CLASSES:
-        ae.add_requested_context(UID(uid), GET_TRANSFER_SYNTAXES)
+    # the same storage SOP classes and transfer syntaxes as the storage SCP accepts
+    for uid in STORAGE_SOP_CLASSES.values():
+        ae.add_requested_context(UID(uid), TRANSFER_SYNTAXES)
         roles.append(build_role(uid, scp_role=True))
-    assoc = _associate(ae, dest, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assoc = _associate(
+        ae,
+        dest,
+        ext_neg=roles,
+        evt_handlers=[*scu_handlers(serves_requests=True), (evt.EVT_C_STORE, on_store)],
+    )
     try:
         for series_uid in series or [None]:
             result.series += 1
@@ -282,12 +246,11 @@ def _pull_cmove(
     from pynetdicom import AE
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
 
-    install_tcp_nodelay()
     result = PullResult("cmove")
     ae = AE(ae_title=calling_ae)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(MOVE)
-    assoc = _associate(ae, dest)
+    assoc = _associate(ae, dest, evt_handlers=scu_handlers())
     try:
         for series_uid in series or [None]:
             result.series += 1

@@ -20,8 +20,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicom_node.config import DeriveSettings
-from dicom_node.derive import derive_instance
-from dicom_node.pixels import read_pixels
+from dicom_node.derive.instance import derive_instance
+from dicom_node.derive.pixels import read_pixels
 from sr_engine.meta import PixelMeta, rescale_varies
 from sr_engine.model_card import ModelCard
 

@@ -1,7 +1,7 @@
 """``srnode models`` and ``srnode enhance``: batch super-resolution without a PACS.
 
 ``srnode enhance INPUT... --out DIR`` reads DICOM files and folders (recursively), runs
-each image instance through :func:`dicom_node.process.enhance_instance` (the same code
+each image instance through :func:`dicom_node.derive.process.enhance_instance` (the same code
 the node's worker runs) and writes one derived file per input instance as
 ``DIR/<derived SeriesInstanceUID>/<derived SOPInstanceUID>.dcm``. Files that are not
 DICOM, and DICOM objects without pixel data (SR, presentation states, DICOMDIR), are
@@ -36,7 +36,8 @@ from rich.progress import (
 )
 
 from dicom_node.config import ConfigError, DeriveSettings, load_settings
-from dicom_node.process import enhance_instance, save_derived
+from dicom_node.derive.process import enhance_instance, save_derived
+from dicom_node.jobs.engines import EngineCache
 from sr_engine.errors import BackendUnavailable, SrEngineError, UnsupportedInput
 
 log = logging.getLogger(__name__)
@@ -148,64 +149,6 @@ def _read(path: Path) -> Any:
 
 
 # -- engines ----------------------------------------------------------------------------
-
-
-class EngineCache:
-    """Loads each model once; without ``--model`` picks one per modality."""
-
-    def __init__(
-        self,
-        model: str | None,
-        backend: str,
-        threads: int,
-        model_dirs: tuple[Path, ...],
-    ) -> None:
-        self.model = model
-        self.backend = backend
-        self.threads = threads
-        self.model_dirs = model_dirs
-        self._engines: dict[Path, Any] = {}
-        self._by_modality: dict[str, Path] = {}
-        self._named: Path | None = None
-
-    def _load(self, card_path: Path) -> Any:
-        card_path = Path(card_path)
-        if card_path not in self._engines:
-            from sr_engine import Engine
-
-            self._engines[card_path] = Engine.load(
-                card_path,
-                backend=self.backend,
-                threads=self.threads,
-                model_dirs=self.model_dirs,
-            )
-        return self._engines[card_path]
-
-    def resolve_named(self) -> Path:
-        if self._named is None:
-            from sr_engine.registry import resolve_model
-
-            assert self.model is not None
-            self._named = Path(resolve_model(self.model, model_dirs=self.model_dirs))
-        return self._named
-
-    def close(self) -> None:
-        for engine in self._engines.values():
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
-        self._engines.clear()
-
-    def for_modality(self, modality: str) -> Any:
-        if self.model is not None:
-            return self._load(self.resolve_named())
-        if modality not in self._by_modality:
-            from sr_engine.registry import model_for_modality
-
-            self._by_modality[modality] = Path(
-                model_for_modality(modality, model_dirs=self.model_dirs)
-            )
-        return self._load(self._by_modality[modality])
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -435,10 +378,10 @@ def enhance_command(
     )
     dirs = tuple(settings.engine.model_dirs) + tuple(model_dir or ())
     engines = EngineCache(
-        model,
-        chosen_backend,
-        settings.engine.threads if threads is None else threads,
-        dirs,
+        model=model,
+        backend=chosen_backend,
+        threads=settings.engine.threads if threads is None else threads,
+        model_dirs=dirs,
     )
     err = Console(stderr=True)
     try:

@@ -14,8 +14,8 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from dicom_node import stability
-from dicom_node.db import Database
+from dicom_node.jobs import stability
+from dicom_node.jobs.db import Database
 from dicom_node.spool import Spool
 
 log = logging.getLogger(__name__)

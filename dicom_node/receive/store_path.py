@@ -20,65 +20,44 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+from dicom_node.receive.wire import _PDATA, parse_command
 
 log = logging.getLogger(__name__)
 
 C_STORE_RQ = 0x0001
 NO_DATA_SET = 0x0101
-_PDATA = 0x04
 _COMMAND, _LAST = 0x01, 0x02
-
-# what the command set of a C-STORE request gives the store handler
-_UI_TAGS = {0x00000002: "AffectedSOPClassUID", 0x00001000: "AffectedSOPInstanceUID"}
-_US_TAGS = {
-    0x00000100: "CommandField",
-    0x00000110: "MessageID",
-    0x00000700: "Priority",
-    0x00000800: "CommandDataSetType",
-}
 
 # (status, error comment) for one request: context id, command, data set bytes
 StoreHandler = Callable[[int, dict[str, Any], memoryview], tuple[int, str]]
+
+
+class Link(Protocol):
+    """The association's side of the reader (:mod:`dicom_node.receive.fastpath` gives it
+    for pynetdicom): the socket to read from and what to do with what was read."""
+
+    def recv_into(self, view: memoryview, n: int) -> int: ...
+
+    def hand_over(self, raw: bytes) -> None:
+        """A whole PDU for pynetdicom to handle, exactly as it came."""
+
+    def closed(self) -> None:
+        """The transport closed (PS3.8 Evt17)."""
+
+    def invalid(self) -> None:
+        """An invalid PDU: abort (PS3.8 Evt19, AA-1 / AA-8)."""
 
 
 class ProtocolError(Exception):
     """The peer broke the message structure of PS3.8 9.3.1 / PS3.7 E.2: abort."""
 
 
-def parse_command(raw: bytes | bytearray) -> dict[str, Any]:
-    """The elements of an Implicit VR Little Endian command set that a C-STORE needs."""
-    out: dict[str, Any] = {}
-    pos, end = 0, len(raw)
-    unpack = struct.unpack_from
-    while pos + 8 <= end:
-        tag, length = unpack("<LL", raw, pos)
-        tag = ((tag & 0xFFFF) << 16) | (tag >> 16)  # stored group, element
-        start = pos + 8
-        pos = start + length
-        if pos > end:
-            raise ValueError("command set ends inside an element")
-        if tag in _US_TAGS:
-            if length != 2:
-                raise ValueError(f"command element {tag:08X} has length {length}")
-            out[_US_TAGS[tag]] = unpack("<H", raw, start)[0]
-        elif tag in _UI_TAGS:
-            out[_UI_TAGS[tag]] = bytes(raw[start:pos]).decode("ascii").rstrip("\x00 ")
-    if pos != end:
-        raise ValueError("command set has trailing bytes")
-    return out
-
-
-def encode_pdata(context_id: int, command: bytes) -> bytes:
-    """One P-DATA-TF PDU carrying a whole command set as its one, last fragment."""
-    n = len(command)
-    return struct.pack(">BBLLBB", _PDATA, 0, 6 + n, 2 + n, context_id, 0x03) + command
-
-
 class StoreReader:
     """Reads the PDUs of one association while it is in data transfer (see module doc).
 
-    ``dul`` is pynetdicom's DULServiceProvider of the association; ``accepted`` maps the
+    ``link`` is the association (see :class:`Link`); ``accepted`` maps the
     accepted presentation context ids to anything truthy; ``handle`` stores one request
     and returns its status; ``respond`` sends a C-STORE response PDU (bytes)."""
 
@@ -86,14 +65,14 @@ class StoreReader:
 
     def __init__(
         self,
-        dul: Any,
+        link: Link,
         accepted: Callable[[int], bool],
         handle: StoreHandler,
         respond: Callable[[int, bytes], None],
         encode_response: Callable[[dict[str, Any], int, str], bytes],
         max_pdu: int = 0,
     ) -> None:
-        self.dul = dul
+        self.link = link
         self.max_pdu = max_pdu  # what we told the peer (0: no limit)
         self.accepted = accepted
         self.handle = handle
@@ -110,10 +89,9 @@ class StoreReader:
 
     # ------------------------------------------------------------------ socket
     def _recv_into(self, view: memoryview) -> None:
-        sock = self.dul.socket.socket
         got, want = 0, len(view)
         while got < want:
-            n = sock.recv_into(view[got:], want - got)
+            n = self.link.recv_into(view[got:], want - got)
             if not n:
                 raise ConnectionError("connection closed inside a PDU")
             got += n
@@ -126,7 +104,6 @@ class StoreReader:
     # ------------------------------------------------------------------ PDUs
     def read_pdu(self) -> None:
         """Read one PDU and act on it (called when the socket is readable)."""
-        dul = self.dul
         hdr = self._hdr
         try:
             self._recv_into(memoryview(hdr))
@@ -141,35 +118,24 @@ class StoreReader:
             theirs = self._read_pdata(length)
         except (OSError, ConnectionError, TimeoutError) as e:
             log.debug("transport closed while reading a PDU: %s", e)
-            dul.event_queue.put("Evt17")
+            self.link.closed()
             return
         except ProtocolError as e:
             log.warning("aborting the association: %s", e)
             self.state = self.IDLE
-            dul.event_queue.put("Evt19")  # unrecognised or invalid PDU: AA-1 / AA-8
+            self.link.invalid()
             return
         if theirs:
             body = b"".join(theirs)
-            self._decoded(struct.pack(">BBL", _PDATA, 0, len(body)) + body)
+            self.link.hand_over(struct.pack(">BBL", _PDATA, 0, len(body)) + body)
 
     def _to_pynetdicom(self, hdr: bytes, length: int) -> None:
         """A PDU pynetdicom handles: read its rest and decode it as pynetdicom would."""
         if hdr[0] not in (0x01, 0x02, 0x03, 0x05, 0x06, 0x07):
             log.warning("unknown PDU type 0x%02X received", hdr[0])
-            self.dul.event_queue.put("Evt19")
+            self.link.invalid()
             return
-        self._decoded(hdr + self._recv(length))
-
-    def _decoded(self, raw: bytes) -> None:
-        dul = self.dul
-        try:
-            pdu, event = dul._decode_pdu(bytearray(raw))
-        except Exception as e:
-            log.warning("unable to decode a received PDU: %s", e)
-            dul.event_queue.put("Evt19")
-            return
-        dul.event_queue.put(event)
-        dul._recv_pdu.put(pdu)
+        self.link.hand_over(hdr + self._recv(length))
 
     def _read_pdata(self, length: int) -> list[bytes]:
         """Walk the presentation data values of one P-DATA-TF PDU; return the raw items

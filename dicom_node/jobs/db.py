@@ -10,172 +10,43 @@ Times are stored as UNIX epoch seconds (float) so both dialects compare them the
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     func,
     insert,
-    or_,
     select,
     text,
     update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
+
+from dicom_node.jobs.schema import (  # noqa: F401  (re-exported: the tables)
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    AETitle,
+    AuditEvent,
+    Base,
+    Export,
+    Instance,
+    Job,
+    Meta,
+    Series,
+    Study,
+    dumps,
+)
+from dicom_node.jobs.states import ExportState, JobState, SeriesState
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 1
-
-# Job states (issue 4): received -> queued -> processing -> exporting -> done | failed | skipped
-RECEIVED, QUEUED, PROCESSING, EXPORTING = "received", "queued", "processing", "exporting"
-DONE, FAILED, SKIPPED = "done", "failed", "skipped"
-JOB_STATES = (RECEIVED, QUEUED, PROCESSING, EXPORTING, DONE, FAILED, SKIPPED)
-ACTIVE_STATES = (QUEUED, PROCESSING, EXPORTING)
-# Export (per destination) states
-PENDING = "pending"
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Meta(Base):
-    __tablename__ = "srnode_meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class Study(Base):
-    __tablename__ = "studies"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    study_description: Mapped[str | None] = mapped_column(String(256))
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class Series(Base):
-    __tablename__ = "series"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    series_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    modality: Mapped[str | None] = mapped_column(String(16))
-    body_part: Mapped[str | None] = mapped_column(String(64))
-    series_description: Mapped[str | None] = mapped_column(String(256))
-    calling_ae: Mapped[str | None] = mapped_column(String(16))
-    via: Mapped[str | None] = mapped_column(String(8))
-    derived_by_srnode: Mapped[bool] = mapped_column(Boolean, default=False)
-    expected_count: Mapped[int | None] = mapped_column(Integer)
-    instance_count: Mapped[int] = mapped_column(Integer, default=0)
-    first_received: Mapped[float] = mapped_column(Float)
-    last_received: Mapped[float] = mapped_column(Float)
-    # receiving: instances arriving; complete: a job was made for what had arrived
-    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
-    completed_at: Mapped[float | None] = mapped_column(Float)
-
-
-class Instance(Base):
-    __tablename__ = "instances"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sop_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
-    sop_class_uid: Mapped[str | None] = mapped_column(String(64))
-    transfer_syntax: Mapped[str | None] = mapped_column(String(64))
-    instance_number: Mapped[int | None] = mapped_column(Integer)
-    path: Mapped[str] = mapped_column(Text)
-    size: Mapped[int] = mapped_column(Integer)
-    calling_ae: Mapped[str | None] = mapped_column(String(16))
-    via: Mapped[str | None] = mapped_column(String(8))
-    received_at: Mapped[float] = mapped_column(Float)
-    removed: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
-class Job(Base):
-    __tablename__ = "jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
-    state: Mapped[str] = mapped_column(String(16), index=True)
-    route: Mapped[str | None] = mapped_column(String(128))
-    model: Mapped[str | None] = mapped_column(Text)
-    destinations: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of names
-    reason: Mapped[str | None] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    instance_count: Mapped[int] = mapped_column(Integer, default=0)
-    derived_count: Mapped[int] = mapped_column(Integer, default=0)
-    derived_series_uid: Mapped[str | None] = mapped_column(String(64))
-    claimed_by: Mapped[str | None] = mapped_column(String(128))
-    lease_until: Mapped[float | None] = mapped_column(Float)
-    next_attempt_at: Mapped[float | None] = mapped_column(Float)
-    created_at: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[float] = mapped_column(Float)
-    started_at: Mapped[float | None] = mapped_column(Float)
-    finished_at: Mapped[float | None] = mapped_column(Float)
-
-    __table_args__ = (Index("ix_jobs_claim", "state", "claimed_by", "next_attempt_at"),)
-
-
-class Export(Base):
-    """One job's export to one destination: attempts, backoff and what is still to send."""
-
-    __tablename__ = "exports"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
-    destination: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(16), default=PENDING)  # pending|done|failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[float | None] = mapped_column(Float)
-    sent_count: Mapped[int] = mapped_column(Integer, default=0)
-    pending: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of file paths
-    updated_at: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (UniqueConstraint("job_id", "destination"),)
-
-
-class AETitle(Base):
-    """Calling AE titles added at run time (``srnode aet add``), on top of the config's."""
-
-    __tablename__ = "ae_titles"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    ae_title: Mapped[str] = mapped_column(String(16))
-    host: Mapped[str] = mapped_column(String(255), default="")  # "" = any host
-    created_at: Mapped[float] = mapped_column(Float)
-
-    __table_args__ = (UniqueConstraint("ae_title", "host"),)
-
-
-class AuditEvent(Base):
-    __tablename__ = "audit_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    at: Mapped[float] = mapped_column(Float, index=True)
-    kind: Mapped[str] = mapped_column(String(64))
-    ae_title: Mapped[str | None] = mapped_column(String(16))
-    host: Mapped[str | None] = mapped_column(String(255))
-    detail: Mapped[str | None] = mapped_column(Text)
-
-
-# Forward migrations: version -> SQL statements that bring version-1 to version.
-# Additive only (new tables come from create_all; new columns are added here).
-MIGRATIONS: dict[int, list[str]] = {}
 
 
 def default_url(data_dir: Path) -> str:
@@ -184,14 +55,6 @@ def default_url(data_dir: Path) -> str:
 
 def worker_id(kind: str = "serve") -> str:
     return f"{socket.gethostname()}:{kind}:{os.getpid()}"
-
-
-@dataclass(frozen=True)
-class Claimed:
-    id: int
-    state: str
-    series_id: int
-    attempts: int
 
 
 class Database:
@@ -273,6 +136,7 @@ class Database:
         via: str,
         derived_by_srnode: bool,
         expected_count: int | None,
+        routing: str | None = None,
         now: float | None = None,
     ) -> int:
         """Create the study and series rows if missing; return the series id."""
@@ -304,10 +168,11 @@ class Database:
                     via=via,
                     derived_by_srnode=derived_by_srnode,
                     expected_count=expected_count,
+                    routing=routing,
                     instance_count=0,
                     first_received=now,
                     last_received=now,
-                    state="receiving",
+                    state=str(SeriesState.RECEIVING),
                 )
             )
             return conn.execute(
@@ -385,8 +250,7 @@ class Database:
         " state = 'receiving' WHERE id = ?"
     )
     _SQLITE_TOUCH = (
-        "UPDATE instances SET path = ?, size = ?, received_at = ?, removed = 0"
-        " WHERE sop_uid = ?"
+        "UPDATE instances SET path = ?, size = ?, received_at = ?, removed = 0 WHERE sop_uid = ?"
     )
 
     def _record_instance_sqlite(
@@ -431,7 +295,7 @@ class Database:
                 .values(
                     instance_count=Series.instance_count + 1,
                     last_received=bindparam("now"),
-                    state="receiving",
+                    state=str(SeriesState.RECEIVING),
                 )
             )
             touch = (
@@ -494,124 +358,11 @@ class Database:
             return conn.execute(q).rowcount
 
     # ------------------------------------------------------------------ jobs
-    def claim_job(self, worker: str, lease: float, now: float | None = None) -> Claimed | None:
-        """Take one job that is ready for work, atomically; None when there is none.
-
-        Ready: unclaimed (or with an expired lease), in queued / processing / exporting, and
-        due (``next_attempt_at`` passed). PostgreSQL uses ``FOR UPDATE SKIP LOCKED``; SQLite
-        an ``UPDATE … WHERE`` that only succeeds if the row is still claimable.
-        """
-        now = time.time() if now is None else now
-        claimable = (
-            Job.state.in_(ACTIVE_STATES),
-            or_(Job.claimed_by.is_(None), Job.lease_until < now),
-            or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= now),
-        )
-        if self.is_sqlite:
-            for _ in range(20):
-                with self.engine.begin() as conn:
-                    row = conn.execute(
-                        select(Job.id, Job.state, Job.series_id, Job.attempts)
-                        .where(*claimable)
-                        .order_by(Job.next_attempt_at.is_not(None), Job.id)
-                        .limit(1)
-                    ).first()
-                    if row is None:
-                        return None
-                    claimed = self._take(conn, row, worker, lease, now, claimable)
-                    if claimed:
-                        return claimed
-            return None
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(Job.id, Job.state, Job.series_id, Job.attempts)
-                .where(*claimable)
-                .order_by(Job.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if row is None:
-                return None
-            return self._take(conn, row, worker, lease, now, claimable)
-
-    @staticmethod
-    def _take(conn, row, worker: str, lease: float, now: float, claimable) -> Claimed | None:
-        job_id, state, series_id, attempts = row
-        values: dict[str, Any] = {
-            "claimed_by": worker,
-            "lease_until": now + lease,
-            "updated_at": now,
-        }
-        if state == QUEUED:
-            state = PROCESSING
-            attempts += 1
-            values.update(state=PROCESSING, attempts=attempts, started_at=now)
-        elif state == PROCESSING:  # resumed after a crash or a stop: another attempt
-            attempts += 1
-            values.update(attempts=attempts)
-        res = conn.execute(update(Job).where(Job.id == job_id, *claimable).values(**values))
-        if res.rowcount != 1:
-            return None
-        return Claimed(job_id, state, series_id, attempts)
-
-    def renew_lease(self, job_id: int, worker: str, lease: float) -> bool:
-        now = time.time()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.claimed_by == worker)
-                .values(lease_until=now + lease)
-            )
-            return res.rowcount == 1
-
-    def update_job(self, job_id: int, worker: str | None = None, **values: Any) -> bool:
-        """Update a job; with ``worker`` only while that worker still holds it."""
-        values.setdefault("updated_at", time.time())
-        with self.engine.begin() as conn:
-            q = update(Job).where(Job.id == job_id)
-            if worker is not None:
-                q = q.where(Job.claimed_by == worker)
-            return conn.execute(q.values(**values)).rowcount == 1
-
-    def release_claims(self, worker_prefix: str) -> int:
-        """Release the jobs claimed by earlier processes of this node (after a crash)."""
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(Job.claimed_by.like(worker_prefix + "%"), Job.state.in_(ACTIVE_STATES))
-                .values(claimed_by=None, lease_until=None, updated_at=time.time())
-            )
-            return res.rowcount
-
-    def retry_job(self, job_id: int) -> bool:
-        """Put a job back in the queue (``srnode jobs retry``): fresh attempts, all exports."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            res = conn.execute(
-                update(Job)
-                .where(Job.id == job_id)
-                .values(
-                    state=QUEUED,
-                    attempts=0,
-                    last_error=None,
-                    claimed_by=None,
-                    lease_until=None,
-                    next_attempt_at=None,
-                    finished_at=None,
-                    updated_at=now,
-                )
-            )
-            if res.rowcount:
-                from sqlalchemy import delete
-
-                conn.execute(delete(Export).where(Export.job_id == job_id))
-            return bool(res.rowcount)
-
     # ------------------------------------------------------------------ status
     def queue_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(Job.state, func.count()).group_by(Job.state))
-            out = {s: 0 for s in JOB_STATES}
+            out = {str(s): 0 for s in JobState}
             out.update({s: n for s, n in rows})
             return out
 
@@ -649,8 +400,13 @@ class Database:
         with self.engine.connect() as conn:
             q = select(*Export.__table__.columns).order_by(Export.id.desc())
             if only_open:
-                q = q.where(Export.state != DONE)
+                q = q.where(Export.state != ExportState.DONE)
             return [dict(r._mapping) for r in conn.execute(q)]
+
+    def instance_paths(self) -> set[str]:
+        """The spool path of every recorded instance."""
+        with self.engine.connect() as conn:
+            return {p for (p,) in conn.execute(select(Instance.path))}
 
     def series_instances(self, series_id: int) -> list[tuple[str, str]]:
         """(SOPInstanceUID, path) of a series, in InstanceNumber order."""
@@ -685,7 +441,3 @@ def _sqlite_setup(engine: Engine, synchronous: str = "FULL") -> None:
     def _on_begin(conn) -> None:  # pragma: no cover - trivial
         # take the write lock up front: no deferred-transaction upgrade deadlocks
         conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def dumps(v: Sequence[Any]) -> str:
-    return json.dumps(list(v))

@@ -4,8 +4,9 @@ it was made.
 
 What changes (DESIGN.md, "Derived series"):
 
-* identity: new deterministic SeriesInstanceUID / SOPInstanceUID (:mod:`dicom_node.uids`),
-  same StudyInstanceUID and FrameOfReferenceUID; SeriesDescription gains a suffix,
+* identity: new deterministic SeriesInstanceUID / SOPInstanceUID
+  (:mod:`dicom_node.derive.identity`), same StudyInstanceUID and FrameOfReferenceUID;
+  SeriesDescription gains a suffix,
   SeriesNumber an offset; ImageType value 1 becomes DERIVED (value 2 SECONDARY for
   classic images; enhanced multi-frame IODs allow only PRIMARY there, so it is kept);
 * provenance: DerivationDescription, DerivationCodeSequence (DCM 113085 "Spatial
@@ -24,12 +25,10 @@ What changes (DESIGN.md, "Derived series"):
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from highdicom.spatial import create_affine_matrix_from_attributes
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -44,8 +43,13 @@ from pydicom.uid import (
 
 from dicom_node import __version__
 from dicom_node.config import DeriveSettings
-from dicom_node.pixels import stored_dtype
-from dicom_node.uids import derived_instance_uid, derived_series_uid
+from dicom_node.derive.geometry import (  # noqa: F401  (shifted_position: re-exported)
+    classic_geometry,
+    enhanced_geometry,
+    shifted_position,
+)
+from dicom_node.derive.identity import derived_instance_uid, derived_series_uid
+from dicom_node.derive.pixels import stored_dtype
 from sr_engine.model_card import ModelCard
 
 SOFTWARE = "srnode"
@@ -89,7 +93,6 @@ _DROP = {
     )
 }
 
-_SPACING_KEYWORDS = ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing")
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
 
@@ -118,114 +121,6 @@ def is_enhanced(ds: Dataset) -> bool:
 def coded(code: Any) -> CodedConcept:
     """A code as a sequence item (CodeValue, CodingSchemeDesignator, CodeMeaning)."""
     return CodedConcept(code.value, code.scheme_designator, code.meaning)
-
-
-def _fmt(value: float) -> str:
-    """A DS string (at most 16 characters) with as much precision as fits."""
-    for digits in range(10, 0, -1):
-        s = f"{value:.{digits}f}".rstrip("0").rstrip(".")
-        if s in ("-0", ""):
-            s = "0"
-        if len(s) <= 16:
-            return s
-    return f"{value:.6g}"
-
-
-# -- geometry ---------------------------------------------------------------------------
-
-
-def shifted_position(
-    position: Iterable[float],
-    orientation: Iterable[float],
-    spacing: Iterable[float],
-    scale: int,
-) -> list[float]:
-    """The ImagePositionPatient of the derived grid.
-
-    The source pixel (0, 0) is centred on ``position``; the outer corner of the grid lies
-    half a source pixel before it along rows and columns. The derived grid has the same
-    outer corner and pixels ``scale`` times smaller, so its first centre is at source
-    pixel index ``-0.5 + 0.5 / scale`` in both directions. Oblique orientations work the
-    same way: the shift follows the row and column direction cosines.
-    """
-    affine = create_affine_matrix_from_attributes(
-        image_position=[float(v) for v in position],
-        image_orientation=[float(v) for v in orientation],
-        pixel_spacing=[float(v) for v in spacing],
-    )
-    idx = -0.5 + 0.5 / scale
-    return [float(v) for v in (affine @ np.array([idx, idx, 0.0, 1.0]))[:3]]
-
-
-def _scale_spacing(holder: Dataset, scale: int) -> None:
-    for kw in _SPACING_KEYWORDS:
-        if kw in holder and holder[kw].value not in (None, ""):
-            values = holder[kw].value
-            values = list(values) if isinstance(values, Iterable) else [values]
-            holder[kw].value = [_fmt(float(v) / scale) for v in values]
-
-
-def _classic_geometry(out: Dataset, source: Dataset, scale: int) -> None:
-    if all(k in source for k in ("ImagePositionPatient", "ImageOrientationPatient")) and (
-        "PixelSpacing" in source and source.PixelSpacing
-    ):
-        out.ImagePositionPatient = [
-            _fmt(v)
-            for v in shifted_position(
-                source.ImagePositionPatient,
-                source.ImageOrientationPatient,
-                source.PixelSpacing,
-                scale,
-            )
-        ]
-    _scale_spacing(out, scale)
-
-
-def _group_item(fg: Dataset | None, keyword: str) -> Dataset | None:
-    if fg is not None and keyword in fg and fg[keyword].value:
-        return fg[keyword].value[0]
-    return None
-
-
-def _enhanced_geometry(out: Dataset, scale: int) -> None:
-    shared = (
-        out.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in out else None
-    )
-    per = list(out.get("PerFrameFunctionalGroupsSequence") or [])
-
-    def find(frame_fg: Dataset | None, keyword: str) -> Dataset | None:
-        return _group_item(frame_fg, keyword) or _group_item(shared, keyword)
-
-    # positions first, with the source spacing; then the spacing itself
-    updates: list[tuple[Dataset, list[str]]] = []
-    seen: set[int] = set()
-    for fg in per or [None]:
-        pos = find(fg, "PlanePositionSequence")
-        ori = find(fg, "PlaneOrientationSequence")
-        meas = find(fg, "PixelMeasuresSequence")
-        if pos is None or id(pos) in seen:
-            continue
-        if ori is None or meas is None or "PixelSpacing" not in meas:
-            continue
-        if "ImagePositionPatient" not in pos or "ImageOrientationPatient" not in ori:
-            continue
-        seen.add(id(pos))
-        new = shifted_position(
-            pos.ImagePositionPatient, ori.ImageOrientationPatient, meas.PixelSpacing, scale
-        )
-        updates.append((pos, [_fmt(v) for v in new]))
-    for pos, new in updates:
-        pos.ImagePositionPatient = new
-    scaled: set[int] = set()
-    for fg in [*per, shared]:
-        meas = _group_item(fg, "PixelMeasuresSequence")
-        if meas is not None and id(meas) not in scaled:
-            scaled.add(id(meas))
-            _scale_spacing(meas, scale)
-    _scale_spacing(out, scale)  # top-level spacing, where an IOD also carries it
-
-
-# -- provenance -------------------------------------------------------------------------
 
 
 def derivation_description(
@@ -441,7 +336,7 @@ def derive_instance(
     ``enhanced`` is an ``sr_engine.Enhanced`` (or any object with ``pixels``,
     ``consistency_rmse`` and ``consistency_max_abs``; a bare array means "no consistency
     step"). Its pixels are stored values of shape (sH, sW) or (frames, sH, sW) with
-    s = ``card.scale``. ``variant`` goes into the UIDs (see :mod:`dicom_node.uids`);
+    s = ``card.scale``. ``variant`` goes into the UIDs (see :mod:`dicom_node.derive.identity`);
     ``backend`` into the DerivationDescription. The result has ``file_meta`` for
     Explicit VR Little Endian and is ready for ``dcmwrite(..., enforce_file_format=True)``.
     """
@@ -494,9 +389,9 @@ def derive_instance(
     # geometry
     out.Rows, out.Columns = expected
     if enhanced_iod:
-        _enhanced_geometry(out, scale)
+        enhanced_geometry(out, scale)
     else:
-        _classic_geometry(out, source, scale)
+        classic_geometry(out, source, scale)
 
     # pixels
     _set_pixels(out, source, pixels)

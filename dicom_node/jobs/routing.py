@@ -1,9 +1,13 @@
 """Routing rules: which series are enhanced, with which model, and where the result goes.
 
-A series that became stable is described by :class:`SeriesFacts`; :func:`decide` walks the
-configured routes in order and the first one that matches wins. A series no route matches
-is skipped, and the decision says why. With no routes configured at all, every image
-series is enhanced with its modality's model and sent to every destination.
+A series is described by :class:`SeriesFacts`, a snapshot of the routing attributes taken
+from the header of its first instance at receive and kept as JSON with the series (so a
+new criterion needs no schema change: a :class:`SeriesFacts` field naming its header
+keyword, a ``Route`` field in the config and one function in :data:`MATCHERS`).
+:func:`decide` walks the configured routes in order and the first one that matches wins.
+A series no route matches is skipped, and the decision says why. With no routes configured
+at all, every image series is enhanced with its modality's model and sent to every
+destination.
 
 Series that srnode derived itself are never routed again (:func:`is_srnode_derived`), so a
 PACS that sends everything back to us cannot start a loop.
@@ -11,18 +15,16 @@ PACS that sends everything back to us cannot start a loop.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
-from dicom_node.config import Route
-
-#: Manufacturer written into the ContributingEquipmentSequence item of derived series
-#: (``derive.manufacturer`` in the config; this is its default).
-SRNODE_MANUFACTURER = "srnode"
+from dicom_node.config import DeriveSettings, Route, Settings
 
 #: Modalities that carry no image to enhance; with no routes configured they are skipped.
 NON_IMAGE_MODALITIES = frozenset(
@@ -32,28 +34,52 @@ NON_IMAGE_MODALITIES = frozenset(
 Action = Literal["enhance", "ignore", "skip"]
 
 
+def _keyword(name: str) -> Any:
+    return field(default="", metadata={"keyword": name})
+
+
 @dataclass(frozen=True)
 class SeriesFacts:
-    """What routing looks at, taken from the first instance of a series."""
+    """What routing looks at, taken from the header of the first instance of a series.
 
-    modality: str = ""
-    body_part: str = ""
-    series_description: str = ""
-    study_description: str = ""
+    A field with a ``keyword`` is read from that header attribute. The snapshot is what
+    the ingest reads: attributes of groups 0008-0028."""
+
+    modality: str = _keyword("Modality")
+    body_part: str = _keyword("BodyPartExamined")
+    series_description: str = _keyword("SeriesDescription")
+    study_description: str = _keyword("StudyDescription")
     calling_ae: str = ""
     derived_by_srnode: bool = False
 
     @classmethod
-    def from_dataset(cls, ds: Dataset, calling_ae: str = "") -> SeriesFacts:
+    def from_dataset(
+        cls,
+        ds: Dataset,
+        calling_ae: str = "",
+        settings: Settings | DeriveSettings | None = None,
+    ) -> SeriesFacts:
         """Facts of the series ``ds`` belongs to (header only is enough)."""
+        values: dict[str, Any] = {
+            f.name: str(ds.get(f.metadata["keyword"], "") or "")
+            for f in dataclasses.fields(cls)
+            if "keyword" in f.metadata
+        }
         return cls(
-            modality=str(ds.get("Modality", "") or ""),
-            body_part=str(ds.get("BodyPartExamined", "") or ""),
-            series_description=str(ds.get("SeriesDescription", "") or ""),
-            study_description=str(ds.get("StudyDescription", "") or ""),
+            **values,
             calling_ae=calling_ae,
-            derived_by_srnode=is_srnode_derived(ds),
+            derived_by_srnode=is_srnode_derived(ds, settings or DeriveSettings()),
         )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SeriesFacts:
+        """From a stored snapshot; fields it lacks (added to srnode since) are empty."""
+        raw = json.loads(text)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -82,15 +108,20 @@ def _search(pattern: str | None, value: str) -> bool:
     return pattern is None or re.search(pattern, value, re.IGNORECASE) is not None
 
 
+#: one match function per route criterion (a ``Route`` field of the same name); an
+#: empty criterion matches anything
+MATCHERS: dict[str, Callable[[Any, SeriesFacts], bool]] = {
+    "modality": lambda want, f: _in(f.modality, want),
+    "body_part": lambda want, f: _in(f.body_part, want),
+    "calling_ae": lambda want, f: _in(f.calling_ae, want),
+    "series_description": lambda want, f: _search(want, f.series_description),
+    "study_description": lambda want, f: _search(want, f.study_description),
+}
+
+
 def route_matches(route: Route, facts: SeriesFacts) -> bool:
     """True when every condition the route sets holds for the series."""
-    return (
-        _in(facts.modality, route.modality)
-        and _in(facts.body_part, route.body_part)
-        and _in(facts.calling_ae, route.calling_ae)
-        and _search(route.series_description, facts.series_description)
-        and _search(route.study_description, facts.study_description)
-    )
+    return all(match(getattr(route, name), facts) for name, match in MATCHERS.items())
 
 
 def _describe(facts: SeriesFacts) -> str:
@@ -147,14 +178,16 @@ def _text(value: object) -> str:
     return str(value or "").strip()
 
 
-def is_srnode_derived(ds: Dataset, manufacturer: str = SRNODE_MANUFACTURER) -> bool:
-    """True when ``ds`` is an instance srnode wrote.
+def is_srnode_derived(ds: Dataset, settings: Settings | DeriveSettings) -> bool:
+    """True when ``ds`` is an instance srnode wrote, under the configured manufacturer.
 
-    Either a ContributingEquipmentSequence item names ``manufacturer`` (what derive
-    writes), or ImageType is DERIVED and DerivationDescription names srnode (for PACS that
-    drop the sequence).
+    Either a ContributingEquipmentSequence item names ``derive.manufacturer`` (what derive
+    writes), or ImageType is DERIVED and DerivationDescription names it (for PACS that
+    drop the sequence). orthanc/autoroute.py carries a copy (Orthanc's Python has only
+    the standard library); tests/test_routing.py checks that the two agree.
     """
-    want = manufacturer.strip().lower()
+    derive = settings.derive if isinstance(settings, Settings) else settings
+    want = derive.manufacturer.strip().lower()
     for item in ds.get("ContributingEquipmentSequence", None) or []:
         if _text(item.get("Manufacturer", "")).lower() == want:
             return True

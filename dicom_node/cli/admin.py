@@ -1,154 +1,36 @@
-"""``srnode serve`` and the admin commands: status, jobs retry, echo, aet, worker."""
+"""Admin commands: ``srnode status``, ``jobs retry``, ``echo`` and ``aet``."""
 
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from dicom_node.config import ConfigError, Settings, load_settings
-
-_AE_HOST = re.compile(r"^(?P<ae>[^@]{1,16})(?:@(?P<host>[^:]+))?$")
-_AE_HOST_PORT = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
-
-ConfigOpt = typer.Option(None, "--config", "-c", help="srnode.toml (default: embedded defaults)")
-DataDirOpt = typer.Option(None, "--data-dir", help="spool, SQLite database and logs live here")
-
-
-def _fail(msg: str) -> None:
-    typer.echo(msg, err=True)
-    raise typer.Exit(2)
-
-
-def parse_allow(value: str) -> dict[str, Any]:
-    """``AE`` or ``AE@HOST`` -> an ``[[allow]]`` entry."""
-    m = _AE_HOST.match(value.strip())
-    if not m:
-        raise ConfigError(f"config: allow: {value!r} is not AE or AE@HOST")
-    return {"ae_title": m["ae"], "host": m["host"]}
-
-
-def parse_destination(value: str) -> dict[str, Any]:
-    """``AE@HOST:PORT`` -> a DIMSE ``[[destinations]]`` entry named after the AE."""
-    m = _AE_HOST_PORT.match(value.strip())
-    if not m:
-        raise ConfigError(f"config: destinations: {value!r} is not AE@HOST:PORT")
-    return {
-        "name": m["ae"],
-        "kind": "dimse",
-        "ae_title": m["ae"],
-        "host": m["host"].strip("[]"),
-        "port": int(m["port"]),
-    }
-
-
-def build_settings(
-    config: Path | None,
-    *,
-    data_dir: Path | None = None,
-    aet: str | None = None,
-    port: int | None = None,
-    allow: list[str] | None = None,
-    destination: list[str] | None = None,
-    stable_age: float | None = None,
-) -> Settings:
-    """The config file (or embedded defaults) with the command-line flags on top."""
-    base = load_settings(config)
-    raw = base.model_dump(mode="json", exclude_none=False)
-    if data_dir is not None:
-        raw["node"]["data_dir"] = str(data_dir)
-    if aet is not None:
-        raw["node"]["ae_title"] = aet
-    if port is not None:
-        raw["node"]["port"] = port
-    if allow:
-        raw["allow"] = [parse_allow(a) for a in allow]
-    if destination:
-        raw["destinations"] = [parse_destination(d) for d in destination]
-    if stable_age is not None:
-        raw["scheduler"]["stable_age"] = stable_age
-    try:
-        return Settings.model_validate(raw)
-    except Exception as e:  # pydantic ValidationError -> one line naming the key
-        from pydantic import ValidationError
-
-        from dicom_node.config import _format_error
-
-        if isinstance(e, ValidationError):
-            raise ConfigError(_format_error(e)) from None
-        raise
-
-
-def _settings_or_exit(**kw: Any) -> Settings:
-    try:
-        return build_settings(**kw)
-    except ConfigError as e:
-        _fail(str(e))
-        raise  # unreachable
-
-
-def _db(settings: Settings):
-    from dicom_node.db import Database
-
-    d = Database.from_settings(settings)
-    d.create_or_migrate()
-    return d
-
-
-def _ago(t: float | None) -> str:
-    if t is None:
-        return "-"
-    dt = t - time.time()
-    return f"in {dt:.0f} s" if dt >= 0 else f"{-dt:.0f} s ago"
+from dicom_node.cli.service import (
+    ConfigOpt,
+    DataDirOpt,
+    _ago,
+    _db,
+    _fail,
+    _settings_or_exit,
+    parse_allow,
+    parse_destination,
+)
+from dicom_node.config import ConfigError
 
 
 def register(app: typer.Typer) -> None:
-    """Add the service commands to the root app."""
+    """Add the admin commands to the root app."""
+    _status(app)
+    _jobs(app)
+    _echo(app)
+    _aet(app)
 
-    @app.command()
-    def serve(
-        config: Path | None = ConfigOpt,
-        data_dir: Path | None = DataDirOpt,
-        aet: str | None = typer.Option(None, "--aet", help="our AE title"),
-        port: int | None = typer.Option(None, "--port", help="DICOM port"),
-        allow: list[str] | None = typer.Option(
-            None, "--allow", help="calling AE allowed, AE or AE@HOST (repeatable)"
-        ),
-        destination: list[str] | None = typer.Option(
-            None, "--destination", help="DIMSE destination AE@HOST:PORT (repeatable)"
-        ),
-        stable_age: float | None = typer.Option(
-            None, "--stable-age", help="seconds a series must be quiet to be complete"
-        ),
-    ) -> None:
-        """Run the node: Storage SCP, scheduler, workers and the web console."""
-        from dicom_node.service import Node
 
-        s = _settings_or_exit(
-            config=config,
-            data_dir=data_dir,
-            aet=aet,
-            port=port,
-            allow=allow,
-            destination=destination,
-            stable_age=stable_age,
-        )
-        Node(s, role="serve").serve_forever()
-
-    @app.command()
-    def worker(
-        config: Path | None = ConfigOpt,
-        data_dir: Path | None = DataDirOpt,
-    ) -> None:
-        """Run workers only, on the database (and spool) a `srnode serve` shares."""
-        from dicom_node.service import Node
-
-        s = _settings_or_exit(config=config, data_dir=data_dir)
-        Node(s, role="worker").serve_forever()
+def _status(app: typer.Typer) -> None:
+    """srnode status."""
 
     @app.command()
     def status(
@@ -224,6 +106,10 @@ def register(app: typer.Typer) -> None:
             )
         con.print(t)
 
+
+def _jobs(app: typer.Typer) -> None:
+    """srnode jobs retry."""
+
     jobs_app = typer.Typer(help="Job administration.", no_args_is_help=True)
     app.add_typer(jobs_app, name="jobs")
 
@@ -237,12 +123,18 @@ def register(app: typer.Typer) -> None:
         s = _settings_or_exit(config=config, data_dir=data_dir)
         d = _db(s)
         try:
-            ok = d.retry_job(job_id)
+            from dicom_node.jobs.states import Jobs
+
+            ok = Jobs(d).retry(job_id)
         finally:
             d.close()
         if not ok:
             _fail(f"no job {job_id}")
         typer.echo(f"job {job_id} queued again")
+
+
+def _echo(app: typer.Typer) -> None:
+    """srnode echo."""
 
     @app.command()
     def echo(
@@ -251,16 +143,15 @@ def register(app: typer.Typer) -> None:
         timeout: float = typer.Option(10.0, "--timeout"),
     ) -> None:
         """C-ECHO a DICOM peer."""
-        from pynetdicom import AE, evt
+        from pynetdicom import AE
         from pynetdicom.sop_class import Verification
 
-        from dicom_node.net import install_tcp_nodelay, scu_without_request_serving
+        from dicom_node.net import scu_handlers
 
         try:
             p = parse_destination(target)
         except ConfigError as e:
             _fail(str(e).removeprefix("config: destinations: "))
-        install_tcp_nodelay()
         ae = AE(ae_title=aet)
         ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout
         ae.add_requested_context(Verification)
@@ -269,7 +160,7 @@ def register(app: typer.Typer) -> None:
             p["host"],
             p["port"],
             ae_title=p["ae_title"],
-            evt_handlers=[(evt.EVT_CONN_OPEN, scu_without_request_serving)],
+            evt_handlers=scu_handlers(),
         )
         if not assoc.is_established:
             why = "rejected" if assoc.is_rejected else "no association"
@@ -280,6 +171,10 @@ def register(app: typer.Typer) -> None:
         if code != 0:
             _fail(f"echo {target}: status {code}")
         typer.echo(f"echo {target}: ok in {(time.monotonic() - t0) * 1000:.0f} ms")
+
+
+def _aet(app: typer.Typer) -> None:
+    """srnode aet list / add / remove."""
 
     aet_app = typer.Typer(help="Calling AE titles the node accepts.", no_args_is_help=True)
     app.add_typer(aet_app, name="aet")

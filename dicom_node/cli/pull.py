@@ -9,17 +9,17 @@ import typer
 
 def _destination(settings, name: str):
     """A configured destination by name, or an ad-hoc one: ``AE@HOST:PORT`` or a URL."""
-    from dicom_node.config import ConfigError, Destination
+    from dicom_node.config import ConfigError, DimseDestination, StowDestination
 
     for d in settings.destinations:
         if d.name == name:
             return d
     if name.startswith(("http://", "https://")):
-        return Destination(name="web", kind="stow", url=name)
-    from dicom_node.cli_service import parse_destination
+        return StowDestination(name="web", kind="stow", url=name)
+    from dicom_node.cli.service import parse_destination
 
     try:
-        return Destination(**parse_destination(name))
+        return DimseDestination(**parse_destination(name))
     except ConfigError:
         known = ", ".join(d.name for d in settings.destinations) or "none configured"
         raise typer.BadParameter(
@@ -50,10 +50,10 @@ def register(app: typer.Typer) -> None:
         data_dir: Path | None = typer.Option(None, "--data-dir", help="the node's data dir"),
     ) -> None:
         """Fetch a study from a PACS into the node, which then processes it as if sent."""
-        from dicom_node.cli_service import build_settings
+        from dicom_node.cli.service import build_settings
         from dicom_node.config import ConfigError
-        from dicom_node.pull import PullError
-        from dicom_node.pull import pull as do_pull
+        from dicom_node.receive.pull import PullError
+        from dicom_node.receive.pull import pull as do_pull
 
         try:
             settings = build_settings(config, data_dir=data_dir)
@@ -66,14 +66,10 @@ def register(app: typer.Typer) -> None:
         if method == "move":
             store = None  # the instances arrive at the running node's SCP
         else:
-            from dicom_node.db import Database
-            from dicom_node.ingest import Ingestor
-            from dicom_node.spool import Spool
+            from dicom_node.service import open_intake
 
-            db = Database.from_settings(settings)
-            db.create_or_migrate()
-            spool = Spool(Path(settings.node.data_dir) / "spool", fsync=settings.spool.fsync)
-            store = Ingestor(db, spool).store
+            intake = open_intake(settings)
+            db, store = intake.db, intake.ingestor.store
         try:
             result = do_pull(
                 dest,

@@ -16,10 +16,8 @@ raw bytes it received so nothing is decoded and re-encoded on the hot path.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
-import struct
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +26,20 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_node.db import Database
+from dicom_node.config import Settings
+from dicom_node.jobs.db import Database
+from dicom_node.jobs.routing import SeriesFacts
+from dicom_node.receive.wire import (
+    at_pixel_data,
+    encode_file_meta,
+    expected_pixel_bytes,
+    past_image_group,
+    pixel_element_header,
+    scan_header,
+    transfer_syntax,
+)
 from dicom_node.spool import Spool, SpoolError, valid_uid
 
 log = logging.getLogger(__name__)
@@ -71,43 +80,6 @@ class Rejected(Exception):
         self.reason = reason
 
 
-@functools.lru_cache(maxsize=64)
-def transfer_syntax(uid: str) -> UID:
-    """pydicom's UID, built once per transfer syntax (its validation is ~0.1 ms a time)."""
-    return UID(uid)
-
-
-def _fallback_is_derived(ds: Dataset) -> bool:
-    for item in ds.get("ContributingEquipmentSequence", []) or []:
-        if str(item.get("Manufacturer", "")).lower().startswith("srnode"):
-            return True
-    return False
-
-
-def _is_srnode_derived(ds: Dataset) -> bool:
-    try:
-        from dicom_node.routing import is_srnode_derived
-    except ImportError:
-        return _fallback_is_derived(ds)
-    try:
-        return bool(is_srnode_derived(ds))
-    except Exception:  # a malformed sequence must not block receiving
-        return _fallback_is_derived(ds)
-
-
-def _expected_pixel_bytes(ds: Dataset) -> int | None:
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        spp = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        return None
-    if bits == 1:
-        return (rows * cols * spp * frames + 7) // 8
-    return rows * cols * spp * frames * (bits // 8)
-
-
 class Ingestor:
     """Stores instances for one node: spool + database (+ an optional hook per instance)."""
 
@@ -117,8 +89,10 @@ class Ingestor:
         spool: Spool,
         *,
         on_stored: Callable[[str, str], None] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.db = db
+        self.settings = settings or Settings()
         self.spool = spool
         self.on_stored = on_stored
         self._series_ids: dict[str, int] = {}
@@ -165,7 +139,7 @@ class Ingestor:
                 try:
                     # the header only: pixel data is checked from its element header
                     # below, never copied or decoded
-                    ds = read_dataset(fp, ts.is_implicit_VR, True, stop_when=_past_image_group)
+                    ds = read_dataset(fp, ts.is_implicit_VR, True, stop_when=past_image_group)
                 except Exception as e:
                     raise Rejected(CANNOT_UNDERSTAND, f"cannot parse data set: {e}") from None
                 pixel = _find_pixel_header(ds, body, fp, ts.is_implicit_VR)
@@ -179,12 +153,7 @@ class Ingestor:
         """Index spool files that have no database row (after a power loss with SQLite's
         ``synchronous = NORMAL``, the last rows may be gone while their fsynced files are
         there). Files that do not parse are removed: they were never acknowledged."""
-        from sqlalchemy import select
-
-        from dicom_node.db import Instance
-
-        with self.db.engine.connect() as conn:
-            known = {p for (p,) in conn.execute(select(Instance.path))}
+        known = self.db.instance_paths()
         n = 0
         for f in sorted(self.spool.root.glob("*/*/*.dcm")):
             if str(f) in known:
@@ -278,7 +247,7 @@ class Ingestor:
                 if value is None or (isinstance(value, bytes) and len(value) < 8):
                     raise Rejected(BAD_PIXEL_DATA, "encapsulated pixel data empty")
             else:
-                expected = _expected_pixel_bytes(ds)
+                expected = expected_pixel_bytes(ds)
                 got = len(value) if isinstance(value, (bytes, bytearray)) else length
                 if expected is not None and got is not None and got < expected:
                     raise Rejected(
@@ -362,6 +331,7 @@ class Ingestor:
         sid = self._series_ids.get(uid)
         if sid is not None:
             return sid
+        routing = self._routing_facts(ds, calling_ae)
         sid = self.db.ensure_series(
             study_uid=facts["study_uid"],
             series_uid=uid,
@@ -371,14 +341,23 @@ class Ingestor:
             series_description=facts["series_description"],
             calling_ae=calling_ae,
             via=via,
-            derived_by_srnode=_is_srnode_derived(ds),
+            derived_by_srnode=routing.derived_by_srnode,
             expected_count=facts["expected_count"],
+            routing=routing.to_json(),
         )
         with self._lock:
             if len(self._series_ids) > 10000:
                 self._series_ids.clear()
             self._series_ids[uid] = sid
         return sid
+
+    def _routing_facts(self, ds: Dataset, calling_ae: str | None) -> SeriesFacts:
+        """The routing snapshot of a new series, from its first instance's header."""
+        try:
+            return SeriesFacts.from_dataset(ds, calling_ae or "", self.settings)
+        except Exception:  # a malformed sequence must not block receiving
+            log.warning("routing attributes unreadable; the series is routed as derived")
+            return SeriesFacts(calling_ae=calling_ae or "", derived_by_srnode=True)
 
     def _reject(
         self, code: int, reason: str, calling_ae: str | None, via: str, facts: dict[str, Any] | None
@@ -398,172 +377,27 @@ class Ingestor:
         return StoreStatus(code, reason)
 
 
-# ---------------------------------------------------------------- header scanner
-# The receive path needs a dozen attributes; pydicom builds an element object for each of
-# the ~200 in a typical CT header (~1 ms). This scanner walks the encoded elements, keeps
-# the raw values it needs and skips everything else by length (sequences of undefined
-# length included). Any surprise raises, and pydicom then reads the data set instead.
-
-_WANTED = {
-    0x00080016: "SOPClassUID",
-    0x00080018: "SOPInstanceUID",
-    0x0020000D: "StudyInstanceUID",
-    0x0020000E: "SeriesInstanceUID",
-    0x00080060: "Modality",
-    0x00180015: "BodyPartExamined",
-    0x0008103E: "SeriesDescription",
-    0x00081030: "StudyDescription",
-    0x00200013: "InstanceNumber",
-    0x00201002: "ImagesInAcquisition",
-    0x00280002: "SamplesPerPixel",
-    0x00280008: "NumberOfFrames",
-    0x00280010: "Rows",
-    0x00280011: "Columns",
-    0x00280100: "BitsAllocated",
-}
-_US = {"SamplesPerPixel", "Rows", "Columns", "BitsAllocated"}
-_LONG_VRS = frozenset(
-    (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
-)
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-
-
-class _Header(dict):
-    """Attributes by keyword, read like a pydicom Dataset (``get``, attributes)."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def get(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
-        return dict.get(self, key, default) if isinstance(key, str) else default
-
-
-WireMeta = _Header  # file meta for store_encoded built without pydicom (keywords as keys)
-
-
-_EXPLICIT = struct.Struct("<HH2sH").unpack_from  # group, element, VR, 2-byte length
-_IMPLICIT = struct.Struct("<HHL").unpack_from  # group, element, 4-byte length
-_UL = struct.Struct("<L").unpack_from
-
-
-def _walk(body: Any, pos: int, end: int, implicit: bool, stop: int, out: dict | None) -> int:
-    """Walk elements from ``pos``; return the position after the ``stop`` delimiter (or of
-    the pixel data element header at top level, ``stop == 0``)."""
-    while pos + 8 <= end:
-        if implicit:
-            group, elem, length = _IMPLICIT(body, pos)
-            start, vr = pos + 8, None
-        else:
-            group, elem, vr, length = _EXPLICIT(body, pos)
-            start = pos + 8
-        tag = (group << 16) | elem
-        if group == 0xFFFE:  # item / delimiters: tag + 4-byte length, no VR
-            if tag == stop:
-                return pos + 8
-            raise ValueError(f"unexpected delimiter {tag:08X}")
-        if vr in _LONG_VRS:
-            (length,) = _UL(body, pos + 8)
-            start = pos + 12
-        if stop == 0 and tag == 0x7FE00010:
-            return pos
-        if length == 0xFFFFFFFF:
-            pos = _walk_sequence(body, start, end, implicit or vr == b"UN")
-            continue
-        if out is not None and tag in _WANTED:
-            out[_WANTED[tag]] = bytes(body[start : start + length])
-        pos = start + length
-    if pos > end or stop != 0:
-        raise ValueError("data set ends inside an element")
-    return -1
-
-
-def _walk_sequence(body: Any, pos: int, end: int, implicit: bool) -> int:
-    unpack = struct.unpack_from
-    while pos + 8 <= end:
-        (tag,) = unpack("<L", body, pos)
-        tag = ((tag & 0xFFFF) << 16) | (tag >> 16)
-        (length,) = unpack("<L", body, pos + 4)
-        if tag == _SEQ_END:
-            return pos + 8
-        if tag != _ITEM:
-            raise ValueError(f"expected an item, found {tag:08X}")
-        if length == 0xFFFFFFFF:
-            pos = _walk(body, pos + 8, end, implicit, _ITEM_END, None)
-        else:
-            pos += 8 + length
-    raise ValueError("sequence runs past the end")
-
-
-def scan_header(body: Any, implicit: bool) -> tuple[_Header, tuple[int, int] | None]:
-    """The attributes the receive path reads, and the pixel data header (see
-    :func:`_pixel_element_header`), from an encoded little-endian data set."""
-    raw: dict[str, bytes] = {}
-    at = _walk(body, 0, len(body), implicit, 0, raw)
-    h = _Header()
-    for name, value in raw.items():
-        if name in _US:
-            if len(value) < 2:
-                raise ValueError(f"{name} too short")
-            h[name] = int.from_bytes(value[:2], "little")
-        else:
-            h[name] = value.decode("latin-1").rstrip("\x00 ").strip()
-    pixel = _pixel_element_header(body, at, implicit) if at >= 0 else None
-    return h, pixel
-
-
-def _at_pixel_data(tag: Any, vr: Any, length: int) -> bool:
-    return (tag >> 16) >= 0x7FE0  # int shift: no Python-level Tag comparison
-
-
-def _past_image_group(tag: Any, vr: Any, length: int) -> bool:
-    # every attribute the node reads is in groups 0008-0028
-    return (tag >> 16) > 0x0028
-
-
 def _find_pixel_header(ds: Dataset, body: Any, fp: Any, implicit: bool) -> tuple[int, int] | None:
     """The pixel data element header without parsing what lies between group 0028 and it.
 
     Native pixel data is almost always the last element: try where Rows x Columns x … put
     it; otherwise parse on from where the header parse stopped."""
     pos = fp.tell()
-    expected = _expected_pixel_bytes(ds)
+    expected = expected_pixel_bytes(ds)
     head = 8 if implicit else 12
     if expected is not None:
         for length in (expected, expected + 1):  # odd lengths are padded
             at = len(body) - length - head
             if at >= pos:
-                found = _pixel_element_header(body, at, implicit)
+                found = pixel_element_header(body, at, implicit)
                 if found is not None and found[0] == length == found[1]:
                     return found
     fp.seek(pos)
     try:
-        read_dataset(fp, implicit, True, stop_when=_at_pixel_data)
+        read_dataset(fp, implicit, True, stop_when=at_pixel_data)
     except Exception as e:
         raise Rejected(CANNOT_UNDERSTAND, f"cannot parse data set: {e}") from None
-    return _pixel_element_header(body, fp.tell(), implicit)
-
-
-def _pixel_element_header(body: Any, pos: int, implicit: bool) -> tuple[int, int] | None:
-    """(declared value length, bytes available after the element header) of the pixel
-    data element at ``pos``, or None when the data set has none."""
-    n = len(body)
-    if pos + 8 > n:
-        return None
-    group, elem = struct.unpack_from("<HH", body, pos)
-    if (group, elem) != (0x7FE0, 0x0010):
-        return None
-    if implicit:
-        (length,) = struct.unpack_from("<L", body, pos + 4)
-        start = pos + 8
-    else:
-        if pos + 12 > n:
-            return (0xFFFFFFFF, 0) if n - pos >= 8 else None
-        (length,) = struct.unpack_from("<L", body, pos + 8)
-        start = pos + 12
-    return length, n - start
+    return pixel_element_header(body, fp.tell(), implicit)
 
 
 def _check_pixel_header(meta: FileMetaDataset, ds: Dataset, length: int, available: int) -> None:
@@ -575,7 +409,7 @@ def _check_pixel_header(meta: FileMetaDataset, ds: Dataset, length: int, availab
         raise Rejected(
             BAD_PIXEL_DATA, f"pixel data truncated ({available} of {length} bytes present)"
         )
-    expected = _expected_pixel_bytes(ds)
+    expected = expected_pixel_bytes(ds)
     if expected is not None and length < expected:
         raise Rejected(
             BAD_PIXEL_DATA,
@@ -585,39 +419,6 @@ def _check_pixel_header(meta: FileMetaDataset, ds: Dataset, length: int, availab
 
 def _meta_facts(meta: FileMetaDataset) -> dict[str, Any]:
     return {"sop_uid": str(meta.get("MediaStorageSOPInstanceUID", "") or "") or None}
-
-
-def _meta_element(tag: tuple[int, int], vr: bytes, value: bytes) -> bytes:
-    if vr in (b"UI",) and len(value) % 2:
-        value += b"\x00"
-    elif len(value) % 2:
-        value += b" "
-    if vr == b"OB":
-        return struct.pack("<HH2sHL", tag[0], tag[1], vr, 0, len(value)) + value
-    return struct.pack("<HH2sH", tag[0], tag[1], vr, len(value)) + value
-
-
-def encode_file_meta(meta: FileMetaDataset) -> bytes:
-    """Preamble, 'DICM' and the File Meta Information group (PS3.10 7.1), encoded directly
-    (pydicom's writer costs ~0.3 ms per instance on the receive path)."""
-    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
-
-    impl_uid = str(meta.get("ImplementationClassUID", "") or PYNETDICOM_IMPLEMENTATION_UID)
-    impl_ver = str(meta.get("ImplementationVersionName", "") or PYNETDICOM_IMPLEMENTATION_VERSION)
-    parts = [
-        _meta_element((0x0002, 0x0001), b"OB", b"\x00\x01"),
-        _meta_element((0x0002, 0x0002), b"UI", str(meta.MediaStorageSOPClassUID).encode()),
-        _meta_element((0x0002, 0x0003), b"UI", str(meta.MediaStorageSOPInstanceUID).encode()),
-        _meta_element((0x0002, 0x0010), b"UI", str(meta.TransferSyntaxUID).encode()),
-        _meta_element((0x0002, 0x0012), b"UI", impl_uid.encode()),
-        _meta_element((0x0002, 0x0013), b"SH", impl_ver.encode()[:16]),
-    ]
-    src = str(meta.get("SourceApplicationEntityTitle", "") or "")
-    if src:
-        parts.append(_meta_element((0x0002, 0x0016), b"AE", src.encode()[:16]))
-    group = b"".join(parts)
-    length = struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(group))
-    return b"\x00" * 128 + b"DICM" + length + group
 
 
 def _int_or_none(v: Any) -> int | None:
