@@ -21,6 +21,7 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 
@@ -32,14 +33,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-_AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+def ae_title_problem(value: str) -> str | None:
+    """What is wrong with an AE title (PS3.5 6.2, VR AE), or None. Leading and trailing
+    spaces are not significant and are not counted."""
+    v = value.strip()
+    if not v:
+        return "AE title is empty"
+    if len(v) > 16:
+        return f"AE title '{v}' has more than 16 characters ({len(v)})"
+    if "\\" in v:
+        return f"AE title '{v}': backslash not allowed"
+    bad = [c for c in v if not 0x20 <= ord(c) <= 0x7E]
+    if bad:
+        return f"AE title '{v}': only printable ASCII characters allowed (not {bad[0]!r})"
+    return None
 
 
 def _check_ae(v: str) -> str:
-    v = v.strip()
-    if not _AE_RE.match(v) or "\\" in v:
-        raise ValueError("AE title must be 1-16 printable ASCII characters without backslash")
-    return v
+    problem = ae_title_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v.strip()
 
 
 class NodeSettings(_Section):
@@ -70,10 +84,38 @@ class AllowedAE(_Section):
 
 
 class _DestinationBase(_Section):
-    name: str
-    max_attempts: int = Field(8, ge=1)
-    backoff_initial: float = Field(2.0, gt=0)
-    backoff_max: float = Field(300.0, gt=0)
+    name: str = Field(description="what routes and logs call this destination")
+    max_attempts: int = Field(8, ge=1, description="send attempts before the export fails")
+    backoff_initial: float = Field(
+        2.0, gt=0, description="seconds before the second attempt; doubles each time"
+    )
+    backoff_max: float = Field(300.0, gt=0, description="longest wait between attempts (s)")
+    transfer_syntax: str | None = Field(
+        None,
+        description="how derived instances are sent: explicit-vr-little-endian, "
+        "jpeg2000-lossless, jpegls-lossless, rle-lossless, deflated, or a transfer syntax "
+        "UID. Unset: JPEG 2000 lossless when the source came compressed losslessly, else "
+        "explicit VR little endian. A DIMSE peer that refuses it gets explicit VR little "
+        "endian",
+    )
+    timeout: float = Field(
+        60.0,
+        gt=0,
+        description="seconds to wait for the peer's answer (association, each C-STORE or "
+        "STOW-RS request) before the attempt fails and is retried",
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for the TCP connection to the peer"
+    )
+
+    @field_validator("transfer_syntax")
+    @classmethod
+    def _syntax(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from dicom_node.derive.encoding import parse_syntax
+
+        return str(parse_syntax(v))
 
 
 class DimseDestination(_DestinationBase):
@@ -88,9 +130,18 @@ class DimseDestination(_DestinationBase):
     tls_cert: Path | None = None  # our client certificate, where the peer asks for one
     tls_key: Path | None = None
 
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str | None) -> str | None:
+        return None if v is None else _check_ae(v)
+
     @property
     def address(self) -> str:
         return f"{self.ae_title}@{self.host}:{self.port}"
+
+    def missing(self) -> list[str]:
+        """The settings this destination cannot work without that are not set."""
+        return [k for k in ("ae_title", "host", "port") if not getattr(self, k)]
 
 
 class StowDestination(_DestinationBase):
@@ -106,6 +157,10 @@ class StowDestination(_DestinationBase):
     @property
     def tls(self) -> bool:
         return str(self.url or "").startswith("https://")
+
+    def missing(self) -> list[str]:
+        """The settings this destination cannot work without that are not set."""
+        return [] if self.url else ["url"]
 
 
 def _destination_kind(value: object) -> str:
@@ -142,11 +197,66 @@ class Route(_Section):
         return v
 
 
+#: the default ImageComments of a derived instance (see DeriveSettings.image_comments)
+DEFAULT_IMAGE_COMMENTS = (
+    "Super-resolved by srnode {version}, model {model} {model_version}; not the acquired image"
+)
+
+
+def default_routes() -> list[Route]:
+    """The routes of the embedded config (config/srnode.toml writes them out): CT, MR and
+    radiographs with their bundled models; any other series matches none and is skipped
+    ("no route matched (modality=US)")."""
+    return [
+        Route(name="ct", modality=["CT"], model="ct-x2"),
+        Route(name="mr", modality=["MR"], model="mr-x2"),
+        Route(name="radiographs", modality=["CR", "DX"], model="general-x2"),
+    ]
+
+
 class DeriveSettings(_Section):
-    description_suffix: str = " [SR x{scale}]"
-    series_number_offset: int = Field(1000, ge=0)
-    manufacturer: str = "srnode"
-    data_consistency: bool = True
+    """How a derived series is labelled (what a radiologist sees in the PACS)."""
+
+    description_suffix: str = Field(
+        " [AI SR x{scale}]",
+        description="appended to the source's SeriesDescription ({scale}: the factor); a "
+        "source without one gets '<Modality> series <SeriesNumber>' first, so the derived "
+        "description always says what it is",
+    )
+    image_comments: str = Field(
+        DEFAULT_IMAGE_COMMENTS,
+        max_length=10240,
+        description="ImageComments of every derived instance ({version}: srnode's, {model} "
+        "and {model_version}: the model's); the source's comments follow on a new line",
+    )
+    series_number_offset: int = Field(1000, ge=0, description="added to the source's SeriesNumber")
+    manufacturer: str = Field(
+        "srnode",
+        description="Manufacturer in the ContributingEquipmentSequence item srnode adds; "
+        "also how srnode recognises its own output (never routed again)",
+    )
+    data_consistency: bool = Field(
+        True,
+        description="project the output back onto the acquired pixels (the result, "
+        "downsampled, equals the source); off gives other UIDs",
+    )
+    keep_private_tags: bool = Field(
+        False,
+        description="copy the source's private (odd group) attributes into the derived "
+        "instances; off: dropped, since they may describe the acquired pixels",
+    )
+
+    @field_validator("description_suffix", "image_comments")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            v.format(scale=2, version="1", model="m", model_version="1")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"unknown placeholder or stray brace ({e}); placeholders: "
+                "{scale}, {version}, {model}, {model_version}"
+            ) from None
+        return v
 
 
 class EngineSettings(_Section):
@@ -202,7 +312,7 @@ class Settings(_Section):
     node: NodeSettings = Field(default_factory=NodeSettings)
     allow: list[AllowedAE] = Field(default_factory=list)
     destinations: list[Destination] = Field(default_factory=list)
-    routes: list[Route] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=default_routes)
     derive: DeriveSettings = Field(default_factory=DeriveSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
@@ -210,12 +320,43 @@ class Settings(_Section):
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        """Destinations complete and uniquely named, routes naming known destinations:
+        the errors that would otherwise fail every job later."""
+        names: set[str] = set()
+        for d in self.destinations:
+            if d.name in names:
+                raise ValueError(f"destinations: the name {d.name!r} is used twice")
+            names.add(d.name)
+            missing = d.missing()
+            if missing:
+                raise ValueError(
+                    f"destinations.{d.name}: {', '.join(missing)} required for kind = {d.kind}"
+                )
+        for r in self.routes:
+            unknown = [n for n in r.destinations if n not in names]
+            if unknown:
+                known = ", ".join(sorted(names)) or "none configured"
+                raise ValueError(
+                    f"routes.{r.name}.destinations: no destination named {unknown[0]!r} "
+                    f"(destinations: {known})"
+                )
+        return self
+
 
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    key = ".".join(str(p) for p in e["loc"])
+    # a tagged union adds the tag to the location (destinations.0.dimse.port): drop it
+    loc = [
+        str(p)
+        for i, p in enumerate(e["loc"])
+        if not (i and isinstance(e["loc"][i - 1], int) and p in ("dimse", "stow"))
+    ]
     msg = e["msg"].removeprefix("Value error, ")
-    return f"config: {key}: {msg}"
+    if not loc:  # a model-level check: its message starts with the key
+        return f"config: {msg}"
+    return f"config: {'.'.join(loc)}: {msg}"
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -8,11 +8,14 @@ resumable (claim released; the next start, or another worker, takes it up).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +34,101 @@ from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """A setup the node cannot run with, found at start: one line naming the setting."""
+
+
+def _readable(key: str, path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise StartupError(f"config: {key}: cannot read {path} ({e.strerror or e})") from None
+
+
+def _check_tls(settings: Settings) -> None:
+    """Every TLS file named in the config is readable; the node's certificate and key load."""
+    n = settings.node
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        _readable(f"node.{key}", getattr(n, key))
+    if bool(n.tls_cert) != bool(n.tls_key):
+        have, need = ("tls_cert", "tls_key") if n.tls_cert else ("tls_key", "tls_cert")
+        raise StartupError(f"config: node.{need}: required with node.{have} (TLS needs both)")
+    if n.tls_cert and n.tls_key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                os.fspath(n.tls_cert), os.fspath(n.tls_key)
+            )
+        except ssl.SSLError as e:
+            raise StartupError(
+                f"config: node.tls_cert: {n.tls_cert} and {n.tls_key} are not a PEM "
+                f"certificate and its key ({e.reason or e})"
+            ) from None
+    for d in settings.destinations:
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            _readable(f"destinations.{d.name}.{key}", getattr(d, key, None))
+
+
+def _check_models(settings: Settings) -> None:
+    """Every model a route names resolves (by name in the model folders, or a card path)."""
+    from sr_engine.errors import ModelCardError
+    from sr_engine.registry import resolve_model
+
+    for r in settings.routes:
+        if r.action != "enhance" or not r.model:
+            continue
+        try:
+            resolve_model(r.model, model_dirs=settings.engine.model_dirs)
+        except (ModelCardError, OSError, ValueError) as e:
+            raise StartupError(f"config: routes.{r.name}.model: {e}") from None
+
+
+def _port_in_use(key: str, host: str, port: int, hint: str = "") -> StartupError:
+    return StartupError(
+        f"config: {key}: port {port} on {host} is already in use by another program{hint}"
+    )
+
+
+def bind_listener(key: str, host: str, port: int, *, hint: str = "") -> socket.socket:
+    """A listening TCP socket on (host, port), or StartupError naming ``key``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise _port_in_use(key, host, port, hint) from None
+        raise StartupError(
+            f"config: {key}: cannot listen on {host}:{port} ({e.strerror or e})"
+        ) from None
+    return sock
+
+
+def check_startup(settings: Settings, role: str = "serve") -> None:
+    """Refuse a setup that cannot work before anything starts (StartupError, one line):
+    TLS files unreadable, a route's model missing, the DICOM or web port taken. Config
+    checks (AE titles, incomplete destinations, routes naming unknown ones) ran when the
+    settings were validated."""
+    _check_tls(settings)
+    _check_models(settings)
+    if role != "serve":
+        return
+    n = settings.node
+    with contextlib.closing(bind_listener("node.port", n.host, n.port)):
+        pass
+    if settings.web.enabled:
+        w = settings.web
+        with contextlib.closing(
+            bind_listener("web.port", w.host, w.port, hint=" (or set web.enabled = false)")
+        ):
+            pass
 
 
 @dataclass
@@ -102,6 +200,7 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         s = self.settings
+        check_startup(s, self.role)
         # our own lines say what happened, once per event; theirs are per PDU / per tick
         for noisy in ("pynetdicom", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -122,7 +221,12 @@ class Node:
             self.ingestor.reconcile()
             ingest.configure(self.ingestor)
             self.scp = storage_scp(s, intake, reuse_port=s.node.receivers > 1)
-            _, self.port = self.scp.start()
+            try:
+                _, self.port = self.scp.start()
+            except OSError as e:  # taken since check_startup
+                if e.errno == errno.EADDRINUSE:
+                    raise _port_in_use("node.port", s.node.host, s.node.port) from None
+                raise
             if s.node.receivers > 1:
                 self._start_receivers(self.port)
         self.scheduler = NodeScheduler(self.db, s, self.spool, on_queued=self._on_queued)
@@ -143,7 +247,11 @@ class Node:
             w.start()
             self.workers.append(w)
         if self.role == "serve" and s.web.enabled:
-            self._start_web()
+            self._start_web(
+                bind_listener(
+                    "web.port", s.web.host, s.web.port, hint=" (or set web.enabled = false)"
+                )
+            )
         log.info(
             "srnode %s started: AE %s port %s, data %s, db %s, %d worker(s)",
             self.role,
@@ -198,17 +306,20 @@ class Node:
     def _on_queued(self, job_ids: list[int]) -> None:
         self.wake.set()
 
-    def _start_web(self) -> None:
+    def _start_web(self, sock: socket.socket) -> None:
+        """The web app on ``sock`` (bound by the caller, so a taken port fails the start)."""
         try:
             import uvicorn
 
             from dicom_node.web.app import create_app
         except ImportError as e:
+            sock.close()
             log.warning("web console not started: %s", e)
             return
         try:
             app = create_app(self.settings, self.ingestor.store, self.db)
         except Exception:
+            sock.close()
             log.exception("web console not started: create_app failed")
             return
         w = self.settings.web
@@ -218,7 +329,9 @@ class Node:
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._web = server
-        self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)
+        self._web_thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
+        )
         self._web_thread.start()
         log.info("web console on http://%s:%s", w.host, w.port)
 
@@ -256,6 +369,7 @@ class Node:
             log.info("signal %s received", signal.Signals(signum).name)
             done.set()
 
+        check_startup(self.settings, self.role)  # before anything starts or logs
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
         try:

@@ -3,6 +3,7 @@ command groups share."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from pathlib import Path
@@ -10,10 +11,10 @@ from typing import Any
 
 import typer
 
-from dicom_node.config import ConfigError, Settings, load_settings
+from dicom_node.config import ConfigError, Settings, ae_title_problem, load_settings
 
-_AE_HOST = re.compile(r"^(?P<ae>[^@]{1,16})(?:@(?P<host>[^:]+))?$")
-_AE_HOST_PORT = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
+_AE_HOST = re.compile(r"^(?P<ae>[^@]+)(?:@(?P<host>[^:]+))?$")
+_AE_HOST_PORT = re.compile(r"^(?P<ae>[^@]+)@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="srnode.toml (default: embedded defaults)")
 DataDirOpt = typer.Option(None, "--data-dir", help="spool, SQLite database and logs live here")
@@ -29,6 +30,9 @@ def parse_allow(value: str) -> dict[str, Any]:
     m = _AE_HOST.match(value.strip())
     if not m:
         raise ConfigError(f"config: allow: {value!r} is not AE or AE@HOST")
+    problem = ae_title_problem(m["ae"])
+    if problem:
+        raise ConfigError(f"config: allow: {problem}")
     return {"ae_title": m["ae"], "host": m["host"]}
 
 
@@ -37,6 +41,9 @@ def parse_destination(value: str) -> dict[str, Any]:
     m = _AE_HOST_PORT.match(value.strip())
     if not m:
         raise ConfigError(f"config: destinations: {value!r} is not AE@HOST:PORT")
+    problem = ae_title_problem(m["ae"])
+    if problem:
+        raise ConfigError(f"config: destinations: {problem}")
     return {
         "name": m["ae"],
         "kind": "dimse",
@@ -52,6 +59,7 @@ def build_settings(
     data_dir: Path | None = None,
     aet: str | None = None,
     port: int | None = None,
+    web_port: int | None = None,
     allow: list[str] | None = None,
     destination: list[str] | None = None,
     stable_age: float | None = None,
@@ -65,6 +73,8 @@ def build_settings(
         raw["node"]["ae_title"] = aet
     if port is not None:
         raw["node"]["port"] = port
+    if web_port is not None:
+        raw["web"]["port"] = web_port
     if allow:
         raw["allow"] = [parse_allow(a) for a in allow]
     if destination:
@@ -106,6 +116,48 @@ def _ago(t: float | None) -> str:
     return f"in {dt:.0f} s" if dt >= 0 else f"{-dt:.0f} s ago"
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str = "info", log_file: Path | None = None) -> None:
+    """Root logging for a long-running command: ``level``, to stderr or to ``log_file``.
+
+    A log file is held by a WatchedFileHandler, which reopens it when logrotate has moved
+    it away (docs/srnode.logrotate rotates by renaming, with ``create``)."""
+    if level.lower() not in LOG_LEVELS:
+        _fail(f"--log-level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    handler: logging.Handler
+    if log_file is not None:
+        from logging.handlers import WatchedFileHandler
+
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = WatchedFileHandler(log_file, encoding="utf-8")
+        except OSError as e:
+            _fail(f"--log-file: cannot write {log_file} ({e.strerror or e})")
+    else:
+        handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+
+
+def _run_node(s: Settings, role: str) -> None:
+    """Start the node; a setup it cannot run with is one line and exit status 2."""
+    from dicom_node.service import Node, StartupError
+
+    try:
+        Node(s, role=role).serve_forever()
+    except StartupError as e:
+        _fail(str(e))
+
+
+LogLevelOpt = typer.Option("info", "--log-level", help="debug, info, warning or error")
+LogFileOpt = typer.Option(
+    None, "--log-file", help="write the log to this file instead of stderr (reopened when rotated)"
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add the service commands to the root app."""
 
@@ -113,8 +165,11 @@ def register(app: typer.Typer) -> None:
     def serve(
         config: Path | None = ConfigOpt,
         data_dir: Path | None = DataDirOpt,
-        aet: str | None = typer.Option(None, "--aet", help="our AE title"),
-        port: int | None = typer.Option(None, "--port", help="DICOM port"),
+        aet: str | None = typer.Option(None, "--aet", help="our AE title (node.ae_title)"),
+        port: int | None = typer.Option(None, "--port", help="DICOM port (node.port)"),
+        web_port: int | None = typer.Option(
+            None, "--web-port", help="port of the web console and STOW-RS (web.port)"
+        ),
         allow: list[str] | None = typer.Option(
             None, "--allow", help="calling AE allowed, AE or AE@HOST (repeatable)"
         ),
@@ -124,28 +179,31 @@ def register(app: typer.Typer) -> None:
         stable_age: float | None = typer.Option(
             None, "--stable-age", help="seconds a series must be quiet to be complete"
         ),
+        log_level: str = LogLevelOpt,
+        log_file: Path | None = LogFileOpt,
     ) -> None:
         """Run the node: Storage SCP, scheduler, workers and the web console."""
-        from dicom_node.service import Node
-
         s = _settings_or_exit(
             config=config,
             data_dir=data_dir,
             aet=aet,
             port=port,
+            web_port=web_port,
             allow=allow,
             destination=destination,
             stable_age=stable_age,
         )
-        Node(s, role="serve").serve_forever()
+        configure_logging(log_level, log_file)
+        _run_node(s, "serve")
 
     @app.command()
     def worker(
         config: Path | None = ConfigOpt,
         data_dir: Path | None = DataDirOpt,
+        log_level: str = LogLevelOpt,
+        log_file: Path | None = LogFileOpt,
     ) -> None:
         """Run workers only, on the database (and spool) a `srnode serve` shares."""
-        from dicom_node.service import Node
-
         s = _settings_or_exit(config=config, data_dir=data_dir)
-        Node(s, role="worker").serve_forever()
+        configure_logging(log_level, log_file)
+        _run_node(s, "worker")

@@ -6,9 +6,11 @@ What changes (DESIGN.md, "Derived series"):
 
 * identity: new deterministic SeriesInstanceUID / SOPInstanceUID
   (:mod:`dicom_node.derive.identity`), same StudyInstanceUID and FrameOfReferenceUID;
-  SeriesDescription gains a suffix,
-  SeriesNumber an offset; ImageType value 1 becomes DERIVED (value 2 SECONDARY for
-  classic images; enhanced multi-frame IODs allow only PRIMARY there, so it is kept);
+  SeriesDescription gains a suffix (`` [AI SR x2]``), ImageComments a notice that this is
+  not the acquired image, SeriesNumber an offset; InstanceCreatorUID is srnode's; the
+  source's private attributes are dropped unless ``derive.keep_private_tags``; ImageType
+  value 1 becomes DERIVED (value 2 SECONDARY for classic images; enhanced multi-frame IODs
+  allow only PRIMARY there, so it is kept);
 * provenance: DerivationDescription, DerivationCodeSequence (DCM 113085 "Spatial
   resampling"), SourceImageSequence (purpose DCM 121322), ContributingEquipmentSequence
   (purpose DCM 109102, srnode and model versions, model sha256); for enhanced objects the
@@ -16,8 +18,10 @@ What changes (DESIGN.md, "Derived series"):
 * geometry: Rows/Columns x s, PixelSpacing / ImagerPixelSpacing / NominalScannedPixelSpacing
   / s, ImagePositionPatient moved by the half-pixel shift so the outer corners of the pixel
   grid keep their patient coordinates (classic and per-frame functional groups);
-* pixels: Explicit VR Little Endian, uncompressed, same bit depth, signedness and
-  photometric interpretation (MONOCHROME1 stays MONOCHROME1); rescale and window kept;
+* pixels: JPEG 2000 lossless when the source came compressed losslessly, otherwise
+  Explicit VR Little Endian (each destination may ask for another syntax, see
+  :mod:`dicom_node.derive.encoding`); same bit depth, signedness and photometric
+  interpretation (MONOCHROME1 stays MONOCHROME1); rescale and window kept;
   icon image, overlays, curves, ultrasound regions, digital signatures and stale
   pixel statistics (Smallest/LargestImagePixelValue...) dropped.
 """
@@ -25,6 +29,7 @@ What changes (DESIGN.md, "Derived series"):
 from __future__ import annotations
 
 import copy
+import logging
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -43,6 +48,7 @@ from pydicom.uid import (
 
 from dicom_node import __version__
 from dicom_node.config import DeriveSettings
+from dicom_node.derive.encoding import default_syntax, encode
 from dicom_node.derive.geometry import (  # noqa: F401  (shifted_position: re-exported)
     classic_geometry,
     enhanced_geometry,
@@ -50,9 +56,12 @@ from dicom_node.derive.geometry import (  # noqa: F401  (shifted_position: re-ex
 )
 from dicom_node.derive.identity import derived_instance_uid, derived_series_uid
 from dicom_node.derive.pixels import stored_dtype
+from dicom_node.implementation import INSTANCE_CREATOR_UID, identify_file_meta
 from sr_engine.model_card import ModelCard
 
 SOFTWARE = "srnode"
+
+log = logging.getLogger(__name__)
 
 # Codes (PS3.16): CID 7203 Image Derivation, CID 7202 Source Image Purposes of Reference,
 # CID 7005 Contributing Equipment Purposes of Reference.
@@ -185,13 +194,29 @@ def _contributing_equipment(card: ModelCard, settings: DeriveSettings, when: dat
 
 
 def _series_description(source: Dataset, settings: DeriveSettings, scale: int) -> str:
+    """Source description + suffix, at most 64 characters (the source part is shortened,
+    the suffix kept). A source without a description is named by modality and number, so
+    the result never reads as just the suffix."""
     try:
         suffix = settings.description_suffix.format(scale=scale)
     except (KeyError, IndexError, ValueError):
         suffix = settings.description_suffix
-    base = str(source.get("SeriesDescription", "") or "")
+    base = str(source.get("SeriesDescription", "") or "").strip()
+    if not base:
+        modality = str(source.get("Modality", "") or "").strip()
+        number = str(source.get("SeriesNumber", "") or "").strip()
+        base = " ".join(p for p in (modality, "series", number) if p)
     room = 64 - len(suffix)
-    return (base[: max(room, 0)] + suffix).strip()[:64] or f"SR x{scale}"
+    return (base[: max(room, 0)] + suffix).strip()[:64]
+
+
+def _image_comments(source: Dataset, settings: DeriveSettings, card: ModelCard) -> str:
+    """The notice that this is not the acquired image, then the source's comments."""
+    notice = settings.image_comments.format(
+        version=__version__, model=card.name, model_version=card.version, scale=card.scale
+    )
+    old = str(source.get("ImageComments", "") or "").strip()
+    return (notice + ("\n" + old if old else ""))[:10240]
 
 
 def _image_type(values: Any, enhanced: bool) -> list[str]:
@@ -337,8 +362,9 @@ def derive_instance(
     ``consistency_rmse`` and ``consistency_max_abs``; a bare array means "no consistency
     step"). Its pixels are stored values of shape (sH, sW) or (frames, sH, sW) with
     s = ``card.scale``. ``variant`` goes into the UIDs (see :mod:`dicom_node.derive.identity`);
-    ``backend`` into the DerivationDescription. The result has ``file_meta`` for
-    Explicit VR Little Endian and is ready for ``dcmwrite(..., enforce_file_format=True)``.
+    ``backend`` into the DerivationDescription. The result has ``file_meta`` (transfer
+    syntax: :func:`dicom_node.derive.encoding.default_syntax`) and is ready for
+    ``dcmwrite(..., enforce_file_format=True)``.
     """
     settings = settings or DeriveSettings()
     when = now or datetime.now()
@@ -358,6 +384,8 @@ def derive_instance(
     enhanced_iod = is_enhanced(source)
 
     out = _copy_attributes(source)
+    if not settings.keep_private_tags:
+        out.remove_private_tags()  # every level of nesting
 
     # identity
     out.SOPInstanceUID = derived_instance_uid(source.SOPInstanceUID, card.sha256, variant)
@@ -368,6 +396,10 @@ def derive_instance(
     if enhanced_iod:
         _frame_types(out)
     out.SeriesDescription = _series_description(source, settings, scale)
+    out.ImageComments = _image_comments(source, settings, card)
+    out.InstanceCreatorUID = INSTANCE_CREATOR_UID
+    # BurnedInAnnotation / RecognizableVisualFeatures stay as the source has them: the
+    # pixels are the source's, resampled; srnode writes no text into them
     try:
         number = int(source.get("SeriesNumber") or 0)
     except (TypeError, ValueError):
@@ -401,5 +433,16 @@ def derive_instance(
     meta.MediaStorageSOPClassUID = source.SOPClassUID
     meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    identify_file_meta(meta)
     out.file_meta = meta
+    syntax = default_syntax(source)
+    if syntax != ExplicitVRLittleEndian:
+        try:
+            encode(out, syntax)
+        except Exception as e:  # an encoder that cannot take these pixels: stay uncompressed
+            log.warning(
+                "derived %s stays uncompressed: %s failed (%s)", out.SOPInstanceUID, syntax.name, e
+            )
+            out.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            _set_pixels(out, source, pixels)
     return out

@@ -88,8 +88,9 @@ def enhance_instance(
 ) -> tuple[Dataset, Any]:
     """Super-resolve ``ds`` with ``engine`` and build the derived instance.
 
-    Returns ``(derived dataset, Enhanced)``; the dataset carries Explicit VR Little Endian
-    ``file_meta`` and deterministic UIDs (same source + model + settings -> same UIDs).
+    Returns ``(derived dataset, Enhanced)``; the dataset carries ``file_meta`` (JPEG 2000
+    lossless for a losslessly compressed source, else Explicit VR Little Endian) and
+    deterministic UIDs (same source + model + settings -> same UIDs).
     """
     settings = settings or DeriveSettings()
     res = enhance_pixels(ds, engine, consistency=settings.data_consistency)
@@ -105,7 +106,7 @@ def enhance_instance(
 
 
 def save_derived(ds: Dataset, path: str | Path) -> Path:
-    """Write a derived dataset as a DICOM file (preamble, file meta, Explicit VR LE)."""
+    """Write a derived dataset as a DICOM file (preamble, file meta, its transfer syntax)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)

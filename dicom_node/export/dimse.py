@@ -1,25 +1,33 @@
 """The DIMSE exporter: C-STORE over one association per batch (pynetdicom, TCP_NODELAY on).
 
-Presentation contexts are built from the files' SOP classes and transfer syntaxes
-(uncompressed files also offer Explicit and Implicit VR Little Endian so any Storage SCP
-can accept them); TLS when the destination asks for it.
+Presentation contexts are built from the files' SOP classes and the transfer syntax each
+file is to go in (the destination's ``transfer_syntax``, else the file's own): one context
+per such syntax, and always one offering Explicit and Implicit VR Little Endian, which any
+Storage SCP accepts. A file whose syntax the peer refused goes uncompressed (decoded
+first), so a peer without JPEG 2000 still gets every image. TLS when the destination asks.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.config import DimseDestination
+from dicom_node.derive.encoding import encode, syntax_name
 from dicom_node.export.result import SendResult
+from dicom_node.implementation import identify
 from dicom_node.net import scu_handlers
 
-#: Transfer syntaxes pynetdicom can convert between without decoding pixel data.
+log = logging.getLogger(__name__)
+
+#: The fallback context: any Storage SCP accepts one of these (PS3.5 10.1).
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: PS3.8: at most 128 presentation contexts per association.
 _MAX_CONTEXTS = 128
@@ -41,25 +49,24 @@ def _tls_context(dest: DimseDestination) -> ssl.SSLContext:
 
 
 def _contexts_for(
-    metas: dict[str, tuple[UID, UID]],
+    wanted: dict[str, tuple[UID, UID]],
 ) -> tuple[list[tuple[UID, list[UID]]], list[str]]:
-    """Presentation contexts (abstract syntax, transfer syntaxes) for the files; the paths
-    that did not fit into 128 contexts come back second."""
+    """Presentation contexts (abstract syntax, transfer syntaxes) for files wanted as
+    (SOP class, transfer syntax): per SOP class one context per wanted syntax that is not
+    plain little endian, then the uncompressed fallback. The paths whose fallback did not
+    fit into 128 contexts come back second."""
     by_class: dict[UID, list[UID]] = {}
-    for sop_class, ts in metas.values():
+    for sop_class, ts in wanted.values():
         tss = by_class.setdefault(sop_class, [])
-        if ts not in tss:
+        if ts not in tss and ts not in _UNCOMPRESSED:
             tss.append(ts)
     contexts: list[tuple[UID, list[UID]]] = []
     for sop_class, tss in by_class.items():
-        plain = [ts for ts in tss if ts in _UNCOMPRESSED or not ts.is_compressed]
-        if plain:
-            offer = list(dict.fromkeys([*plain, *_UNCOMPRESSED]))
-            contexts.append((sop_class, offer))
-        contexts.extend((sop_class, [ts]) for ts in tss if ts not in plain)
+        contexts.extend((sop_class, [ts]) for ts in tss)
+        contexts.append((sop_class, list(_UNCOMPRESSED)))
     kept = contexts[:_MAX_CONTEXTS]
-    fits = {(c, t) for c, tss in kept for t in tss}
-    overflow = [p for p, (c, t) in metas.items() if (c, t) not in fits]
+    fallback = {c for c, tss in kept if tss == list(_UNCOMPRESSED)}
+    overflow = [p for p, (c, _) in wanted.items() if c not in fallback]
     return kept, overflow
 
 
@@ -84,42 +91,48 @@ def send(
     calling_ae: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    timeout: float = 60.0,
+    timeout: float | None = None,
 ) -> SendResult:
-    """One association: the files' contexts, then one C-STORE per file."""
+    """One association: the files' contexts, then one C-STORE per file. ``timeout``
+    (default: the destination's) bounds each wait for the peer."""
     result = SendResult()
     if not dest.host or not dest.port or not dest.ae_title:
         for f in files:
             result.fail(f, f"destination {dest.name}: ae_title, host and port are required")
         return result
-    contexts, sendable = _plan(files, result)
+    wanted, contexts, sendable = _plan(files, result, dest.transfer_syntax)
     if not sendable:
         return result
+    timeout = dest.timeout if timeout is None else timeout
     assoc = _associate(dest, contexts, sendable, result, calling_ae, ssl_context, timeout)
     if assoc is None:
         return result
     try:
-        _store_all(assoc, dest, sendable, result)
+        _store_all(assoc, dest, sendable, wanted, result)
     finally:
         if assoc.is_established:
             assoc.release()
     return result
 
 
-def _plan(files: list[str], result: SendResult) -> tuple[list[tuple[UID, list[UID]]], list[str]]:
-    """The presentation contexts for ``files`` and the files that can go (the others are
-    failed in ``result``)."""
-    metas: dict[str, tuple[UID, UID]] = {}
+def _plan(
+    files: list[str], result: SendResult, syntax: str | None
+) -> tuple[dict[str, tuple[UID, UID, UID]], list[tuple[UID, list[UID]]], list[str]]:
+    """Per file (SOP class, its transfer syntax, the syntax it is to go in), the
+    presentation contexts, and the files that can go (the others are failed in
+    ``result``)."""
+    wanted: dict[str, tuple[UID, UID, UID]] = {}
     for f in files:
         try:
             meta = read_file_meta_info(f)
-            metas[f] = (UID(meta.MediaStorageSOPClassUID), UID(meta.TransferSyntaxUID))
+            ts = UID(meta.TransferSyntaxUID)
+            wanted[f] = (UID(meta.MediaStorageSOPClassUID), ts, UID(syntax) if syntax else ts)
         except Exception as e:  # missing, unreadable or not DICOM Part 10
             result.fail(f, f"cannot read file meta: {e}", permanent=True)
-    contexts, overflow = _contexts_for(metas)
+    contexts, overflow = _contexts_for({f: (c, w) for f, (c, _, w) in wanted.items()})
     for f in overflow:
         result.fail(f, "more than 128 presentation contexts in one batch")
-    return contexts, [f for f in files if f in metas and f not in set(overflow)]
+    return wanted, contexts, [f for f in files if f in wanted and f not in set(overflow)]
 
 
 def _associate(
@@ -134,11 +147,11 @@ def _associate(
     """The established association, or None (``sendable`` failed in ``result``)."""
     from pynetdicom import AE
 
-    ae = AE(ae_title=calling_ae)
+    ae = identify(AE(ae_title=calling_ae))
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
     ae.network_timeout = timeout
-    ae.connection_timeout = min(timeout, 10.0)
+    ae.connection_timeout = min(timeout, dest.connect_timeout)
     for sop_class, tss in contexts:
         ae.add_requested_context(sop_class, tss)
     tls_args = None
@@ -169,15 +182,59 @@ def _associate(
     return assoc
 
 
-def _store_all(assoc: Any, dest: DimseDestination, sendable: list[str], result: SendResult) -> None:
+def _accepted(assoc: Any) -> dict[UID, set[UID]]:
+    """SOP class -> the transfer syntaxes the peer accepted for it."""
+    out: dict[UID, set[UID]] = {}
+    for cx in assoc.accepted_contexts:
+        out.setdefault(UID(cx.abstract_syntax), set()).add(UID(cx.transfer_syntax[0]))
+    return out
+
+
+def _payload(
+    path: str, have: UID, want: UID, accepted: set[UID], dest: DimseDestination, said: set
+) -> str | Dataset | None:
+    """What to C-STORE for ``path``: the file itself when it already is in the syntax
+    that goes, else the dataset re-encoded; None when the peer accepted no context."""
+    if want in accepted:
+        go = want
+    elif accepted & set(_UNCOMPRESSED):
+        go = ExplicitVRLittleEndian
+        if want not in _UNCOMPRESSED and want not in said:
+            said.add(want)
+            log.warning(
+                "destination %s did not accept %s: sending explicit VR little endian",
+                dest.name,
+                syntax_name(want),
+            )
+    else:
+        return None
+    if go == have or (go in _UNCOMPRESSED and have in _UNCOMPRESSED and have in accepted):
+        return path
+    return encode(dcmread(path), go)
+
+
+def _store_all(
+    assoc: Any,
+    dest: DimseDestination,
+    sendable: list[str],
+    wanted: dict[str, tuple[UID, UID, UID]],
+    result: SendResult,
+) -> None:
     """C-STORE each file; after a lost association the rest fail (to be retried)."""
+    accepted = _accepted(assoc)
+    said: set[UID] = set()
     for i, f in enumerate(sendable):
         if not assoc.is_established or assoc.is_aborted:
             for rest in sendable[i:]:
                 result.fail(rest, "association ended before this instance was sent")
             break
+        sop_class, have, want = wanted[f]
         try:
-            status = assoc.send_c_store(f)
+            payload = _payload(f, have, want, accepted.get(sop_class, set()), dest, said)
+            if payload is None:
+                result.fail(f, f"not accepted by {dest.ae_title}: {sop_class.name}", permanent=True)
+                continue
+            status = assoc.send_c_store(payload)
         except ValueError as e:  # no accepted presentation context for it
             result.fail(f, f"not accepted by {dest.ae_title}: {e}", permanent=True)
             continue

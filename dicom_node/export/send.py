@@ -36,7 +36,7 @@ class Exporter(Protocol):
         calling_ae: str,
         *,
         ssl_context: ssl.SSLContext | None = None,
-        timeout: float = 60.0,
+        timeout: float | None = None,
     ) -> SendResult: ...
 
 
@@ -65,9 +65,10 @@ def send(
     calling_ae: str = "SRNODE",
     *,
     ssl_context: ssl.SSLContext | None = None,
-    timeout: float = 60.0,
+    timeout: float | None = None,
 ) -> SendResult:
-    """One attempt to store ``paths`` at ``dest``; never raises for network trouble."""
+    """One attempt to store ``paths`` at ``dest``; never raises for network trouble.
+    ``timeout``: seconds per wait for the peer (default: the destination's ``timeout``)."""
     files = [os.fspath(p) for p in paths]
     if not files:
         return SendResult()

@@ -14,6 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from dicom_node.config import StowDestination
+from dicom_node.derive.encoding import encode
 from dicom_node.export.result import SendResult
 
 #: STOW-RS request size (bytes of DICOM) before starting a new request.
@@ -78,9 +79,11 @@ def send(
     calling_ae: str,
     *,
     ssl_context: ssl.SSLContext | None = None,
-    timeout: float = 60.0,
+    timeout: float | None = None,
 ) -> SendResult:
-    """STOW-RS requests of at most :data:`STOW_BATCH_BYTES`; per-instance outcome."""
+    """STOW-RS requests of at most :data:`STOW_BATCH_BYTES`; per-instance outcome.
+    Instances go in the destination's ``transfer_syntax`` (re-encoded where they are
+    stored in another); ``timeout`` defaults to the destination's."""
     import requests
     from dicomweb_client.api import DICOMwebClient
 
@@ -89,7 +92,8 @@ def send(
         for f in files:
             result.fail(f, f"destination {dest.name}: url is required for kind = stow")
         return result
-    client = DICOMwebClient(url=dest.url.rstrip("/"), timeout=timeout)
+    timeout = dest.timeout if timeout is None else timeout
+    client = DICOMwebClient(url=dest.url.rstrip("/"), timeout=(dest.connect_timeout, timeout))
     client.set_http_retry_params(retry=False)  # the worker owns retries and backoff
     for batch in _batches(files, STOW_BATCH_BYTES):
         datasets: list[Dataset] = []
@@ -97,6 +101,8 @@ def send(
         for f in batch:
             try:
                 ds = dcmread(f)
+                if dest.transfer_syntax:
+                    encode(ds, dest.transfer_syntax)
                 uid_to_path[str(ds.SOPInstanceUID)] = f
                 datasets.append(ds)
             except Exception as e:

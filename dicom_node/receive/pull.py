@@ -23,6 +23,7 @@ from pydicom.uid import (
 )
 
 from dicom_node.config import Destination
+from dicom_node.implementation import identify
 from dicom_node.net import scu_handlers
 from dicom_node.receive.wire import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 
@@ -195,7 +196,7 @@ def _pull_cget(
         _record(result, status, str(event.request.AffectedSOPInstanceUID))
         return int(status)
 
-    ae = AE(ae_title=calling_ae)
+    ae = identify(AE(ae_title=calling_ae))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(GET)
     roles = []
@@ -247,7 +248,7 @@ def _pull_cmove(
     from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE
 
     result = PullResult("cmove")
-    ae = AE(ae_title=calling_ae)
+    ae = identify(AE(ae_title=calling_ae))
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     ae.add_requested_context(MOVE)
     assoc = _associate(ae, dest, evt_handlers=scu_handlers())

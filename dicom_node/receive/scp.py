@@ -31,6 +31,7 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.config import Settings
+from dicom_node.implementation import identify
 from dicom_node.net import nodelay
 from dicom_node.receive import fastpath
 from dicom_node.receive.access import Allowlist, NodeAE
@@ -91,7 +92,7 @@ class StorageSCP:
         self.settings = settings
         self.ingestor = ingestor
         n = settings.node
-        ae = NodeAE(ae_title=n.ae_title)
+        ae = identify(NodeAE(ae_title=n.ae_title))
         ae.allowlist = Allowlist(((a.ae_title, a.host) for a in settings.allow), dynamic_aes)
         ae.on_reject = on_reject
         ae.maximum_associations = n.max_associations

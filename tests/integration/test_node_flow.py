@@ -92,7 +92,7 @@ def test_ct_and_mr_series_come_back_derived_with_provenance(node):
     for ds in got.values():
         assert ds.SOPInstanceUID not in src  # new UIDs
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-        assert "[SR x2]" in str(ds.SeriesDescription)
+        assert "[AI SR x2]" in str(ds.SeriesDescription)
         assert "ContributingEquipmentSequence" in ds
         assert "DerivationCodeSequence" in ds
         ref = str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID)
