@@ -292,9 +292,46 @@ class DatabaseSettings(_Section):
 
 
 class SpoolSettings(_Section):
-    keep_after_export: bool = False
-    retention_hours: float = Field(24.0, ge=0)
-    fsync: bool = True  # fsync each instance and its folder before acknowledging
+    """Received instances on disk (``<data_dir>/spool``). Retention times are hours since
+    the series' job ended; 0 keeps those files for good. ``srnode gc`` shows and frees
+    what they allow now; a running node applies them every 10 minutes."""
+
+    keep_after_export: bool = Field(
+        False,
+        description="keep the source files of a series once every destination has its "
+        "derived series (then retention_hours applies); off: deleted at once",
+    )
+    retention_hours: float = Field(
+        24.0, ge=0, description="how long source files kept after export stay"
+    )
+    skipped_retention_hours: float = Field(
+        24.0,
+        ge=0,
+        description="how long source files of series that were not enhanced (no route "
+        "matched, a route said ignore, the engine refused every image) stay",
+    )
+    failed_retention_hours: float = Field(
+        168.0,
+        ge=0,
+        description="how long source and derived files of failed jobs stay (time for "
+        "'srnode jobs retry')",
+    )
+    fsync: bool = Field(
+        True, description="fsync each instance and its folder before answering Success"
+    )
+
+
+class DerivedSettings(_Section):
+    """Derived instances on disk (``<data_dir>/derived``) once they were sent."""
+
+    keep: bool = Field(
+        False,
+        description="keep derived files once every destination has them (then "
+        "retention_hours applies); off: deleted at once",
+    )
+    retention_hours: float = Field(
+        72.0, ge=0, description="how long kept derived files stay (0: for good)"
+    )
 
 
 class WebSettings(_Section):
@@ -318,6 +355,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    derived: DerivedSettings = Field(default_factory=DerivedSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="after")

@@ -190,6 +190,11 @@ def run_enhance(
             _one(path, out_dir, engines, settings, report)
             bar.advance(task)
     report.seconds = time.perf_counter() - start
+    not_dicom = sum(1 for f in report.skipped if f.reason == "not a DICOM file")
+    if not_dicom == len(files):
+        where = ", ".join(str(p) for p in inputs)
+        seen = f" ({not_dicom} other file(s))" if not_dicom else ""
+        raise UsageError(f"no DICOM files in {where}{seen}")
     return report
 
 
@@ -286,10 +291,13 @@ def _settings(config: Path | None) -> Any:
 def models_command(
     model_dir: Annotated[
         list[Path] | None,
-        typer.Option("--model-dir", help="Extra folder with model cards (repeatable)."),
+        typer.Option(
+            "--model-dir", metavar="DIR", help="Extra folder with model cards (repeatable)."
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="srnode.toml (default: embedded).")
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="srnode.toml (default: embedded)."),
     ] = None,
 ) -> None:
     """List the model cards srnode can use (bundled and from model folders)."""
@@ -333,25 +341,40 @@ def models_command(
 def enhance_command(
     inputs: Annotated[
         list[Path],
-        typer.Argument(help="DICOM files or folders (searched recursively).", show_default=False),
+        typer.Argument(
+            metavar="INPUT",
+            help="DICOM files or folders (searched recursively).",
+            show_default=False,
+        ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the derived files.")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Output folder for the derived files."),
+    ],
     model: Annotated[
         str | None,
         typer.Option(
-            "--model", "-m", help="Bundled model name or card path (default: by modality)."
+            "--model",
+            "-m",
+            metavar="MODEL",
+            help="Bundled model name or card path (default: by modality).",
         ),
     ] = None,
     backend: Annotated[
         str | None,
-        typer.Option("--backend", "-b", help="auto | onnxruntime | tensorrt | torch."),
+        typer.Option(
+            "--backend", "-b", metavar="NAME", help="auto | onnxruntime | tensorrt | torch."
+        ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", "-t", min=0, help="CPU threads (0 = all).")
+        int | None,
+        typer.Option("--threads", "-t", min=0, metavar="N", help="CPU threads (0 = all)."),
     ] = None,
     model_dir: Annotated[
         list[Path] | None,
-        typer.Option("--model-dir", help="Extra folder with model cards (repeatable)."),
+        typer.Option(
+            "--model-dir", metavar="DIR", help="Extra folder with model cards (repeatable)."
+        ),
     ] = None,
     consistency: Annotated[
         bool,
@@ -360,7 +383,8 @@ def enhance_command(
         ),
     ] = True,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="srnode.toml (default: embedded).")
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="srnode.toml (default: embedded)."),
     ] = None,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
 ) -> None:
@@ -385,6 +409,8 @@ def enhance_command(
     )
     err = Console(stderr=True)
     try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; give a folder for the derived series")
         if model is not None:  # fail fast, before touching any file
             engines.for_modality("OT")
         else:

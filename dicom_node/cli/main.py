@@ -16,13 +16,34 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: no type names such as <bool> or list[str]
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"srnode {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the srnode version and exit.",
+    ),
+) -> None:
+    """srnode: a DICOM node that super-resolves CT, MR and radiograph series and sends
+    them back to the PACS as derived series."""
 
 
 @app.command()
 def version() -> None:
     """Print the srnode version."""
-    typer.echo(f"srnode {__version__}")
+    _print_version(True)
 
 
 TRAIN_HELP = (
@@ -39,11 +60,13 @@ def _register_all(training: bool = True) -> None:
     from dicom_node.cli import batch as cli_batch
     from dicom_node.cli import pull as cli_pull
     from dicom_node.cli import service as cli_service
+    from dicom_node.cli import storage as cli_storage
 
     cli_batch.register(app)
     cli_service.register(app)
     cli_admin.register(app)
     cli_pull.register(app)
+    cli_storage.register(app)
     if not training:
         _train_placeholder()
         return

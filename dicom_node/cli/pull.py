@@ -33,21 +33,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def pull(
-        study_uid: str = typer.Argument(..., help="StudyInstanceUID to fetch"),
+        study_uid: str = typer.Argument(..., metavar="STUDY_UID", help="StudyInstanceUID to fetch"),
         source: str = typer.Option(
-            ..., "--from", help="destination name from the config, AE@HOST:PORT or a DICOMweb URL"
+            ...,
+            "--from",
+            metavar="SOURCE",
+            help="destination name from the config, AE@HOST:PORT or a DICOMweb URL",
         ),
         series: list[str] | None = typer.Option(
-            None, "--series", help="only this SeriesInstanceUID (repeatable)"
+            None, "--series", metavar="UID", help="only this SeriesInstanceUID (repeatable)"
         ),
         method: str = typer.Option(
             "auto",
             "--method",
+            metavar="METHOD",
             help="auto (WADO-RS for DICOMweb, C-GET for DIMSE), get, or move (to our AE; "
             "needs `srnode serve` running and the PACS to know us)",
         ),
-        config: Path | None = typer.Option(None, "--config", "-c", help="srnode.toml"),
-        data_dir: Path | None = typer.Option(None, "--data-dir", help="the node's data dir"),
+        config: Path | None = typer.Option(
+            None, "--config", "-c", metavar="FILE", help="srnode.toml"
+        ),
+        data_dir: Path | None = typer.Option(
+            None, "--data-dir", metavar="DIR", help="the node's data dir"
+        ),
     ) -> None:
         """Fetch a study from a PACS into the node, which then processes it as if sent."""
         from dicom_node.cli.service import build_settings

@@ -16,8 +16,15 @@ from dicom_node.config import ConfigError, Settings, ae_title_problem, load_sett
 _AE_HOST = re.compile(r"^(?P<ae>[^@]+)(?:@(?P<host>[^:]+))?$")
 _AE_HOST_PORT = re.compile(r"^(?P<ae>[^@]+)@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="srnode.toml (default: embedded defaults)")
-DataDirOpt = typer.Option(None, "--data-dir", help="spool, SQLite database and logs live here")
+ConfigOpt = typer.Option(
+    None, "--config", "-c", metavar="FILE", help="srnode.toml (default: embedded defaults)"
+)
+DataDirOpt = typer.Option(
+    None,
+    "--data-dir",
+    metavar="DIR",
+    help="the node's folder: spool, SQLite database (node.data_dir)",
+)
 
 
 def _fail(msg: str) -> None:
@@ -102,8 +109,17 @@ def _settings_or_exit(**kw: Any) -> Settings:
 
 
 def _db(settings: Settings):
+    """The node's database, for the admin commands. Never creates one: with SQLite, the
+    data dir (node.data_dir, from --config or --data-dir) must hold a node's database."""
     from dicom_node.jobs.db import Database
 
+    if settings.database.url is None:
+        data_dir = Path(settings.node.data_dir).resolve()
+        if not (data_dir / "srnode.db").is_file():
+            _fail(
+                f"no srnode database in {data_dir} (node.data_dir); pass the node's "
+                "--config (or --data-dir), or start 'srnode serve' there first"
+            )
     d = Database.from_settings(settings)
     d.create_or_migrate()
     return d
@@ -152,9 +168,14 @@ def _run_node(s: Settings, role: str) -> None:
         _fail(str(e))
 
 
-LogLevelOpt = typer.Option("info", "--log-level", help="debug, info, warning or error")
+LogLevelOpt = typer.Option(
+    "info", "--log-level", metavar="LEVEL", help="debug, info, warning or error"
+)
 LogFileOpt = typer.Option(
-    None, "--log-file", help="write the log to this file instead of stderr (reopened when rotated)"
+    None,
+    "--log-file",
+    metavar="FILE",
+    help="write the log to this file instead of stderr (reopened when rotated)",
 )
 
 
@@ -165,19 +186,35 @@ def register(app: typer.Typer) -> None:
     def serve(
         config: Path | None = ConfigOpt,
         data_dir: Path | None = DataDirOpt,
-        aet: str | None = typer.Option(None, "--aet", help="our AE title (node.ae_title)"),
-        port: int | None = typer.Option(None, "--port", help="DICOM port (node.port)"),
+        aet: str | None = typer.Option(
+            None, "--aet", metavar="AE", help="our AE title (node.ae_title)"
+        ),
+        port: int | None = typer.Option(
+            None, "--port", metavar="PORT", help="DICOM port (node.port)"
+        ),
         web_port: int | None = typer.Option(
-            None, "--web-port", help="port of the web console and STOW-RS (web.port)"
+            None,
+            "--web-port",
+            metavar="PORT",
+            help="port of the web console and STOW-RS (web.port)",
         ),
         allow: list[str] | None = typer.Option(
-            None, "--allow", help="calling AE allowed, AE or AE@HOST (repeatable)"
+            None,
+            "--allow",
+            metavar="AE[@HOST]",
+            help="calling AE allowed, AE or AE@HOST (repeatable)",
         ),
         destination: list[str] | None = typer.Option(
-            None, "--destination", help="DIMSE destination AE@HOST:PORT (repeatable)"
+            None,
+            "--destination",
+            metavar="AE@HOST:PORT",
+            help="DIMSE destination AE@HOST:PORT (repeatable)",
         ),
         stable_age: float | None = typer.Option(
-            None, "--stable-age", help="seconds a series must be quiet to be complete"
+            None,
+            "--stable-age",
+            metavar="SECONDS",
+            help="seconds a series must be quiet to be complete",
         ),
         log_level: str = LogLevelOpt,
         log_file: Path | None = LogFileOpt,

@@ -51,15 +51,15 @@ class NodeScheduler:
         return queued
 
     def retention(self) -> None:
-        sp = self.settings.spool
-        if self.spool is None or not sp.keep_after_export or sp.retention_hours <= 0:
-            return
+        """Delete what the retention settings allow (dicom_node.jobs.retention)."""
+        from dicom_node.jobs import retention
+
         try:
-            n = self.spool.remove_older_than(sp.retention_hours)
+            n, freed = retention.collect(self.db, self.settings)
             if n:
-                log.info("spool retention: removed %d files older than %g h", n, sp.retention_hours)
+                log.info("retention: removed %d files, %.1f MB freed", n, freed / 1e6)
         except Exception:
-            log.exception("spool retention failed")
+            log.exception("retention failed")
 
     def start(self) -> None:
         s = self.settings.scheduler

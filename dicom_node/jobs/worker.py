@@ -24,6 +24,7 @@ from typing import Any
 
 import pydicom
 
+from dicom_node.jobs import retention
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, Jobs, JobState
@@ -311,6 +312,7 @@ class Worker:
         log.info("job %d done study=%s series=%s", job_id, ctx["study_uid"], ctx["series_uid"])
         if not self.settings.spool.keep_after_export:
             self._drop_files(job_id, ctx)
+        retention.drop_derived(self.settings, ctx["series_uid"])  # unless derived.keep
 
     def _drop_files(self, job_id: int, ctx: dict[str, Any]) -> None:
         """Spool retention after a successful export: the job's source files go."""
@@ -322,6 +324,9 @@ class Worker:
                 continue
         if rows:
             self.jobs.mark_removed([r.id for r in rows])
+            spool_root = Path(self.settings.node.data_dir) / "spool"
+            for folder in {Path(r.path).parent for r in rows}:  # empty series/study folders
+                retention.remove_empty_parents(folder, spool_root)
 
 
 def _summary(exps: list[Any]) -> str:

@@ -119,6 +119,12 @@ def test_ct_and_mr_series_come_back_derived_with_provenance(node):
         what="jobs done in srnode status",
     )
     assert {j["modality"] for j in st["jobs"] if j["state"] == "done"} >= {"CT", "MR"}
+    # bounded disk: once every destination has them, the derived files and the received
+    # ones go, and so do their folders (derived.keep and spool.keep_after_export are off)
+    data = t / "data"
+    for series in (ct_series, mr_series):
+        assert not (data / "derived" / str(series)).exists()
+    assert not (data / "spool" / study).exists()
 
 
 def test_unknown_calling_ae_is_rejected_and_audited(node):
