@@ -57,28 +57,53 @@ def _check_ae(v: str) -> str:
 
 
 class NodeSettings(_Section):
-    ae_title: str = "SRNODE"
-    host: str = "0.0.0.0"
-    port: int = Field(11112, ge=1, le=65535)
-    data_dir: Path = Path("srnode-data")
-    max_associations: int = Field(10, ge=1)
-    max_pdu: int = Field(262144, ge=0)
-    acse_timeout: float = Field(30, gt=0)
-    dimse_timeout: float = Field(60, gt=0)
-    network_timeout: float = Field(60, gt=0)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
-    drain_timeout: float = Field(30.0, ge=0)  # on stop: how long in-flight associations get
-    receivers: int = Field(1, ge=1, le=64)  # processes accepting associations (Linux)
-    fast_receive: bool = True  # the pynetdicom fast path of the storage SCP
+    """The node's DICOM side: its AE, where it listens, where it keeps its data."""
+
+    ae_title: str = Field("SRNODE", description="the node's AE title (called AE for senders)")
+    host: str = Field("0.0.0.0", description="address the Storage SCP listens on")
+    port: int = Field(11112, ge=1, le=65535, description="DICOM port of the Storage SCP")
+    data_dir: Path = Field(
+        Path("srnode-data"),
+        description="spool, derived files and the SQLite database. A relative path is "
+        "taken from the folder the node starts in: give an absolute one in production "
+        "(the systemd unit runs in /var/lib/srnode)",
+    )
+    max_associations: int = Field(10, ge=1, description="associations served at once")
+    max_pdu: int = Field(262144, ge=0, description="largest PDU the node receives (0: any)")
+    acse_timeout: float = Field(30, gt=0, description="seconds for association negotiation")
+    dimse_timeout: float = Field(60, gt=0, description="seconds to wait for a DIMSE message")
+    network_timeout: float = Field(60, gt=0, description="seconds an idle association stays open")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate: with tls_key, the SCP speaks DICOM TLS only"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_ca: Path | None = Field(
+        None, description="CA bundle: when set, senders must present a certificate it signed"
+    )
+    drain_timeout: float = Field(
+        30.0, ge=0, description="on stop: seconds in-flight associations get to finish"
+    )
+    receivers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes accepting associations on the port (Linux, SO_REUSEPORT)",
+    )
+    fast_receive: bool = Field(
+        True,
+        description="the fast receive path of the Storage SCP (for the pinned pynetdicom "
+        "release; false: stock pynetdicom)",
+    )
 
     _ae = field_validator("ae_title")(_check_ae)
 
 
 class AllowedAE(_Section):
-    ae_title: str
-    host: str | None = None  # None = any host
+    """A calling AE title the node accepts associations from (none listed: none accepted;
+    ``srnode aet add`` adds more at run time)."""
+
+    ae_title: str = Field(description="the sender's (calling) AE title")
+    host: str | None = Field(None, description="only from this address (unset: any host)")
 
     _ae = field_validator("ae_title")(_check_ae)
 
@@ -121,14 +146,18 @@ class _DestinationBase(_Section):
 class DimseDestination(_DestinationBase):
     """A Storage SCP, sent to with C-STORE (also a C-GET / C-MOVE source for pull)."""
 
-    kind: Literal["dimse"] = "dimse"
-    ae_title: str | None = None
-    host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    tls: bool = False
-    tls_ca: Path | None = None  # CA bundle that signs the peer (default: the system CAs)
-    tls_cert: Path | None = None  # our client certificate, where the peer asks for one
-    tls_key: Path | None = None
+    kind: Literal["dimse"] = Field("dimse", description="dimse (the default) or stow")
+    ae_title: str | None = Field(None, description="the peer's (called) AE title; required")
+    host: str | None = Field(None, description="the peer's address; required")
+    port: int | None = Field(None, ge=1, le=65535, description="the peer's port; required")
+    tls: bool = Field(False, description="DICOM TLS to the peer")
+    tls_ca: Path | None = Field(
+        None, description="CA bundle that signs the peer (default: the system CAs)"
+    )
+    tls_cert: Path | None = Field(
+        None, description="our client certificate, where the peer asks for one"
+    )
+    tls_key: Path | None = Field(None, description="private key of tls_cert")
 
     @field_validator("ae_title")
     @classmethod
@@ -147,8 +176,10 @@ class DimseDestination(_DestinationBase):
 class StowDestination(_DestinationBase):
     """A DICOMweb server, sent to with STOW-RS (also a QIDO/WADO-RS source for pull)."""
 
-    kind: Literal["stow"]
-    url: str | None = None  # DICOMweb base URL
+    kind: Literal["stow"] = Field(description="stow")
+    url: str | None = Field(
+        None, description="DICOMweb base URL (https:// for TLS), e.g. http://pacs:8042/dicom-web"
+    )
 
     @property
     def address(self) -> str:
@@ -176,15 +207,37 @@ Destination = Annotated[
 
 
 class Route(_Section):
-    name: str
-    modality: list[str] = Field(default_factory=list)  # empty = any
-    body_part: list[str] = Field(default_factory=list)
-    series_description: str | None = None  # regex, case-insensitive
-    study_description: str | None = None
-    calling_ae: list[str] = Field(default_factory=list)
-    action: Literal["enhance", "ignore"] = "enhance"
-    model: str | None = None  # None = pick by modality
-    destinations: list[str] = Field(default_factory=list)  # names; empty = all
+    """Which series are enhanced, with which model, sent where. The first route whose
+    conditions all hold decides; a series no route matches is skipped. Empty conditions
+    match anything."""
+
+    name: str = Field(description="shown in srnode status and the logs")
+    modality: list[str] = Field(
+        default_factory=list, description='Modality values, e.g. ["CT"] (empty: any)'
+    )
+    body_part: list[str] = Field(
+        default_factory=list, description="BodyPartExamined values (empty: any)"
+    )
+    series_description: str | None = Field(
+        None, description="regular expression searched in SeriesDescription, any case"
+    )
+    study_description: str | None = Field(
+        None, description="regular expression searched in StudyDescription, any case"
+    )
+    calling_ae: list[str] = Field(
+        default_factory=list, description="AE titles of the sender (empty: any)"
+    )
+    action: Literal["enhance", "ignore"] = Field(
+        "enhance", description="enhance, or ignore (the series is skipped, with this reason)"
+    )
+    model: str | None = Field(
+        None,
+        description="bundled model name (ct-x2, mr-x2, general-x2...) or a card path "
+        "(unset: the model for the series' modality)",
+    )
+    destinations: list[str] = Field(
+        default_factory=list, description="names of [[destinations]] (empty: all of them)"
+    )
 
     @field_validator("series_description", "study_description")
     @classmethod
@@ -260,9 +313,17 @@ class DeriveSettings(_Section):
 
 
 class EngineSettings(_Section):
-    backend: str = "auto"  # one of sr_engine.backends.BACKEND_NAMES
-    threads: int = Field(0, ge=0)  # 0 = all cores
-    model_dirs: list[Path] = Field(default_factory=list)
+    """How the networks run."""
+
+    backend: str = Field(
+        "auto",
+        description="auto (the fastest installed here), onnxruntime, tensorrt, torch, or a "
+        "torch variant: torch-cuda-fp16, torch-cuda-bf16, torch-cuda-fp32, torch-cpu",
+    )
+    threads: int = Field(0, ge=0, description="CPU threads (0: all cores)")
+    model_dirs: list[Path] = Field(
+        default_factory=list, description="more folders with model cards (*.json + weights)"
+    )
 
     @field_validator("backend")
     @classmethod
@@ -275,20 +336,37 @@ class EngineSettings(_Section):
 
 
 class SchedulerSettings(_Section):
-    stable_age: float = Field(10.0, gt=0)
-    tick: float = Field(1.0, gt=0)
-    workers: int = Field(1, ge=1)
-    job_max_attempts: int = Field(3, ge=1)
-    job_retry_delay: float = Field(10.0, ge=0)  # before a failed processing attempt reruns
-    job_lease: float = Field(300.0, gt=0)  # a claim not renewed for this long is free again
+    """When a series is complete, and the workers that enhance it."""
+
+    stable_age: float = Field(
+        10.0, gt=0, description="a series is complete after this many quiet seconds"
+    )
+    tick: float = Field(1.0, gt=0, description="seconds between completeness checks")
+    workers: int = Field(1, ge=1, description="series enhanced at the same time")
+    job_max_attempts: int = Field(3, ge=1, description="processing attempts before a job fails")
+    job_retry_delay: float = Field(
+        10.0, ge=0, description="seconds before a failed processing attempt reruns"
+    )
+    job_lease: float = Field(
+        300.0, gt=0, description="a claim not renewed for this long is free again (crashed worker)"
+    )
 
 
 class DatabaseSettings(_Section):
-    url: str | None = None  # None = SQLite under data_dir
-    # SQLite only. "normal": a commit is not fsynced (WAL keeps it safe from a killed
-    # process; after a power loss the node re-indexes fsynced spool files on start);
-    # "full": every commit is fsynced too (one more disk flush per received instance).
-    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    """Where jobs, series and the audit trail are kept."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://srnode@db/srnode (unset: "
+        "SQLite in data_dir/srnode.db)",
+    )
+    # "normal": a commit is not fsynced (WAL keeps it safe from a killed process; after a
+    # power loss the node re-indexes fsynced spool files on start)
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="SQLite only. normal: commits are not fsynced (the fsynced spool is "
+        "re-indexed on start after a power loss); full: every commit is fsynced too",
+    )
 
 
 class SpoolSettings(_Section):
@@ -335,17 +413,27 @@ class DerivedSettings(_Section):
 
 
 class WebSettings(_Section):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    # one STOW-RS request is held in memory while its parts are stored: larger ones get 413
-    max_request_mb: float = Field(1024.0, gt=0)
-    # when set, every route but /healthz needs "Authorization: Bearer <token>" or HTTP Basic
-    # with the token as password (what Orthanc's DICOMweb client and browsers send)
-    token: str | None = Field(None, min_length=12)
+    """The web console, the REST API, /metrics and the STOW-RS endpoint."""
+
+    enabled: bool = Field(True, description="serve the web side at all")
+    host: str = Field("127.0.0.1", description="address it listens on")
+    port: int = Field(8080, ge=1, le=65535, description="its port")
+    max_request_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="largest STOW-RS request (held in memory while stored); larger get 413",
+    )
+    token: str | None = Field(
+        None,
+        min_length=12,
+        description="when set, every route but /healthz needs 'Authorization: Bearer "
+        "<token>' or HTTP Basic with the token as password (better: SRNODE_WEB__TOKEN)",
+    )
 
 
 class Settings(_Section):
+    """The whole configuration: one TOML file, every key optional."""
+
     node: NodeSettings = Field(default_factory=NodeSettings)
     allow: list[AllowedAE] = Field(default_factory=list)
     destinations: list[Destination] = Field(default_factory=list)
