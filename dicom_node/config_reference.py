@@ -102,9 +102,7 @@ def _table(model: type[BaseModel]) -> list[str]:
         bounds = _bounds(info)
         if bounds:
             kind += f" ({bounds})"
-        rows.append(
-            f"| `{name}` | {kind} | {_default(info)} | {_cell(info.description or '')} |"
-        )
+        rows.append(f"| `{name}` | {kind} | {_default(info)} | {_cell(info.description or '')} |")
     return rows
 
 
@@ -119,8 +117,8 @@ def render() -> str:
     sections: list[tuple[str, type[BaseModel]]] = [
         ("[node]", config.NodeSettings),
         ("[[allow]]", config.AllowedAE),
-        ("[[destinations]], kind = \"dimse\"", config.DimseDestination),
-        ("[[destinations]], kind = \"stow\"", config.StowDestination),
+        ('[[destinations]], kind = "dimse"', config.DimseDestination),
+        ('[[destinations]], kind = "stow"', config.StowDestination),
         ("[[routes]]", config.Route),
         ("[derive]", config.DeriveSettings),
         ("[engine]", config.EngineSettings),

@@ -257,7 +257,7 @@ class Node:
             self.role,
             s.node.ae_title,
             self.port,
-            self.data_dir,
+            self.data_dir.resolve(),  # a relative node.data_dir depends on the start folder
             "sqlite" if self.db.is_sqlite else "postgresql",
             len(self.workers),
         )
