@@ -101,6 +101,9 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pynetdicom logs every association step (and each failure twice); the commands say in
+    # one line what happened. `srnode serve` sets its own level (service.Node.start).
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     argv = sys.argv[1:]
     _register_all(training=bool(argv) and argv[0] == "train")
     app()

@@ -104,3 +104,20 @@ def test_serve_log_file_follows_rotation(tmp_path: Path) -> None:
     assert "srnode stopped" in log.read_text()  # a new file after the move
     assert "srnode serve started" in log.with_suffix(".log.1").read_text()
     assert err == "" and out == ""
+
+
+def test_echo_prints_one_line(tmp_path: Path) -> None:
+    from tests.node_helpers import start_storescp
+
+    port = free_port()
+    scp = start_storescp(tmp_path / "in", port, tmp_path / "scp.log")
+    try:
+        ok = _srnode("echo", f"DEST@127.0.0.1:{port}")
+    finally:
+        scp.close()
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stderr == "" and len(ok.stdout.splitlines()) == 1
+    assert ok.stdout.startswith(f"echo DEST@127.0.0.1:{port}: ok in ")
+    down = _srnode("echo", f"DEST@127.0.0.1:{free_port()}", "--timeout", "2")
+    assert down.returncode == 2 and down.stdout == ""
+    assert down.stderr.splitlines() == [f"echo {down.args[2]}: no association"]
