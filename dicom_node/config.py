@@ -71,9 +71,17 @@ class AllowedAE(_Section):
 
 class _DestinationBase(_Section):
     name: str
-    max_attempts: int = Field(8, ge=1)
+    # exports retry with capped exponential backoff (backoff_initial doubling up to
+    # backoff_max) for retry_for_hours after the first failure, then fail (visible in
+    # `srnode status`; `srnode jobs retry --failed` sends them again). max_attempts, when
+    # set, also ends the retries after that many attempts.
+    max_attempts: int | None = Field(None, ge=1)
     backoff_initial: float = Field(2.0, gt=0)
     backoff_max: float = Field(300.0, gt=0)
+    retry_for_hours: float = Field(24.0, gt=0)
+    # while exports to it wait for their next attempt, the destination is probed (C-ECHO,
+    # or an HTTP request for STOW) this often; when it answers they are retried at once
+    probe_every: float = Field(30.0, gt=0)
 
 
 class DimseDestination(_DestinationBase):
@@ -187,6 +195,12 @@ class SpoolSettings(_Section):
     fsync: bool = True  # fsync each instance and its folder before acknowledging
 
 
+class StorageSettings(_Section):
+    # below this much free space on the data dir's file system, new associations are
+    # refused and C-STORE / STOW-RS answer 0xA700 (out of resources) until space is back
+    min_free_gb: float = Field(5.0, ge=0)
+
+
 class WebSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -208,6 +222,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
 

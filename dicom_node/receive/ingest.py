@@ -31,6 +31,7 @@ from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.errors import describe, register_safe, scrub
 from dicom_node.jobs.routing import SeriesFacts
+from dicom_node.receive.reserve import DiskReserve
 from dicom_node.receive.wire import (
     IMAGE_SOP_CLASSES,
     Malformed,
@@ -103,6 +104,7 @@ class Ingestor:
         self.settings = settings or Settings()
         self.spool = spool
         self.on_stored = on_stored
+        self.reserve = DiskReserve(spool.root, self.settings.storage.min_free_gb)
         self._series_ids: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -330,9 +332,13 @@ class Ingestor:
             return self._reject(r.code, r.reason, calling_ae, via, _known_facts(meta, ds))
         sop_uid, series_uid, study_uid = facts["sop_uid"], facts["series_uid"], facts["study_uid"]
         chunks = (header, body) if header else (body,)
+        if self.reserve.low():
+            why = f"free disk space below storage.min_free_gb ({self.reserve.min_free_gb:g} GB)"
+            return self._reject(OUT_OF_RESOURCES, why, calling_ae, via, facts)
         try:
             path, size = self.spool.write(study_uid, series_uid, sop_uid, chunks)
         except (SpoolError, OSError) as e:
+            self.reserve.refresh()
             return self._reject(OUT_OF_RESOURCES, describe(e), calling_ae, via, facts)
         try:
             series_id = self._series_id(facts, ds, calling_ae, via)
