@@ -40,6 +40,7 @@ class NodeScheduler:
         self._sched = BackgroundScheduler(daemon=True, timezone="UTC")
         self._lock = threading.Lock()
         self._probed: dict[str, float] = {}
+        self._probe_thread: threading.Thread | None = None
 
     def tick(self) -> list[int]:
         """Complete stable series and route their jobs (also callable directly)."""
@@ -87,13 +88,27 @@ class NodeScheduler:
             self._probed[name] = now
             if not answers(dest, self.settings.node.ae_title):
                 continue
-            n = jobs.retry_destination_now(name)
+            try:
+                n = jobs.retry_destination_now(name)
+            except Exception as e:
+                log.warning("destination probe: cannot update exports (%s)", type(e).__name__)
+                continue
             if n:
                 brought += n
                 log.info("destination %s answers again: %d export(s) retried now", name, n)
         if brought and self.on_queued is not None:
             self.on_queued([])
         return brought
+
+    def _probe_in_background(self) -> None:
+        """Probes wait on the network (up to seconds per destination): they run in their
+        own thread, one round at a time, so the scheduler's tick never waits for them."""
+        if self._probe_thread is not None and self._probe_thread.is_alive():
+            return
+        self._probe_thread = threading.Thread(
+            target=self.probe_destinations, name="srnode-probe", daemon=True
+        )
+        self._probe_thread.start()
 
     def start(self) -> None:
         s = self.settings.scheduler
@@ -116,7 +131,7 @@ class NodeScheduler:
         )
         if self.settings.destinations:
             self._sched.add_job(
-                self.probe_destinations,
+                self._probe_in_background,
                 "interval",
                 seconds=PROBE_TICK,
                 id="probe",

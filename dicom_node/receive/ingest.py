@@ -4,9 +4,11 @@
 the instance, writes it to the spool (fsynced) and records it in the database, and only
 then returns Success (0x0000). Any failure gives an error status, never Success:
 
-* 0xA700 Refused: out of resources (disk or database failure),
-* 0xC000-0xC0FF Error: cannot understand (not DICOM, missing or invalid UIDs, truncated
-  pixel data…).
+* 0xA700 Refused: out of resources (disk or database failure, or free space below
+  ``storage.min_free_gb``: see :mod:`dicom_node.receive.reserve`),
+* 0xC000-0xC005 Error: cannot understand (not DICOM, an element longer than the data set,
+  missing or invalid UIDs, image attributes missing or zero, no or truncated pixel data,
+  a broken fragment table…), with a reason that names the tag, never a value.
 
 ``StoreStatus`` is an ``int`` (use it as the DIMSE status) with a ``reason`` string for
 logs and STOW-RS failure reasons. The SCP calls :meth:`Ingestor.store_encoded` with the
@@ -190,9 +192,11 @@ class Ingestor:
             st = self.store(data, None, via="recover")
             if st.ok:
                 n += 1
-            else:
+            elif 0xC000 <= st <= 0xCFFF:
                 log.warning("spool file %s is unreadable (%s): removed", f.name, st.reason)
                 f.unlink(missing_ok=True)
+            else:  # out of resources now: the file stays for the next start
+                log.warning("spool file %s not re-indexed now: %s", f.name, st.reason)
         if n:
             log.info("spool reconciled: %d instances re-indexed", n)
         return n
@@ -332,7 +336,7 @@ class Ingestor:
             return self._reject(r.code, r.reason, calling_ae, via, _known_facts(meta, ds))
         sop_uid, series_uid, study_uid = facts["sop_uid"], facts["series_uid"], facts["study_uid"]
         chunks = (header, body) if header else (body,)
-        if self.reserve.low():
+        if via != "recover" and self.reserve.low():  # a recovered file is on disk already
             why = f"free disk space below storage.min_free_gb ({self.reserve.min_free_gb:g} GB)"
             return self._reject(OUT_OF_RESOURCES, why, calling_ae, via, facts)
         try:
