@@ -217,19 +217,18 @@ def _walk(body: Any, pos: int, end: int, implicit: bool, stop: int, out: dict | 
         if length == 0xFFFFFFFF:
             pos = _walk_sequence(body, start, end, implicit or vr == b"UN")
             continue
-        if start + length > end:
+        pos = start + length
+        if pos > end:
             raise Malformed(
                 f"element {_tag(tag)} declares {length} bytes, only {max(end - start, 0)} follow"
             )
-        size = _FIXED_SIZE.get(vr) if vr is not None else None
-        if size is not None and length % size:
+        if vr in _FIXED_SIZE and length % _FIXED_SIZE[vr]:
             raise Malformed(
                 f"element {_tag(tag)} has VR {vr.decode()} and {length} bytes,"
-                f" not a multiple of {size}"
+                f" not a multiple of {_FIXED_SIZE[vr]}"
             )
         if out is not None and tag in _WANTED:
-            out[_WANTED[tag]] = bytes(body[start : start + length])
-        pos = start + length
+            out[_WANTED[tag]] = bytes(body[start:pos])
     if pos > end or stop != 0:
         raise Malformed("data set ends inside an element")
     return -1
@@ -249,8 +248,7 @@ def _walk_sequence(body: Any, pos: int, end: int, implicit: bool) -> int:
             pos = _walk(body, pos + 8, end, implicit, _ITEM_END, None)
         elif pos + 8 + length > end:
             raise Malformed(f"sequence item declares {length} bytes, only {end - pos - 8} follow")
-        else:
-            _walk(body, pos + 8, pos + 8 + length, implicit, 0, None)
+        else:  # its content is skipped: the item itself must fit
             pos += 8 + length
     raise Malformed("sequence runs past the end of the data set")
 
