@@ -136,11 +136,19 @@ def test_past_the_retry_budget_the_export_fails_visibly_and_retry_failed_requeue
 ):
     s = _settings(tmp_path, free_port(), backoff_initial=0.01, backoff_max=0.05)
     s.destinations[0].retry_for_hours = 0.5 / 3600  # half a second
+    from prometheus_client import REGISTRY
+
+    def failed_metric() -> float:
+        v = REGISTRY.get_sample_value("srnode_jobs_failed_total", {"stage": "export"})
+        return v or 0.0
+
+    before = failed_metric()
     job_id, _ = _exporting_job(database, tmp_path, s)
     e = _run_until(Worker(database, s, "w1"), database, lambda e: e["state"] != "pending")
     assert e["state"] == "failed" and "gave up after" in e["last_error"]
     assert "connection refused" in e["last_error"]
     assert database.queue_counts()["failed"] == 1
+    assert failed_metric() == before + 1  # /metrics counts it
     assert Jobs(database).retry_failed() == [job_id]
     assert database.queue_counts()["failed"] == 0
 
