@@ -110,11 +110,29 @@ class AllowedAE(_Section):
 
 class _DestinationBase(_Section):
     name: str = Field(description="what routes and logs call this destination")
-    max_attempts: int = Field(8, ge=1, description="send attempts before the export fails")
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        description="when set, also end the retries after that many attempts (unset: "
+        "retry_for_hours alone decides)",
+    )
     backoff_initial: float = Field(
         2.0, gt=0, description="seconds before the second attempt; doubles each time"
     )
     backoff_max: float = Field(300.0, gt=0, description="longest wait between attempts (s)")
+    retry_for_hours: float = Field(
+        24.0,
+        gt=0,
+        description="how long exports keep retrying (capped exponential backoff) after the "
+        "first failure before they fail; `srnode jobs retry --failed` sends failed ones again",
+    )
+    probe_every: float = Field(
+        30.0,
+        gt=0,
+        description="while exports to it wait for their next attempt, the destination is "
+        "probed (C-ECHO, or an HTTP request for STOW) this often (s); when it answers they "
+        "are retried at once",
+    )
     transfer_syntax: str | None = Field(
         None,
         description="how derived instances are sent: explicit-vr-little-endian, "
@@ -412,6 +430,18 @@ class DerivedSettings(_Section):
     )
 
 
+class StorageSettings(_Section):
+    """The disk reserve of the data dir's file system."""
+
+    min_free_gb: float = Field(
+        5.0,
+        ge=0,
+        description="below this much free space (GB) new associations are refused and "
+        "C-STORE / STOW-RS answer 0xA700 (out of resources) until space is back; C-ECHO "
+        "still works",
+    )
+
+
 class WebSettings(_Section):
     """The web console, the REST API, /metrics and the STOW-RS endpoint."""
 
@@ -444,6 +474,7 @@ class Settings(_Section):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
     derived: DerivedSettings = Field(default_factory=DerivedSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     web: WebSettings = Field(default_factory=WebSettings)
 
     @model_validator(mode="after")

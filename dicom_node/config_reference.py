@@ -126,6 +126,7 @@ def render() -> str:
         ("[database]", config.DatabaseSettings),
         ("[spool]", config.SpoolSettings),
         ("[derived]", config.DerivedSettings),
+        ("[storage]", config.StorageSettings),
         ("[web]", config.WebSettings),
     ]
     for title, model in sections:

@@ -37,6 +37,15 @@ def scu_handlers(serves_requests: bool = False) -> list[Any]:
     return handlers if serves_requests else handlers + SCU_HANDLERS
 
 
+def quiet_pynetdicom() -> None:
+    """pynetdicom logs 12-17 ERROR lines (with tracebacks) for one refused connection or
+    aborted association; srnode logs one line of its own per failed association, naming
+    what happened, so pynetdicom's logger only passes CRITICAL."""
+    import logging
+
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+
+
 def nodelay_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """An environment for dcmtk tools and Orthanc with Nagle's algorithm off."""
     out = dict(os.environ if env is None else env)

@@ -30,6 +30,7 @@ def test_every_key_is_described() -> None:
         config.DatabaseSettings,
         config.SpoolSettings,
         config.DerivedSettings,
+        config.StorageSettings,
         config.WebSettings,
     ):
         for name, info in model.model_fields.items():

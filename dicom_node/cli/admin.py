@@ -48,14 +48,19 @@ def _status(app: typer.Typer) -> None:
             exports = d.export_rows(only_open=False)[:50]
         finally:
             d.close()
+        from dicom_node.receive.reserve import DiskReserve
+
+        disk = DiskReserve(s.node.data_dir, s.storage.min_free_gb)
         if as_json:
-            typer.echo(json.dumps({"queue": counts, "jobs": jobs, "exports": exports}, default=str))
+            out = {"queue": counts, "jobs": jobs, "exports": exports, "disk": disk.status()}
+            typer.echo(json.dumps(out, default=str))
             return
         from rich.console import Console
         from rich.table import Table
 
         con = Console(width=160)
         con.print("queue: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+        con.print(disk.describe(), markup=False)
         t = Table(title="recent jobs")
         for col in (
             "id",
@@ -115,20 +120,27 @@ def _jobs(app: typer.Typer) -> None:
 
     @jobs_app.command("retry")
     def jobs_retry(
-        job_id: int = typer.Argument(..., help="job id (see srnode status)"),
+        job_id: int | None = typer.Argument(None, help="job id (see srnode status)"),
+        failed: bool = typer.Option(False, "--failed", help="every failed job"),
         config: Path | None = ConfigOpt,
         data_dir: Path | None = DataDirOpt,
     ) -> None:
-        """Queue a job again (fresh attempts, every destination)."""
+        """Queue a job (or with --failed, every failed job) again: fresh attempts, every
+        destination."""
+        if (job_id is None) == (not failed):
+            _fail("give a job id or --failed")
         s = _settings_or_exit(config=config, data_dir=data_dir)
         d = _db(s)
         try:
             from dicom_node.jobs.states import Jobs
 
-            ok = Jobs(d).retry(job_id)
+            ids = Jobs(d).retry_failed() if failed else [job_id] if Jobs(d).retry(job_id) else []
         finally:
             d.close()
-        if not ok:
+        if failed:
+            typer.echo(f"{len(ids)} failed job(s) queued again")
+            return
+        if not ids:
             _fail(f"no job {job_id}")
         typer.echo(f"job {job_id} queued again")
 

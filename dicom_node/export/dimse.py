@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+import time
 from typing import Any
 
 from pydicom import dcmread
@@ -23,7 +24,8 @@ from dicom_node.config import DimseDestination
 from dicom_node.derive.encoding import encode, syntax_name
 from dicom_node.export.result import SendResult
 from dicom_node.implementation import identify
-from dicom_node.net import scu_handlers
+from dicom_node.jobs.errors import describe
+from dicom_node.net import quiet_pynetdicom, scu_handlers
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +72,48 @@ def _contexts_for(
     return kept, overflow
 
 
-def _status_text(status: Dataset) -> tuple[int | None, str]:
+def connect_failure(host: str, port: int, timeout: float) -> str:
+    """What stops a TCP connection to ``host:port`` now, in words ("connection refused by
+    …"): pynetdicom only logs it, so a failed association request is followed by one plain
+    connection attempt that names the cause."""
+    import socket
+
+    where = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return f"cannot connect to {where} (it accepts connections again now)"
+    except ConnectionRefusedError:
+        return f"connection refused by {where}"
+    except TimeoutError:
+        return f"connection to {where} timed out after {timeout:g} s"
+    except OSError as e:
+        return f"cannot connect to {where}: {e.strerror or type(e).__name__}"
+
+
+def rejection_text(assoc: Any, called: str | None) -> str:
+    """'association rejected by AE (permanent, service user: calling AE title not
+    recognised)' from the A-ASSOCIATE-RJ pynetdicom received."""
+    rsp = getattr(getattr(assoc, "acceptor", None), "primitive", None)
+    detail = ""
+    if rsp is not None:
+        try:
+            kind = {1: "permanent", 2: "transient"}.get(int(rsp.result), f"result {rsp.result}")
+            detail = f" ({kind}, {rsp.source_str.lower()}: {rsp.reason_str.lower()})"
+        except Exception:
+            detail = ""
+    return f"association rejected by {called}{detail}"
+
+
+def _status_text(
+    status: Dataset, assoc: Any = None, timeout: float | None = None
+) -> tuple[int | None, str]:
     code = status.get("Status", None)
     if code is None:
-        return None, "no response (association aborted or timed out)"
+        if assoc is not None and assoc.is_aborted:
+            return None, "association aborted while waiting for the C-STORE response"
+        if timeout is not None:
+            return None, f"no C-STORE response within {timeout:g} s (timeout)"
+        return None, "no C-STORE response (association aborted or timed out)"
     comment = status.get("ErrorComment", "")
     text = f"status 0x{int(code):04X}" + (f" ({comment})" if comment else "")
     return int(code), text
@@ -108,7 +148,7 @@ def send(
     if assoc is None:
         return result
     try:
-        _store_all(assoc, dest, sendable, wanted, result)
+        _store_all(assoc, dest, sendable, wanted, result, timeout)
     finally:
         if assoc.is_established:
             assoc.release()
@@ -128,7 +168,7 @@ def _plan(
             ts = UID(meta.TransferSyntaxUID)
             wanted[f] = (UID(meta.MediaStorageSOPClassUID), ts, UID(syntax) if syntax else ts)
         except Exception as e:  # missing, unreadable or not DICOM Part 10
-            result.fail(f, f"cannot read file meta: {e}", permanent=True)
+            result.fail(f, f"cannot read file meta: {describe(e)}", permanent=True)
     contexts, overflow = _contexts_for({f: (c, w) for f, (c, _, w) in wanted.items()})
     for f in overflow:
         result.fail(f, "more than 128 presentation contexts in one batch")
@@ -145,8 +185,9 @@ def _associate(
     timeout: float,
 ) -> Any:
     """The established association, or None (``sendable`` failed in ``result``)."""
-    from pynetdicom import AE
+    from pynetdicom import AE, evt
 
+    quiet_pynetdicom()
     ae = identify(AE(ae_title=calling_ae))
     ae.acse_timeout = timeout
     ae.dimse_timeout = timeout
@@ -157,25 +198,27 @@ def _associate(
     tls_args = None
     if dest.tls or ssl_context is not None:
         tls_args = (ssl_context or _tls_context(dest), dest.host)
+    connected: list[bool] = []
+    handlers = [*scu_handlers(), (evt.EVT_CONN_OPEN, lambda _e: connected.append(True))]
+    t0 = time.monotonic()
     try:
         assoc = ae.associate(
-            dest.host,
-            dest.port,
-            ae_title=dest.ae_title,
-            tls_args=tls_args,
-            evt_handlers=scu_handlers(),
+            dest.host, dest.port, ae_title=dest.ae_title, tls_args=tls_args, evt_handlers=handlers
         )
     except (OSError, ssl.SSLError) as e:
         for f in sendable:
-            result.fail(f, f"cannot connect to {dest.host}:{dest.port}: {e}")
+            result.fail(f, f"cannot connect to {dest.host}:{dest.port}: {describe(e)}")
         return None
     if not assoc.is_established:
         if assoc.is_rejected:
-            why = "association rejected"
-        elif assoc.is_aborted:
-            why = "association aborted"
+            why = rejection_text(assoc, dest.ae_title)
+        elif not connected:
+            why = connect_failure(str(dest.host), int(dest.port), ae.connection_timeout or 10.0)
+        elif time.monotonic() - t0 >= timeout or not assoc.is_aborted:
+            # pynetdicom aborts itself when its ACSE timeout runs out
+            why = f"no answer to the association request within {timeout:g} s (timeout)"
         else:
-            why = f"cannot connect to {dest.host}:{dest.port}"
+            why = f"association aborted by {dest.ae_title} during negotiation"
         for f in sendable:
             result.fail(f, why)
         return None
@@ -219,6 +262,7 @@ def _store_all(
     sendable: list[str],
     wanted: dict[str, tuple[UID, UID, UID]],
     result: SendResult,
+    timeout: float,
 ) -> None:
     """C-STORE each file; after a lost association the rest fail (to be retried)."""
     accepted = _accepted(assoc)
@@ -236,12 +280,12 @@ def _store_all(
                 continue
             status = assoc.send_c_store(payload)
         except ValueError as e:  # no accepted presentation context for it
-            result.fail(f, f"not accepted by {dest.ae_title}: {e}", permanent=True)
+            result.fail(f, f"not accepted by {dest.ae_title}: {describe(e)}", permanent=True)
             continue
         except Exception as e:  # file vanished or cannot be decoded
-            result.fail(f, f"cannot send: {e}", permanent=True)
+            result.fail(f, f"cannot send: {describe(e)}", permanent=True)
             continue
-        code, text = _status_text(status)
+        code, text = _status_text(status, assoc, timeout)
         if code is None:  # no response: the association is gone (abort or timeout)
             result.fail(f, text)
             for rest in sendable[i + 1 :]:

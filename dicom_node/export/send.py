@@ -73,7 +73,8 @@ def send(
     if not files:
         return SendResult()
     result = EXPORTERS[dest.kind](dest, files, calling_ae, ssl_context=ssl_context, timeout=timeout)
-    level = logging.INFO if result.all_ok else logging.WARNING
+    # a failed attempt is logged once, by the worker, with what it does next
+    level = logging.INFO if result.all_ok else logging.DEBUG
     log.log(
         level,
         "export to %s (%s): %d ok, %d failed%s",

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from dicom_node.config import StowDestination
 from dicom_node.derive.encoding import encode
 from dicom_node.export.result import SendResult
+from dicom_node.jobs.errors import describe
 
 #: STOW-RS request size (bytes of DICOM) before starting a new request.
 STOW_BATCH_BYTES = 64 * 1024 * 1024
@@ -73,6 +74,20 @@ def _apply_stow_response(
         result.fail(path, f"{http}, instance not acknowledged")
 
 
+def _http_failure(e: Exception) -> str:
+    """A failed request in words: connection refused, timeout, or the exception's type."""
+    import requests
+
+    text = str(e)
+    if isinstance(e, requests.Timeout):
+        return "timeout"
+    if "Connection refused" in text or isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, requests.ConnectionError):
+        return "cannot connect (ConnectionError)"
+    return describe(e)
+
+
 def send(
     dest: StowDestination,
     files: list[str],
@@ -106,7 +121,7 @@ def send(
                 uid_to_path[str(ds.SOPInstanceUID)] = f
                 datasets.append(ds)
             except Exception as e:
-                result.fail(f, f"cannot read: {e}", permanent=True)
+                result.fail(f, f"cannot read: {describe(e)}", permanent=True)
         if not datasets:
             continue
         try:
@@ -129,5 +144,5 @@ def send(
                     result.fail(path, f"HTTP {code}", permanent=permanent)
         except (requests.RequestException, OSError) as e:
             for path in uid_to_path.values():
-                result.fail(path, f"cannot reach {dest.url}: {type(e).__name__}: {e}")
+                result.fail(path, f"cannot reach {dest.url}: {_http_failure(e)}")
     return result

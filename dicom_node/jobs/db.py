@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.jobs.errors import scrub
 from dicom_node.jobs.schema import (  # noqa: F401  (re-exported: the tables)
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -330,7 +331,11 @@ class Database:
         with self.engine.begin() as conn:
             conn.execute(
                 insert(AuditEvent).values(
-                    at=time.time(), kind=kind, ae_title=ae_title, host=host, detail=detail
+                    at=time.time(),
+                    kind=kind,
+                    ae_title=ae_title,
+                    host=host,
+                    detail=None if detail is None else scrub(detail),
                 )
             )
 

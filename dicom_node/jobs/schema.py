@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class Base(DeclarativeBase):
@@ -117,6 +117,9 @@ class Export(Base):
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     pending: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of file paths
     updated_at: Mapped[float] = mapped_column(Float)
+    # when the first attempt of the current run of failures failed: retries go on until
+    # the destination's retry_for_hours have passed since (schema 3)
+    first_failed_at: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (UniqueConstraint("job_id", "destination"),)
 
@@ -147,6 +150,7 @@ class AuditEvent(Base):
 # Additive only (new tables come from create_all; new columns are added here).
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE series ADD COLUMN routing TEXT"],
+    3: ["ALTER TABLE exports ADD COLUMN first_failed_at FLOAT"],
 }
 
 

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from dicom_node.jobs.db import Database
+from dicom_node.jobs.errors import describe
 from dicom_node.jobs.routing import SeriesFacts, decide
 from dicom_node.jobs.states import Jobs, JobState
 
@@ -38,11 +39,11 @@ def route_received_jobs(db: Database, settings: Any) -> list[int]:
         try:
             d = decide(settings.routes, facts, names)
         except Exception as e:  # a bad rule must not stop the node
-            log.exception("routing failed for series=%s", r.series_uid)
+            log.error("routing failed for series=%s: %s", r.series_uid, describe(e))
             d = None
             state, reason, route, model, dests = (
                 JobState.SKIPPED,
-                f"routing error: {e}",
+                f"routing error: {describe(e)}",
                 None,
                 None,
                 [],

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, or_, select, update
 
+from dicom_node.jobs.errors import scrub
 from dicom_node.jobs.schema import Export, Instance, Job, Series, Study
 
 if TYPE_CHECKING:
@@ -68,6 +69,15 @@ EXPORT_MOVES: dict[ExportState, frozenset[ExportState]] = {
 ACTIVE: tuple[JobState, ...] = (J.QUEUED, J.PROCESSING, J.EXPORTING)
 
 
+def _recordable(values: dict[str, Any]) -> dict[str, Any]:
+    """Error text as it may be stored and shown: no element values (scrubbed). Reasons
+    are srnode's own words (routing), or made with :func:`describe` where they quote an
+    exception."""
+    if values.get("last_error") is not None:
+        values["last_error"] = scrub(values["last_error"])
+    return values
+
+
 class IllegalMove(RuntimeError):
     """A state change the transition table does not allow (a bug, never user input)."""
 
@@ -110,7 +120,7 @@ class Jobs:
         if worker is not None:
             q = q.where(Job.claimed_by == worker)
         values.setdefault("updated_at", time.time())
-        return conn.execute(q.values(state=str(to), **values)).rowcount == 1
+        return conn.execute(q.values(state=str(to), **_recordable(values))).rowcount == 1
 
     def move(self, job_id: int, to: JobState, worker: str | None = None, **values: Any) -> bool:
         """Move a job to ``to`` (only from a state that may go there; with ``worker``, only
@@ -129,6 +139,7 @@ class Jobs:
         values.setdefault("updated_at", time.time())
         with self.engine.begin() as conn:
             q = update(Job).where(Job.id == job_id, Job.claimed_by == worker)
+            values = _recordable(values)
             return conn.execute(q.values(claimed_by=None, lease_until=None, **values)).rowcount == 1
 
     # ---------------------------------------------------------------- received
@@ -416,6 +427,7 @@ class Jobs:
                     Export.pending,
                     Export.next_attempt_at,
                     Export.sent_count,
+                    Export.first_failed_at,
                 ).where(Export.job_id == job_id, Export.state == ExportState.PENDING)
             ).all()
 
@@ -427,8 +439,54 @@ class Jobs:
             conn.execute(
                 update(Export)
                 .where(Export.id == export_id, Export.state == ExportState.PENDING)
-                .values(state=str(to), **values)
+                .values(state=str(to), **_recordable(values))
             )
+
+    def waiting_destinations(self, now: float | None = None) -> list[str]:
+        """Destinations with exports waiting for a later attempt (after a failure)."""
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Export.destination)
+                .where(Export.state == ExportState.PENDING, Export.next_attempt_at > now)
+                .distinct()
+            )
+            return [d for (d,) in rows]
+
+    def retry_destination_now(self, destination: str, now: float | None = None) -> int:
+        """The destination answers again: its waiting exports (and their jobs) are due now.
+        Returns how many exports were brought forward."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            waiting = select(Export.job_id).where(
+                Export.destination == destination,
+                Export.state == ExportState.PENDING,
+                Export.next_attempt_at > now,
+            )
+            job_ids = [j for (j,) in conn.execute(waiting)]
+            if not job_ids:
+                return 0
+            n = conn.execute(
+                update(Export)
+                .where(
+                    Export.destination == destination,
+                    Export.state == ExportState.PENDING,
+                    Export.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            ).rowcount
+            conn.execute(
+                update(Job)
+                .where(Job.id.in_(job_ids), Job.state == str(J.EXPORTING))
+                .values(next_attempt_at=now)
+            )
+            return n
+
+    def retry_failed(self) -> list[int]:
+        """``srnode jobs retry --failed``: every failed job queued again; their ids."""
+        with self.engine.connect() as conn:
+            ids = [i for (i,) in conn.execute(select(Job.id).where(Job.state == str(J.FAILED)))]
+        return [i for i in ids if self.retry(i)]
 
     def exports(self, job_id: int) -> list[Any]:
         with self.engine.connect() as conn:

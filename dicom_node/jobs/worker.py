@@ -6,9 +6,12 @@ the last error; ``skipped`` says why routing did not enhance it. Claims are atom
 of a dead worker becomes claimable again, and a restarted node releases its own claims at
 once. Derived UIDs are deterministic, so a re-run writes and sends the same instances.
 
-Export is per destination (``exports`` rows): what is still to send, attempts, last error
-and the time of the next attempt (exponential backoff with jitter,
-:func:`dicom_node.export.send.next_retry_delay`), up to the destination's ``max_attempts``.
+Export is per destination (``exports`` rows): what is still to send, attempts, last error,
+the time of the first failure and of the next attempt (capped exponential backoff with
+jitter, :func:`dicom_node.export.send.next_retry_delay`). Retries go on for the
+destination's ``retry_for_hours`` after the first failure (and, if set, up to its
+``max_attempts``); all of it is in the rows, so a restart keeps the schedule. Errors are
+recorded through :mod:`dicom_node.jobs.errors` (no element values).
 """
 
 from __future__ import annotations
@@ -27,11 +30,20 @@ import pydicom
 from dicom_node.jobs import retention
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
+from dicom_node.jobs.errors import describe, register_safe
 from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, Jobs, JobState
 from dicom_node.spool import Spool, atomic_write
 from sr_engine.errors import UnsupportedInput
 
 log = logging.getLogger(__name__)
+register_safe(UnsupportedInput)
+
+
+class InstanceFailed(Exception):
+    """Enhancing one instance failed unexpectedly (the cause is ``__cause__``)."""
+
+    def __init__(self, sop_uid: str, cause: BaseException) -> None:
+        super().__init__(describe(cause, sop_uid=sop_uid))
 
 
 @dataclass
@@ -86,8 +98,9 @@ class Worker:
         while not self.stop_event.is_set():
             try:
                 did = self.run_once()
-            except Exception:
-                log.exception("worker %s: unexpected error", self.name)
+            except Exception as e:
+                log.error("worker %s: unexpected error: %s", self.name, describe(e))
+                log.debug("worker %s: traceback", self.name, exc_info=True)
                 did = False
             if not did:
                 self.wake.wait(poll)
@@ -140,8 +153,11 @@ class Worker:
             run = self._enhance_series(c, ctx, model)
         except Stopping:
             raise
+        except InstanceFailed as e:
+            self._processing_failed(c, str(e))
+            return
         except Exception as e:
-            self._processing_failed(c, f"{type(e).__name__}: {e}")
+            self._processing_failed(c, describe(e))
             return
         if not run.written:
             reason = "no instance could be enhanced" + (
@@ -196,16 +212,18 @@ class Worker:
         )
         for sop_uid, path in instances:
             self._renew(c.id)
-            ds = pydicom.dcmread(path)
             try:
+                ds = pydicom.dcmread(path)
                 out, enhanced = enhance_instance(ds, engine, self.settings.derive)
+                buf = io.BytesIO()
+                out.save_as(buf, enforce_file_format=True)
             except UnsupportedInput as e:
-                run.unsupported.append(f"{sop_uid}: {e}")
+                run.unsupported.append(describe(e, sop_uid=sop_uid))
                 continue
+            except Exception as e:  # recorded as type, tag and SOPInstanceUID only
+                raise InstanceFailed(sop_uid, e) from e
             run.engine_seconds += enhanced.seconds
             run.derived_series = str(out.SeriesInstanceUID)
-            buf = io.BytesIO()
-            out.save_as(buf, enforce_file_format=True)
             target = out_dir / f"{out.SOPInstanceUID}.dcm"
             atomic_write(target, buf.getbuffer(), fsync=self.settings.spool.fsync)
             run.written.append(str(target))
@@ -217,6 +235,7 @@ class Worker:
             c, self.name, error, s.job_max_attempts, s.job_retry_delay
         )
         if delay is None:
+            _metric_failed("processing")
             log.error("job %d failed after %d attempts: %s", c.id, c.attempts, error)
         else:
             log.warning(
@@ -240,7 +259,7 @@ class Worker:
             if dest is None:
                 values.update(
                     state=ExportState.FAILED,
-                    last_error=f"destination {r.destination!r} not configured",
+                    last_error=f"destination {r.destination} not configured",
                 )
             elif not pending:
                 values.update(state=ExportState.DONE)
@@ -250,34 +269,55 @@ class Worker:
                 permanent = set(getattr(res, "permanent", []) or [])
                 left = [p for p in pending if p not in ok and p not in permanent]
                 attempts = r.attempts + 1
+                now = time.time()
                 values.update(
                     attempts=attempts,
                     pending=json.dumps(left),
                     sent_count=r.sent_count + len(ok & set(pending)),
                 )
                 err = res.failed[0][1] if res.failed else None
+                first_failed = r.first_failed_at or now
+                budget = dest.retry_for_hours * 3600.0
                 if permanent:
                     values.update(
                         state=ExportState.FAILED,
                         last_error=f"{len(permanent)} refused: {err}"[:4000],
                     )
                 elif not left:
-                    values.update(state=ExportState.DONE, last_error=None, next_attempt_at=None)
-                elif attempts >= dest.max_attempts:
-                    values.update(state=ExportState.FAILED, last_error=(err or "")[:4000])
-                else:
-                    delay = next_retry_delay(attempts, dest)
                     values.update(
-                        last_error=(err or "")[:4000], next_attempt_at=time.time() + delay
+                        state=ExportState.DONE,
+                        last_error=None,
+                        next_attempt_at=None,
+                        first_failed_at=None,
+                    )
+                elif now - first_failed >= budget or (
+                    dest.max_attempts is not None and attempts >= dest.max_attempts
+                ):
+                    why = (
+                        f"gave up after {attempts} attempts over {_duration(now - first_failed)}"
+                        f" (retry_for_hours {dest.retry_for_hours:g}"
+                        + (f", max_attempts {dest.max_attempts}" if dest.max_attempts else "")
+                        + f"): {err}"
+                    )
+                    values.update(state=ExportState.FAILED, last_error=why[:4000])
+                    log.error("job %d export to %s failed: %s", job_id, dest.name, why)
+                else:
+                    # capped backoff, never past the end of the retry budget
+                    delay = min(next_retry_delay(attempts, dest), first_failed + budget - now)
+                    values.update(
+                        last_error=(err or "")[:4000],
+                        next_attempt_at=now + max(delay, 0.0),
+                        first_failed_at=first_failed,
                     )
                     log.warning(
-                        "job %d export to %s: %d left, attempt %d/%d, again in %.1f s: %s",
+                        "job %d export to %s: %d left, attempt %d, again in %.1f s"
+                        " (retrying until %s): %s",
                         job_id,
                         dest.name,
                         len(left),
                         attempts,
-                        dest.max_attempts,
                         delay,
+                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first_failed + budget)),
                         err,
                     )
                 if values.get("state") == ExportState.DONE:
@@ -306,6 +346,7 @@ class Worker:
             return
         if failed:
             self.jobs.finish(job_id, JobState.FAILED, self.name, last_error=_summary(failed))
+            _metric_failed("export")
             log.error("job %d failed: %s", job_id, _summary(failed))
             return
         self.jobs.finish(job_id, JobState.DONE, self.name, next_attempt_at=None, last_error=None)
@@ -327,6 +368,29 @@ class Worker:
             spool_root = Path(self.settings.node.data_dir) / "spool"
             for folder in {Path(r.path).parent for r in rows}:  # empty series/study folders
                 retention.remove_empty_parents(folder, spool_root)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+try:
+    from prometheus_client import Counter
+
+    _FAILED = Counter(
+        "srnode_jobs_failed_total", "Jobs that ended failed (see srnode status)", ["stage"]
+    )
+except Exception:  # pragma: no cover - duplicate registration on reload
+    _FAILED = None
+
+
+def _metric_failed(stage: str) -> None:
+    if _FAILED is not None:
+        _FAILED.labels(stage).inc()
 
 
 def _summary(exps: list[Any]) -> str:

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -76,6 +77,17 @@ class Allowlist:
         return False
 
 
+_VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _echo_only(assoc: Association) -> bool:
+    try:
+        cxs = assoc.requestor.requested_contexts
+        return bool(cxs) and all(str(c.abstract_syntax) == _VERIFICATION for c in cxs)
+    except Exception:
+        return False
+
+
 class NodeAE(AE):
     """An AE whose calling-AE check also looks at the peer's address and audits refusals.
 
@@ -85,6 +97,32 @@ class NodeAE(AE):
 
     allowlist: Allowlist
     on_reject: Callable[[str, str | None], None] | None = None
+    #: the node's disk reserve (receive.reserve.DiskReserve); below it, no new association
+    reserve: Any = None
+
+    @property  # type: ignore[override]
+    def maximum_associations(self) -> int:
+        """pynetdicom reads this while negotiating, in the association's thread: 0 while
+        the disk is below the reserve, so the association is rejected (transient,
+        local limit exceeded) and the sender retries later. Associations that only ask
+        for Verification (C-ECHO) are still accepted: monitoring sees the node alive."""
+        r = self.reserve
+        if r is not None and r.low():
+            assoc = threading.current_thread()
+            if isinstance(assoc, Association) and _echo_only(assoc):
+                return self._maximum_associations
+            if isinstance(assoc, Association) and not getattr(assoc, "_srnode_full", False):
+                assoc._srnode_full = True  # type: ignore[attr-defined]
+                log.warning(
+                    "association from %s refused: free disk space below storage.min_free_gb",
+                    assoc.requestor.address,
+                )
+            return 0
+        return self._maximum_associations
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
 
     @property  # type: ignore[override]
     def require_calling_aet(self) -> list[str]:

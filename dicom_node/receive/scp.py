@@ -32,7 +32,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.config import Settings
 from dicom_node.implementation import identify
-from dicom_node.net import nodelay
+from dicom_node.jobs.errors import describe
+from dicom_node.net import nodelay, quiet_pynetdicom
 from dicom_node.receive import fastpath
 from dicom_node.receive.access import Allowlist, NodeAE
 from dicom_node.receive.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor
@@ -95,6 +96,8 @@ class StorageSCP:
         ae = identify(NodeAE(ae_title=n.ae_title))
         ae.allowlist = Allowlist(((a.ae_title, a.host) for a in settings.allow), dynamic_aes)
         ae.on_reject = on_reject
+        ae.reserve = ingestor.reserve
+        quiet_pynetdicom()
         ae.maximum_associations = n.max_associations
         ae.maximum_pdu_size = n.max_pdu
         ae.acse_timeout = n.acse_timeout
@@ -125,14 +128,24 @@ class StorageSCP:
             )
             body = req.DataSet.getvalue()
         except Exception as e:  # pragma: no cover - pynetdicom gave us something odd
-            log.warning("C-STORE without a readable data set: %s", e)
+            log.warning("C-STORE without a readable data set: %s", describe(e))
             return _status(CANNOT_UNDERSTAND, "no data set")
         try:
             st = self.ingestor.store_encoded(meta, body, calling, "dimse")
         except Exception as e:  # never Success on an unexpected failure
-            log.exception("C-STORE failed")
-            return _status(OUT_OF_RESOURCES, f"{type(e).__name__}: {e}")
+            why = describe(e, sop_uid=meta.get("MediaStorageSOPInstanceUID"))
+            log.error("C-STORE failed: %s", why)
+            return _status(OUT_OF_RESOURCES, why)
         return _status(st, getattr(st, "reason", ""))
+
+    def _on_aborted(self, event: Any) -> None:
+        a = event.assoc
+        log.warning(
+            "association from %s (%s:%s) aborted",
+            a.requestor.ae_title,
+            a.requestor.address,
+            a.requestor.port,
+        )
 
     def _on_accepted(self, event: Any) -> None:
         a = event.assoc
@@ -162,6 +175,7 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_ABORTED, self._on_aborted),
         ]
         if self.fast:
             handlers += fastpath.scp_handlers(self.ingestor, int(self.ae.maximum_pdu_size or 0))

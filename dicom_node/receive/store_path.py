@@ -22,6 +22,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from dicom_node.jobs.errors import describe
 from dicom_node.receive.wire import _PDATA, parse_command
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,9 @@ class StoreReader:
             try:
                 status, comment = self.handle(context_id, req, body)
             except Exception as e:  # never Success on an unexpected failure
-                log.exception("C-STORE failed")
-                status, comment = 0xA700, f"{type(e).__name__}: {e}"
+                comment = describe(e, sop_uid=req.get("AffectedSOPInstanceUID"))
+                log.error("C-STORE failed: %s", comment)
+                status = 0xA700
         if len(self.buf) > (64 << 20) and self.size < (16 << 20):
             self.buf = bytearray(1 << 16)  # one huge instance does not pin its buffer
         self.size = 0

@@ -13,6 +13,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from dicom_node.jobs.errors import describe
+
 log = logging.getLogger(__name__)
 
 DICOM_JSON = "application/dicom+json"
@@ -137,8 +139,9 @@ def store_parts(
             try:
                 status = store(part.body, calling_ae, via="stow")
             except Exception as e:  # the ingest must answer with a status, but never 500
-                log.exception("stow: store failed for sop=%s", sop_instance or "?")
-                status, why = OUT_OF_RESOURCES, f"{type(e).__name__}: {e}"
+                why = describe(e, sop_uid=sop_instance or None)
+                log.error("stow: store failed: %s", why)
+                status = OUT_OF_RESOURCES
             else:
                 why = getattr(status, "reason", "")
             reason = int(status)

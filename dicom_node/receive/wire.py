@@ -44,6 +44,9 @@ STORAGE_SOP_CLASSES: dict[str, str] = {
     "Multi-frame True Color Secondary Capture Image Storage": "1.2.840.10008.5.1.4.1.1.7.4",
 }
 
+#: every class above is an image: an instance of one needs its image pixel attributes
+IMAGE_SOP_CLASSES: frozenset[str] = frozenset(STORAGE_SOP_CLASSES.values())
+
 TRANSFER_SYNTAXES: list[UID] = [
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -139,6 +142,33 @@ _LONG_VRS = frozenset(
     (b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV")
 )
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+#: explicit VRs whose value is a whole number of fixed-size numbers (PS3.5 6.2)
+_FIXED_SIZE = {
+    b"AT": 4,
+    b"FD": 8,
+    b"FL": 4,
+    b"OD": 8,
+    b"OF": 4,
+    b"OL": 4,
+    b"OV": 8,
+    b"OW": 2,
+    b"SL": 4,
+    b"SS": 2,
+    b"SV": 8,
+    b"UL": 4,
+    b"US": 2,
+    b"UV": 8,
+}
+
+
+class Malformed(ValueError):
+    """The encoded data set is definitely broken (an element runs past its end, a value
+    length that its VR cannot have, a broken fragment table): the instance is refused.
+    Other ``ValueError`` from the scanner only mean "unusual": pydicom then decides."""
+
+
+def _tag(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
 class Header(dict):
@@ -178,6 +208,8 @@ def _walk(body: Any, pos: int, end: int, implicit: bool, stop: int, out: dict | 
                 return pos + 8
             raise ValueError(f"unexpected delimiter {tag:08X}")
         if vr in _LONG_VRS:
+            if pos + 12 > end:
+                raise Malformed(f"element {_tag(tag)} header cut short")
             (length,) = _UL(body, pos + 8)
             start = pos + 12
         if stop == 0 and tag == 0x7FE00010:
@@ -185,11 +217,20 @@ def _walk(body: Any, pos: int, end: int, implicit: bool, stop: int, out: dict | 
         if length == 0xFFFFFFFF:
             pos = _walk_sequence(body, start, end, implicit or vr == b"UN")
             continue
-        if out is not None and tag in _WANTED:
-            out[_WANTED[tag]] = bytes(body[start : start + length])
         pos = start + length
+        if pos > end:
+            raise Malformed(
+                f"element {_tag(tag)} declares {length} bytes, only {max(end - start, 0)} follow"
+            )
+        if vr in _FIXED_SIZE and length % _FIXED_SIZE[vr]:
+            raise Malformed(
+                f"element {_tag(tag)} has VR {vr.decode()} and {length} bytes,"
+                f" not a multiple of {_FIXED_SIZE[vr]}"
+            )
+        if out is not None and tag in _WANTED:
+            out[_WANTED[tag]] = bytes(body[start:pos])
     if pos > end or stop != 0:
-        raise ValueError("data set ends inside an element")
+        raise Malformed("data set ends inside an element")
     return -1
 
 
@@ -205,9 +246,11 @@ def _walk_sequence(body: Any, pos: int, end: int, implicit: bool) -> int:
             raise ValueError(f"expected an item, found {tag:08X}")
         if length == 0xFFFFFFFF:
             pos = _walk(body, pos + 8, end, implicit, _ITEM_END, None)
-        else:
+        elif pos + 8 + length > end:
+            raise Malformed(f"sequence item declares {length} bytes, only {end - pos - 8} follow")
+        else:  # its content is skipped: the item itself must fit
             pos += 8 + length
-    raise ValueError("sequence runs past the end")
+    raise Malformed("sequence runs past the end of the data set")
 
 
 def scan_header(body: Any, implicit: bool) -> tuple[Header, tuple[int, int] | None]:
@@ -223,8 +266,50 @@ def scan_header(body: Any, implicit: bool) -> tuple[Header, tuple[int, int] | No
             h[name] = int.from_bytes(value[:2], "little")
         else:
             h[name] = value.decode("latin-1").rstrip("\x00 ").strip()
-    pixel = pixel_element_header(body, at, implicit) if at >= 0 else None
+    pixel = check_pixel_data(body, at, implicit) if at >= 0 else None
     return h, pixel
+
+
+def check_pixel_data(body: Any, pos: int, implicit: bool) -> tuple[int, int] | None:
+    """:func:`pixel_element_header` of the pixel data element at ``pos``, after checking
+    the structure from there to the end: the fragment table of encapsulated pixel data
+    (PS3.5 A.4: a Basic Offset Table item, at least one fragment, a sequence delimiter,
+    each item inside the data set) and any element after the pixel data. Raises
+    :class:`Malformed`. A native value longer than the data set is left to the caller
+    (reported as truncated pixel data)."""
+    found = pixel_element_header(body, pos, implicit)
+    if found is None:
+        return None
+    length, available = found
+    n = len(body)
+    start = n - available
+    if length != 0xFFFFFFFF:
+        if start + length <= n:
+            _walk(body, start + length, n, implicit, 0, None)
+        return found
+    at, items = start, 0
+    while True:
+        if at + 8 > n:
+            raise Malformed("encapsulated pixel data ends without a sequence delimiter")
+        group, elem, item_len = struct.unpack_from("<HHL", body, at)
+        tag = (group << 16) | elem
+        if tag == _SEQ_END:
+            break
+        if tag != _ITEM:
+            raise Malformed(f"encapsulated pixel data: {_tag(tag)} where an item belongs")
+        if item_len == 0xFFFFFFFF or at + 8 + item_len > n:
+            raise Malformed(
+                f"encapsulated pixel data: fragment item {items} declares {item_len} bytes,"
+                f" only {n - at - 8} follow"
+            )
+        if items == 0 and item_len % 4:
+            raise Malformed("encapsulated pixel data: offset table length not a multiple of 4")
+        at += 8 + item_len
+        items += 1
+    if items < 2:
+        raise Malformed("encapsulated pixel data without a fragment")
+    _walk(body, at + 8, n, implicit, 0, None)
+    return found
 
 
 def at_pixel_data(tag: Any, vr: Any, length: int) -> bool:
