@@ -327,3 +327,103 @@ def test_bf16_paths_keep_the_skip_in_fp32(tmp_path, name):
     x = np.random.default_rng(3).random((1, 1, 32, 32)).astype(np.float32)
     ref = OnnxRuntimeBackend(path, threads=1).run(x)
     np.testing.assert_allclose(be.run(x), ref, atol=2e-2)
+
+
+class _Perturbed:
+    """ONNX Runtime plus a +-0.01 checkerboard: survives data consistency (zero block mean)."""
+
+    name = "perturbed"
+    fixed_tile = None
+    max_batch = None
+
+    def __init__(self, onnx_path):
+        self.inner = OnnxRuntimeBackend(onnx_path, threads=1)
+
+    def run(self, batch):
+        y = self.inner.run(batch)
+        yy, xx = np.indices(y.shape[-2:])
+        return y + np.where((yy + xx) % 2, 0.01, -0.01).astype(np.float32)
+
+    def close(self):
+        pass
+
+
+class _Slow(OnnxRuntimeBackend):
+    def run(self, batch):
+        import time
+
+        time.sleep(0.02)  # the reference made slower, so the perturbed path would win on speed
+        return super().run(batch)
+
+
+def test_the_gate_refuses_a_path_that_fails_it(card_path, tmp_path, monkeypatch):
+    from sr_engine import selection
+
+    card = load_card(card_path)
+    real = selection.create_backend
+
+    def fake(name, card, onnx_path, threads=0):
+        if name == "perturbed":
+            return _Perturbed(onnx_path)
+        return _Slow(onnx_path, threads=1) if name == "onnxruntime" else real(name, card, onnx_path)
+
+    monkeypatch.setattr(selection, "create_backend", fake)
+    be, sel = selection.select_backend(
+        card, card_path, 1, tmp_path, names=["onnxruntime", "perturbed"]
+    )
+    bad = sel.row("perturbed")
+    assert bad.p999 > card.fidelity_gate().p999 and not bad.passed and not bad.chosen
+    assert sel.chosen == "onnxruntime" and be.name == "onnxruntime"
+    assert "FAIL" in sel.table() and "auto chose onnxruntime" in sel.summary()
+
+
+def test_a_configured_reduced_precision_path_must_pass_the_gate(card_path, tmp_path):
+    from sr_engine.selection import check_gate
+
+    card = load_card(card_path)
+    bad = _Perturbed(card_path.with_suffix(".onnx"))
+    with pytest.raises(BackendUnavailable, match="fidelity gate"):
+        check_gate("openvino-bf16", bad, card, card_path, 1, tmp_path)
+    check_gate("onnxruntime", bad, card, card_path, 1, tmp_path)  # fp32 paths are not gated
+    good = OnnxRuntimeBackend(card_path.with_suffix(".onnx"), threads=1)
+    check_gate("torch-cpu-bf16", good, card, card_path, 1, tmp_path)
+
+
+def test_auto_choice_is_cached_per_host_model_tile_and_threads(card_path, tmp_path, caplog):
+    import json
+    import logging
+
+    from sr_engine.selection import CACHE_FILE, select_backend
+
+    card = load_card(card_path)
+    names = candidate_names()[:2]  # the reference and one more where there is one
+    with caplog.at_level(logging.INFO, logger="sr_engine.selection"):
+        _, first = select_backend(card, card_path, 1, tmp_path, names=names)
+    assert not first.cached and first.chosen in names
+    assert [r.name for r in first.rows] == names
+    lines = [r.message for r in caplog.records if "auto chose" in r.message]
+    assert len(lines) == 1 and "measured" in lines[0]
+    stored = json.loads((tmp_path / CACHE_FILE).read_text())
+    assert len(stored) == 1
+    _, again = select_backend(card, card_path, 1, tmp_path, names=names)
+    assert again.cached and again.chosen == first.chosen
+    _, other_threads = select_backend(card, card_path, 2, tmp_path, names=names)
+    assert not other_threads.cached  # another key: measured again
+    retiled = card.model_copy(update={"tile": card.tile.model_copy(update={"size": 48})})
+    _, other_tile = select_backend(retiled, card_path, 1, tmp_path, names=names)
+    assert not other_tile.cached
+    assert len(json.loads((tmp_path / CACHE_FILE).read_text())) == 3
+    # a broken cache file is measured over, never fatal
+    (tmp_path / CACHE_FILE).write_text("{not json")
+    _, fresh = select_backend(card, card_path, 1, tmp_path, names=names)
+    assert not fresh.cached
+
+
+def test_bench_candidates_table(card_path, tmp_path):
+    from sr_engine.selection import bench_candidates
+
+    sel = bench_candidates(card_path, threads=1, cache_dir=tmp_path, all_paths=False)
+    assert sel.rows[0].name == "onnxruntime" and sel.rows[0].ratio == pytest.approx(1.0)
+    assert sum(r.chosen for r in sel.rows) == 1
+    table = sel.table()
+    assert "| onnxruntime |" in table and "ms per 512² slice" in table
