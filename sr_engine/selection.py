@@ -1,9 +1,10 @@
 """``backend = "auto"``: the fastest path on this host that passes the fidelity gate.
 
 At the first load of a model on a host, :func:`select_backend` loads every candidate
-path (:func:`candidate_names`: ONNX Runtime fp32, OpenVINO fp32 and bf16, PyTorch CPU
-bf16, CUDA and TensorRT where present), times them on the card's tile shape (a real
-calibration tile, ``card.tile.batch`` tiles per call, candidates alternated, medians),
+path (:func:`candidate_names`: ONNX Runtime fp32, OpenVINO fp32, bf16 and fp16 where the
+CPU has them, PyTorch CPU bf16, CUDA and TensorRT where present), times them on the
+card's tile shape (a real calibration tile, ``card.tile.batch`` tiles per call,
+candidates alternated, medians),
 runs each through the whole engine on the calibration slices against ONNX Runtime fp32
 (:mod:`sr_engine.fidelity`), drops those failing the gate and keeps the fastest of the
 rest. The choice is cached in a JSON file per (CPU model and flags, model sha256, tile,
@@ -60,12 +61,13 @@ def default_cache_dir() -> Path:
 def candidate_names(all_paths: bool = False) -> list[str]:
     """The paths ``auto`` measures here, the fp32 reference first. ``all_paths`` adds
     PyTorch CPU fp32 (never faster than ONNX Runtime, slow to time) for the bench table."""
-    from sr_engine.backends.openvino_backend import bf16_native, openvino_usable
+    from sr_engine.backends.openvino_backend import bf16_native, fp16_native, openvino_usable
 
     names = [REFERENCE]
     bf16 = bf16_native()
     if openvino_usable() is None:
         names += ["openvino-fp32"] + (["openvino-bf16"] if bf16 else [])
+        names += ["openvino-fp16"] if fp16_native() else []
     if torch_usable() is None:
         names += (["torch-cpu-fp32"] if all_paths else []) + (["torch-cpu-bf16"] if bf16 else [])
         if cuda_usable() is None:

@@ -1,8 +1,9 @@
 """Inference backends behind one interface: ``run(batch NCHW float32) -> NCHW float32``.
 
 * ``onnxruntime`` - CPU, fp32, the reference and the one every install has;
-* ``openvino-fp32`` / ``openvino-bf16`` - OpenVINO on the CPU (see
-  :mod:`.openvino_backend`); bf16 only where the CPU has AMX-BF16 or AVX512-BF16;
+* ``openvino-fp32`` / ``openvino-bf16`` / ``openvino-fp16`` - OpenVINO on the CPU (see
+  :mod:`.openvino_backend`); bf16 only where the CPU has AMX-BF16 or AVX512-BF16, fp16
+  only with AVX512-FP16 or AMX-FP16;
 * ``tensorrt`` - a serialized TensorRT 10 engine built from the ONNX file for the card's
   tile shape (fp16, fp32 where fp16 would overflow), cached beside the ONNX file;
 * ``torch`` - PyTorch on CUDA in fp16 (``torch``, ``torch-cuda-fp16``), bf16
@@ -10,8 +11,8 @@
   graph itself with torch ops (see :mod:`.torch_backend`); on the CPU ``torch-cpu``
   (fp32) and ``torch-cpu-bf16`` (channels-last, oneDNN's bf16 kernels).
 
-Reduced precision on the CPU (``openvino-bf16``, ``torch-cpu-bf16``) runs only the trunk
-of the network in bf16: the global skip and the final addition stay fp32
+Reduced precision on the CPU (``openvino-bf16``/``-fp16``, ``torch-cpu-bf16``) runs only
+the trunk of the network in low precision: the global skip and the final addition stay fp32
 (:mod:`sr_engine.precision`). ``auto`` is resolved by measurement in
 :mod:`sr_engine.selection`, not here. Neither torch, openvino nor tensorrt is imported by
 this module: only when that backend is created.
@@ -36,6 +37,7 @@ BACKEND_NAMES = (
     "onnxruntime",
     "openvino-fp32",
     "openvino-bf16",
+    "openvino-fp16",
     "tensorrt",
     "torch",
     "torch-cuda-fp16",
@@ -47,7 +49,7 @@ BACKEND_NAMES = (
 )
 
 # CPU paths that compute in reduced precision: the fidelity gate decides whether they run
-REDUCED_PRECISION_CPU = ("openvino-bf16", "torch-cpu-bf16")
+REDUCED_PRECISION_CPU = ("openvino-bf16", "openvino-fp16", "torch-cpu-bf16")
 
 
 class Backend(ABC):
@@ -171,7 +173,7 @@ class MixedPrecision(Backend):
 def _mixed_precision(name: str, onnx_path: Path, threads: int) -> Backend:
     from sr_engine.precision import SkipSplit, split_global_skip
 
-    if name == "openvino-bf16":
+    if name.startswith("openvino"):
         from sr_engine.backends.openvino_backend import openvino_usable
 
         reason = openvino_usable()
@@ -186,15 +188,19 @@ def _mixed_precision(name: str, onnx_path: Path, threads: int) -> Backend:
     except ImportError:  # without the onnx package: no split, the whole graph in bf16
         parts = None
     trunk = parts[0] if parts else None
-    if name == "openvino-bf16":
+    if name.startswith("openvino"):
         from sr_engine.backends.openvino_backend import OpenVINOBackend
 
-        inner: Backend = OpenVINOBackend(onnx_path, "bf16", threads, model=trunk)
+        inner: Backend = OpenVINOBackend(onnx_path, name.split("-")[1], threads, model=trunk)
     else:
         from sr_engine.backends.torch_backend import TorchBackend
 
         inner = TorchBackend(onnx_path, "cpu", "bfloat16", threads, model=trunk)
     split = SkipSplit(inner, parts[1], threads) if parts else None
     if split is None:
-        log.info("backend %s: %s has no global skip: the whole graph in bf16", name, onnx_path.name)
+        log.info(
+            "backend %s: %s has no global skip: the whole graph in low precision",
+            name,
+            onnx_path.name,
+        )
     return MixedPrecision(name, inner, split)

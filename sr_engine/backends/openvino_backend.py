@@ -1,10 +1,12 @@
-"""OpenVINO on the CPU: fp32, or bf16 where the CPU computes in bf16 natively.
+"""OpenVINO on the CPU: fp32, or bf16 / fp16 where the CPU computes in them natively.
 
-bf16 is offered only where the CPU has AMX-BF16 or AVX512-BF16 (:func:`bf16_native`);
-elsewhere OpenVINO would emulate it and gain nothing. In bf16 the network is split at its
-global skip (:mod:`sr_engine.precision`): the trunk runs in bf16, the interpolation and
-the final addition in fp32. fp32 means fp32: ``INFERENCE_PRECISION_HINT`` is set
-explicitly, since OpenVINO's CPU plugin defaults to bf16 on such CPUs.
+bf16 is offered only where the CPU has AMX-BF16 or AVX512-BF16 (:func:`bf16_native`),
+fp16 only with AVX512-FP16 or AMX-FP16 (:func:`fp16_native`: 3 more mantissa bits than
+bf16); elsewhere OpenVINO would emulate them and gain nothing. In reduced precision the
+network is split at its global skip (:mod:`sr_engine.precision`): the trunk runs in
+bf16/fp16, the interpolation and the final addition in fp32. fp32 means fp32:
+``INFERENCE_PRECISION_HINT`` is set explicitly, since OpenVINO's CPU plugin defaults to
+bf16 on such CPUs.
 
 Shapes: the model is compiled for each input shape it meets (all tiles of an image share
 one shape), a few kept; compiling a static shape takes a fraction of a second and runs
@@ -45,6 +47,15 @@ def bf16_native() -> bool:
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
+def fp16_native() -> bool:
+    """True when the CPU computes fp16 in hardware (AVX512-FP16, AMX-FP16)."""
+    return bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
+
+
+_NATIVE = {"fp32": lambda: True, "bf16": bf16_native, "fp16": fp16_native}
+_OV_TYPE = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
 class OpenVINOBackend(Backend):
     """``model``: an ONNX ``ModelProto`` to run instead of the file (a split trunk)."""
 
@@ -58,11 +69,12 @@ class OpenVINOBackend(Backend):
         reason = openvino_usable()
         if reason is not None:
             raise BackendUnavailable(f"backend openvino: {reason}")
-        if precision not in ("fp32", "bf16"):
+        if precision not in _NATIVE:
             raise BackendUnavailable(f"backend openvino: unknown precision {precision!r}")
-        if precision == "bf16" and not bf16_native():
+        if not _NATIVE[precision]():
+            up = precision.upper()
             raise BackendUnavailable(
-                "backend openvino-bf16: this CPU has neither AMX-BF16 nor AVX512-BF16"
+                f"backend openvino-{precision}: this CPU has neither AMX-{up} nor AVX512-{up}"
             )
         import openvino as ov
 
@@ -77,7 +89,7 @@ class OpenVINOBackend(Backend):
                 f"backend openvino: cannot read {onnx_path.name}: {msg}"
             ) from None
         self.config = {
-            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "INFERENCE_PRECISION_HINT": _OV_TYPE[precision],
             "PERFORMANCE_HINT": "LATENCY",
             "NUM_STREAMS": 1,
         }
