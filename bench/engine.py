@@ -97,14 +97,14 @@ def bench_model(name: str, px: np.ndarray, meta, args) -> dict:
     from sr_engine.intensity import IntensityMap
     from sr_engine.model_card import load_card
     from sr_engine.registry import resolve_model
-    from sr_engine.selection import candidate_names, select_backend
+    from sr_engine.selection import bench_candidates, candidate_names
 
     card_path = resolve_model(name)
     card = load_card(card_path)
     onnx_path = card.weights_path(card_path)
     t = time.perf_counter()
     with tempfile.TemporaryDirectory() as cache:
-        _, sel = select_backend(card, card_path, args.threads, Path(cache))
+        sel = bench_candidates(card_path, args.threads, cache_dir=Path(cache), all_paths=False)
     auto_s = time.perf_counter() - t
 
     engines = {}
@@ -172,7 +172,7 @@ def print_model(res: dict, px_name: str) -> None:
     passing = [r for r in res["rows"] if r.get("gate") == "pass"]
     fastest = min(passing, key=lambda r: r["ms"])
     print(
-        f"\nauto chose {chosen['path']} (in {res['auto_s']:.0f} s at first load): "
+        f"\nauto chose {chosen['path']} (all paths timed and gated in {res['auto_s']:.0f} s): "
         f"{chosen['vs_eager']:.2f}x eager on the slice; fastest path passing the gate "
         f"{fastest['path']} ({100 * (chosen['ms'] / fastest['ms'] - 1):+.1f} % vs it)\n"
     )

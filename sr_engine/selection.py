@@ -121,6 +121,7 @@ class Candidate:
     max: float | None = None
     unit: str = "stored"
     passed: bool = False
+    gated: bool = False  # False: not run on the calibration slices (slower than the choice)
     chosen: bool = False
     note: str = ""  # why unavailable or refused
 
@@ -167,7 +168,7 @@ class Selection:
             if r.ms_per_tile is None:
                 lines.append(f"| {r.name} | – | – | – | – | – | {r.note or 'unavailable'} | |")
                 continue
-            gate = "pass" if r.passed else "FAIL"
+            gate = ("pass" if r.passed else "FAIL") if r.gated else "not needed"
             lines.append(
                 f"| {r.name} | {r.ms_per_tile:.0f} | {r.ms_per_slice:.0f} | {r.ratio:.2f}x | "
                 f"{_fmt(r.p999, r.unit)} | {_fmt(r.max, r.unit)} | {gate} | "
@@ -210,9 +211,12 @@ def measure(
     threads: int,
     repeats: int = 3,
     keep: bool = True,
+    gate_all: bool = True,
 ) -> tuple[list[Candidate], dict[str, Backend]]:
-    """Time and gate every path in ``names`` (the reference first). Returns the rows and
-    the loaded backends of the paths that passed (``keep``), the others closed."""
+    """Time and gate the paths in ``names`` (the reference first). ``gate_all`` False:
+    gate from the fastest down and stop at the first that passes (what ``auto`` needs).
+    Returns the rows and the loaded backends of the paths that passed (``keep``), the
+    others closed."""
     backends: dict[str, Backend] = {}
     rows = {n: Candidate(n, unit=card.fidelity_gate().unit) for n in names}
     for n in names:
@@ -241,18 +245,21 @@ def measure(
     reference = enhance_slices(card, card_path, backends[REFERENCE], slices)
     factor = _per_slice_factor(card, card_path, backends[REFERENCE])
     ref_ms = statistics.median(times[REFERENCE])
-    for n, be in backends.items():
+    for n in backends:
         r = rows[n]
         r.ms_per_call = statistics.median(times[n])
         r.ms_per_tile = r.ms_per_call / card.tile.batch
         r.ms_per_slice = r.ms_per_tile * factor
         r.ratio = ref_ms / r.ms_per_call
-        fid: FidelityResult = compare(
-            card, reference, enhance_slices(card, card_path, be, slices), slices
-        )
-        r.p999, r.max, r.passed = fid.p999, fid.max, fid.passed
+    for n in sorted(backends, key=lambda n: rows[n].ms_per_call):
+        r = rows[n]
+        out = reference if n == REFERENCE else enhance_slices(card, card_path, backends[n], slices)
+        fid: FidelityResult = compare(card, reference, out, slices)
+        r.p999, r.max, r.passed, r.gated = fid.p999, fid.max, fid.passed, True
         if not r.passed:
             r.note = "over the fidelity gate"
+        elif not gate_all:
+            break
     for n in [n for n in backends if not rows[n].passed or not keep]:
         backends.pop(n).close()
     return [rows[n] for n in names], backends
@@ -318,7 +325,7 @@ def select_backend(
         else:
             log.info("%s", sel.summary())
             return be, sel
-    sel, backends = _measure_selection(card, card_path, names, threads, keep=True)
+    sel, backends = _measure_selection(card, card_path, names, threads, keep=True, gate_all=False)
     _write_cache(path, key, _entry(sel))
     for n, be in backends.items():
         if n != sel.chosen:
@@ -328,9 +335,9 @@ def select_backend(
 
 
 def _measure_selection(
-    card: ModelCard, card_path: Path, names: list[str], threads: int, keep: bool
+    card: ModelCard, card_path: Path, names: list[str], threads: int, keep: bool, gate_all: bool
 ) -> tuple[Selection, dict[str, Backend]]:
-    rows, backends = measure(card, card_path, names, threads, keep=keep)
+    rows, backends = measure(card, card_path, names, threads, keep=keep, gate_all=gate_all)
     chosen = _choose(rows)
     sel = Selection(
         model=card.name,
@@ -357,7 +364,7 @@ def bench_candidates(
     cache_dir: Path | None = None,
     all_paths: bool = True,
 ) -> Selection:
-    """Measure every path for ``model`` now (no cache read) and return the table
+    """Measure and gate every path for ``model`` now (no cache read) and return the table
     (``.table()`` Markdown, ``.rows``, ``.chosen``). The result also refreshes the cached
     choice of ``auto`` for the same candidate set."""
     from sr_engine.model_card import load_card
@@ -367,7 +374,7 @@ def bench_candidates(
     card = load_card(card_path, verify=True)
     threads = resolve_threads(threads)
     names = candidate_names(all_paths=all_paths)
-    sel, backends = _measure_selection(card, card_path, names, threads, keep=False)
+    sel, _ = _measure_selection(card, card_path, names, threads, keep=False, gate_all=True)
     auto_names = candidate_names()
     if names == auto_names:
         _write_cache(_cache_path(cache_dir), cache_key(card, threads, names), _entry(sel))
