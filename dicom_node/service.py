@@ -18,11 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dicom_node.admin.runtime import LiveSync, start_live
+from dicom_node.admin.store import LiveConfig
 from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.worker import EngineCache, Worker
 from dicom_node.receive import ingest
+from dicom_node.receive.access import Allowlist
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.spool import Spool
 
@@ -51,6 +54,8 @@ class Node:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._web: Any = None
+        self.live: LiveConfig | None = None
+        self._live_sync: LiveSync | None = None
         self._web_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._receivers: list[Any] = []
@@ -66,6 +71,7 @@ class Node:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = Database.from_settings(s)
         self.db.create_or_migrate()
+        self.live, self._live_sync = start_live(self.db, s, catalog_series=self.role == "serve")
         self.spool = Spool(self.data_dir / "spool", fsync=s.spool.fsync)
         if self.role == "serve":
             n = self.spool.clean_temp()
@@ -94,6 +100,8 @@ class Node:
                     detail="calling AE title not recognised",
                 ),
             )
+            # the live allowlist (seeded from the config): read for every association
+            self.scp.ae.allowlist = Allowlist([], self.live.allowed_aes, refresh=0)
             _, self.port = self.scp.start()
             if s.node.receivers > 1:
                 self._start_receivers(self.port)
@@ -142,6 +150,7 @@ class Node:
         ctx = multiprocessing.get_context("spawn")
         raw = self.settings.model_dump(mode="json")
         raw["node"]["port"] = port
+        raw["allow"] = []  # receivers read the live allowlist from the database
         js = Settings.model_validate(raw).model_dump_json()
         self._receiver_stop = ctx.Event()
         for i in range(self.settings.node.receivers - 1):
@@ -177,24 +186,24 @@ class Node:
             import uvicorn
 
             from dicom_node.web.app import create_app
+            from dicom_node.web.auth import bind_host
         except ImportError as e:
             log.warning("web console not started: %s", e)
             return
         try:
-            app = create_app(self.settings, self.ingestor.store, self.db)
+            app = create_app(self.settings, self.ingestor.store, self.db, self.live)
         except Exception:
             log.exception("web console not started: create_app failed")
             return
         w = self.settings.web
-        config = uvicorn.Config(
-            app, host=w.host, port=w.port, log_level="warning", access_log=False
-        )
+        host = bind_host(self.settings, self.db)
+        config = uvicorn.Config(app, host=host, port=w.port, log_level="warning", access_log=False)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._web = server
         self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)
         self._web_thread.start()
-        log.info("web console on http://%s:%s", w.host, w.port)
+        log.info("web console on http://%s:%s", host, w.port)
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -215,6 +224,8 @@ class Node:
         self.wake.set()
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self._live_sync is not None:
+            self._live_sync.stop()
         for w in self.workers:
             w.join(60)
         ingest.configure(None)

@@ -26,6 +26,7 @@ def version() -> None:
 
 
 def _register_all() -> None:
+    from dicom_node.cli import admin as cli_admin
     from dicom_node.cli import batch as cli_batch
     from dicom_node.cli import pull as cli_pull
     from dicom_node.cli import service as cli_service
@@ -33,6 +34,7 @@ def _register_all() -> None:
     cli_batch.register(app)
     cli_service.register(app)
     cli_pull.register(app)
+    cli_admin.register(app)
     try:
         from training.cli import register as register_training
     except ImportError:  # pragma: no cover - training module itself missing

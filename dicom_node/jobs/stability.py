@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 
 from dicom_node.jobs.db import QUEUED, RECEIVED, SKIPPED, Database, Job, Series, Study
+from dicom_node.metrics import count_routed
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def route_received_jobs(db: Database, settings: Any) -> list[int]:
             state, reason, route, model, dests = SKIPPED, f"routing error: {e}", None, None, []
         if d is not None:
             state = QUEUED if d.action == "enhance" else SKIPPED
+            count_routed(d.action, d.route)
             reason, route, model, dests = d.reason, d.route, d.model, list(d.destinations)
         with db.engine.begin() as conn:
             res = conn.execute(

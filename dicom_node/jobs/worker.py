@@ -24,8 +24,10 @@ from typing import Any
 import pydicom
 from sqlalchemy import select, update
 
+from dicom_node.derive import preview
 from dicom_node.jobs import db as dbm
 from dicom_node.jobs.db import Claimed, Database, Export, Instance, Job, Series, Study
+from dicom_node.metrics import ENGINE_SECONDS, count_export
 from dicom_node.receive.spool import Spool, atomic_write
 
 log = logging.getLogger(__name__)
@@ -205,6 +207,7 @@ class Worker:
                         continue
                     raise
                 engine_seconds += enhanced.seconds
+                ENGINE_SECONDS.observe(enhanced.seconds)
                 derived_series = str(out.SeriesInstanceUID)
                 buf = io.BytesIO()
                 out.save_as(buf, enforce_file_format=True)
@@ -234,6 +237,7 @@ class Worker:
             )
             log.info("job %d skipped study=%s series=%s: %s", c.id, study, series, reason)
             return
+        preview.capture(self.settings.node.data_dir, c.id, instances, written)
         try:
             self._to_exporting(c, model, written, derived_series, unsupported, dests, now)
         except _ClaimLost:
@@ -396,6 +400,7 @@ class Worker:
                         dest.name,
                         values["sent_count"],
                     )
+            count_export(r.destination, values.get("state"))
             with self.db.engine.begin() as conn:
                 conn.execute(update(Export).where(Export.id == r.id).values(**values))
         self._settle(job_id, ctx)
