@@ -80,19 +80,20 @@ def to_png(
     im.save(path, format="PNG", optimize=True)
 
 
+def _text(v: Any) -> str:
+    return "\\".join(map(str, v)) if isinstance(v, pydicom.multival.MultiValue) else str(v)
+
+
 def _provenance(ds: Any, src: Any) -> dict[str, str]:
     tags: dict[str, str] = {}
     for key in PROVENANCE_TAGS:
         if key in ds:
-            v = ds.get(key)
-            tags[key] = (
-                "\\".join(map(str, v)) if isinstance(v, pydicom.multival.MultiValue) else str(v)
-            )
+            tags[key] = _text(ds.get(key))
     for item in ds.get("DerivationCodeSequence", None) or []:
         tags.setdefault("DerivationCode", str(item.get("CodeMeaning", "")))
     for i, item in enumerate(ds.get("ContributingEquipmentSequence", None) or []):
         parts = [
-            str(item.get(k, ""))
+            _text(item.get(k, ""))
             for k in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions")
             if item.get(k, "")
         ]
