@@ -153,3 +153,36 @@ def test_passwords_are_scrypt_hashes_and_never_audited(live):
     assert h.startswith("scrypt$") and verify_password("correct horse battery", h)
     _, rows = audit.query(live.engine, kind="user")
     assert "correct horse" not in json.dumps(rows) and "scrypt" not in json.dumps(rows)
+
+
+def test_cli_aet_and_config_export_share_the_store(tmp_path):
+    """`srnode aet add` and `srnode config export` go through the same store as the API."""
+    import subprocess
+
+    from tests.node_helpers import SRNODE
+
+    cfg = tmp_path / "srnode.toml"
+    cfg.write_text(
+        f'[node]\ndata_dir = "{tmp_path / "data"}"\n'
+        '[[destinations]]\nname = "pacs"\nae_title = "ORTHANC"\nhost = "127.0.0.1"\nport = 4242\n'
+    )
+
+    def srnode(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [SRNODE, *args, "--config", str(cfg)], capture_output=True, text=True, timeout=120
+        )
+
+    assert srnode("aet", "add", "CT_SCANNER@10.0.0.5").returncode == 0
+    assert srnode("aet", "add", "BAD\\AE").returncode == 2
+    out = tmp_path / "live.toml"
+    assert srnode("config", "export", "--out", str(out)).returncode == 0
+    back = load_settings(out, env={})
+    assert [(a.ae_title, a.host) for a in back.allow] == [("CT_SCANNER", "10.0.0.5")]
+    assert [d.name for d in back.destinations] == ["pacs"]
+    s = Settings.model_validate({"node": {"data_dir": str(tmp_path / "data")}})
+    db = Database.from_settings(s)
+    try:
+        _, rows = audit.query(db.engine, kind="ae.added")
+        assert rows[0]["user"].startswith("cli:") and rows[0]["target"] == "CT_SCANNER"
+    finally:
+        db.close()

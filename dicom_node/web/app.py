@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 
 authorized = token_matches  # the name earlier versions exported
 API_BODY_LIMIT = 1024 * 1024
+BODY_READ_TIMEOUT = 30.0  # seconds a request body may stall before 408
 MIN_FREE_BYTES = 256 * 1024 * 1024
 
 
@@ -326,7 +327,7 @@ def create_app(
         return API_BODY_LIMIT, "the limit of the API"
 
     # outermost first: who is asking, then the guard around everything that reads the body
-    app.add_middleware(_Guard, limit_for=limit_for)
+    app.add_middleware(_Guard, limit_for=limit_for, read_timeout=BODY_READ_TIMEOUT)
     app.add_middleware(BaseHTTPMiddleware, dispatch=who_is_asking)
     return app
 
