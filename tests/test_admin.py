@@ -31,15 +31,25 @@ def _settings(tmp_path, **extra) -> Settings:
     return Settings.model_validate(raw)
 
 
-@pytest.fixture
-def live(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def live(request, tmp_path):
     s = _settings(tmp_path)
+    drop = None
+    if request.param == "postgresql":
+        from tests.node_helpers import pg_database
+
+        url, drop = pg_database()
+        if url is None:
+            pytest.skip(drop)
+        s = _settings(tmp_path, database={"url": url})
     db = Database.from_settings(s)
     db.create_or_migrate()
     lc = LiveConfig(db, s)
     lc.seed(s)
     yield lc
     db.close()
+    if request.param == "postgresql":
+        drop()
 
 
 def test_seed_fills_the_store_once_and_audits_it_as_config(live, tmp_path):

@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 
 from dicom_node.admin import audit
@@ -157,6 +157,12 @@ class LiveConfig:
         v = conn.execute(select(Meta.value).where(Meta.key == REVISION_KEY)).scalar()
         return int(v) if v is not None else 0
 
+    def _serialise(self, conn: Connection) -> None:
+        """Serialise writers of the live configuration (SQLite's BEGIN IMMEDIATE already
+        does; on PostgreSQL a transaction-scoped advisory lock)."""
+        if not self.db.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(461717)"))
+
     def _bump(self, conn: Connection) -> None:
         rev = self._read_revision(conn)
         if (
@@ -230,6 +236,7 @@ class LiveConfig:
             entries.append(("route", r.name, {**_dump(r), "_position": pos}))
         written = 0
         with self.engine.begin() as conn:
+            self._serialise(conn)
             seen = {
                 (k, key): dg
                 for k, key, dg in conn.execute(
@@ -323,6 +330,7 @@ class LiveConfig:
         a = validate_ae(ae_title, host)
         entry = {"ae_title": a.ae_title, "host": a.host}
         with self.engine.begin() as conn:
+            self._serialise(conn)
             exists = conn.execute(
                 select(AETitle.id).where(
                     AETitle.ae_title == a.ae_title, AETitle.host == (a.host or "")
@@ -349,6 +357,7 @@ class LiveConfig:
         a = validate_ae(new_title, new_host)
         entry = {"ae_title": a.ae_title, "host": a.host}
         with self.engine.begin() as conn:
+            self._serialise(conn)
             old = self._find_ae(conn, ae_title, host)
             before = {"ae_title": old.ae_title, "host": old.host or None}
             if before == entry:
@@ -386,6 +395,7 @@ class LiveConfig:
     def delete_ae(self, actor: Actor, ae_title: str, host: str | None = None) -> int:
         """Remove an allowed AE (every host, unless ``host`` is given); returns how many."""
         with self.engine.begin() as conn:
+            self._serialise(conn)
             q = select(AETitle.id, AETitle.ae_title, AETitle.host).where(
                 AETitle.ae_title == ae_title.strip()
             )
@@ -427,6 +437,7 @@ class LiveConfig:
         self, actor: Actor, table: Any, kind: str, body: dict[str, Any], position: int | None
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
+            self._serialise(conn)
             if conn.execute(select(table.name).where(table.name == body["name"])).first():
                 raise Conflict(f"a {kind} named {body['name']!r} exists")
             if position is None:
@@ -455,6 +466,7 @@ class LiveConfig:
         self, actor: Actor, table: Any, kind: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         with self.engine.begin() as conn:
+            self._serialise(conn)
             old = conn.execute(select(table.body).where(table.name == name)).scalar()
             if old is None:
                 raise NotFound(f"no {kind} named {name!r}")
@@ -476,6 +488,7 @@ class LiveConfig:
 
     def _remove(self, actor: Actor, table: Any, kind: str, name: str) -> None:
         with self.engine.begin() as conn:
+            self._serialise(conn)
             old = conn.execute(select(table.body).where(table.name == name)).scalar()
             if old is None:
                 raise NotFound(f"no {kind} named {name!r}")
