@@ -196,3 +196,23 @@ def test_cli_aet_and_config_export_share_the_store(tmp_path):
         assert rows[0]["user"].startswith("cli:") and rows[0]["target"] == "CT_SCANNER"
     finally:
         db.close()
+
+
+def test_a_stored_field_this_version_does_not_know_is_ignored(live, caplog):
+    from sqlalchemy import update
+
+    from dicom_node.admin.tables import LiveDestination
+
+    body = {**live.get_destination("pacs"), "retired_option": 3}
+    with live.engine.begin() as conn:
+        conn.execute(update(LiveDestination).values(body=json.dumps(body)))
+    live.reload()
+    assert [d.name for d in live.settings.destinations] == ["pacs"]
+    assert "retired_option" in caplog.text
+
+
+def test_a_new_default_does_not_reseed_an_entry_changed_at_run_time(live, tmp_path):
+    live.update_route(ADMIN, "ct", {"name": "ct", "modality": ["CT", "MR"]})
+    same_file = _settings(tmp_path)  # the file as before: its digest is unchanged
+    assert live.seed(same_file) == 0
+    assert live.get_route("ct")["modality"] == ["CT", "MR"]

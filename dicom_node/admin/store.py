@@ -80,6 +80,41 @@ def _dump(model: Any) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_none=True)
 
 
+def _said(model: Any) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_defaults=True)
+
+
+def _valid_entries(adapter: TypeAdapter, entries: list[dict[str, Any]], kind: str) -> list[Any]:
+    """The stored entries as config models. A field this version does not know is dropped
+    (said once in the log); an entry that is still invalid is left out, named in the log."""
+    out = []
+    for body in entries:
+        try:
+            out.append(adapter.validate_python([body])[0])
+            continue
+        except ValidationError as e:
+            unknown = {
+                str(err["loc"][-1]) for err in e.errors() if err["type"] == "extra_forbidden"
+            }
+        trimmed = {k: v for k, v in body.items() if k not in unknown}
+        try:
+            out.append(adapter.validate_python([trimmed])[0])
+            log.warning(
+                "%s %s: stored fields %s are unknown here: ignored",
+                kind,
+                body.get("name"),
+                ", ".join(sorted(unknown)),
+            )
+        except ValidationError as e:
+            log.error(
+                "%s %s in the database is not valid here, left out: %s",
+                kind,
+                body.get("name"),
+                _pydantic_message(e, kind),
+            )
+    return out
+
+
 def validate_destination(data: dict[str, Any]) -> Any:
     """A destination entry from user input, or :class:`Invalid` naming the field."""
     if not isinstance(data, dict):
@@ -201,8 +236,8 @@ class LiveConfig:
             self._aes = aes
             if self.settings is not None:
                 # assignment is atomic: a reader sees the old list or the new one
-                self.settings.destinations = list(_DEST_LIST.validate_python(dests))
-                self.settings.routes = list(_ROUTE_LIST.validate_python(routes))
+                self.settings.destinations = _valid_entries(_DEST_LIST, dests, "destination")
+                self.settings.routes = _valid_entries(_ROUTE_LIST, routes, "route")
             self._revision = rev
             self._checked = time.monotonic()
 
@@ -227,13 +262,17 @@ class LiveConfig:
     def seed(self, settings: Settings) -> int:
         """Write the file's entries that are new or changed there since last seeded; returns
         how many were written. Seeded entries are audited as the user ``config``."""
-        entries: list[tuple[str, str, dict[str, Any]]] = []
+        # the digest covers what the file says (not the defaults), so a new version with a
+        # new default does not count as a changed entry
+        entries: list[tuple[str, str, dict[str, Any], str]] = []
         for a in settings.allow:
-            entries.append(("ae", f"{a.ae_title}@{a.host or ''}", _dump(a)))
+            entries.append(("ae", f"{a.ae_title}@{a.host or ''}", _dump(a), _digest(_said(a))))
         for pos, d in enumerate(settings.destinations):
-            entries.append(("destination", d.name, {**_dump(d), "_position": pos}))
+            said = {**_said(d), "_position": pos}
+            entries.append(("destination", d.name, {**_dump(d), "_position": pos}, _digest(said)))
         for pos, r in enumerate(settings.routes):
-            entries.append(("route", r.name, {**_dump(r), "_position": pos}))
+            said = {**_said(r), "_position": pos}
+            entries.append(("route", r.name, {**_dump(r), "_position": pos}, _digest(said)))
         written = 0
         with self.engine.begin() as conn:
             self._serialise(conn)
@@ -243,8 +282,7 @@ class LiveConfig:
                     select(ConfigSeed.kind, ConfigSeed.key, ConfigSeed.digest)
                 )
             }
-            for kind, key, body in entries:
-                digest = _digest(body)
+            for kind, key, body, digest in entries:
                 if seen.get((kind, key)) == digest:
                     continue
                 body = dict(body)
@@ -470,9 +508,10 @@ class LiveConfig:
             old = conn.execute(select(table.body).where(table.name == name)).scalar()
             if old is None:
                 raise NotFound(f"no {kind} named {name!r}")
-            renamed_onto = body["name"] != name and conn.execute(
-                select(table.name).where(table.name == body["name"])
-            ).first()
+            renamed_onto = (
+                body["name"] != name
+                and conn.execute(select(table.name).where(table.name == body["name"])).first()
+            )
             if renamed_onto:
                 raise Conflict(f"a {kind} named {body['name']!r} exists")
             conn.execute(
@@ -517,7 +556,10 @@ class LiveConfig:
 
     def destination(self, name: str) -> Any:
         """The destination as the exporter takes it."""
-        return _DEST_LIST.validate_python([self.get_destination(name)])[0]
+        valid = _valid_entries(_DEST_LIST, [self.get_destination(name)], "destination")
+        if not valid:
+            raise Invalid(f"destination {name!r} in the database is not valid: edit it")
+        return valid[0]
 
     def add_destination(self, actor: Actor, data: dict[str, Any]) -> dict[str, Any]:
         body = _dump(validate_destination(data))
@@ -613,7 +655,7 @@ def dry_run(
         )
     else:
         f = SeriesFacts(**{k: v for k, v in (facts or {}).items() if v is not None})
-    routes = list(_ROUTE_LIST.validate_python(live.list_routes()))
+    routes = _valid_entries(_ROUTE_LIST, live.list_routes(), "route")
     names = [d["name"] for d in live.list_destinations()]
     d = decide(routes, f, names)
     return {
