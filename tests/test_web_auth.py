@@ -137,3 +137,21 @@ def test_a_forged_session_cookie_is_refused(setup):
     forged = base64.urlsafe_b64encode(b'{"u":"x","r":"admin","e":9999999999}').decode()
     c.cookies.set("srnode_session", forged.rstrip("=") + ".deadbeef")
     assert c.get("/api/aets").status_code == 401
+
+
+def test_a_new_password_or_a_removed_user_ends_its_sessions(setup):
+    _, db, app = setup
+    users.set_password(db.engine, CLI, "admin", PASSWORD)
+    users.set_password(db.engine, CLI, "other", READER_PASSWORD, "read-only")
+    c = _client(app)
+    _login(c, "admin", PASSWORD)
+    assert c.get("/api/aets").status_code == 200
+    users.set_password(db.engine, CLI, "admin", "a brand new password")
+    app.state.console.auth._keys.clear()  # past the 2 s cache
+    assert c.get("/api/aets").status_code == 401
+    r = _client(app)
+    _login(r, "other", READER_PASSWORD)
+    assert r.get("/api/aets").status_code == 200
+    users.remove(db.engine, CLI, "other")
+    app.state.console.auth._keys.clear()
+    assert r.get("/api/aets").status_code == 401

@@ -79,6 +79,16 @@ def check(engine: Any, name: str, password: str) -> str | None:
     return row.role if verify_password(password, row.password_hash) else None
 
 
+def credentials(engine: Any, name: str) -> tuple[str, str] | None:
+    """(role, password hash) of a user, None when there is no such user."""
+    ensure_tables(engine)
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(ConsoleUser.role, ConsoleUser.password_hash).where(ConsoleUser.name == name)
+        ).first()
+    return None if row is None else (row.role, row.password_hash)
+
+
 def count(engine: Any) -> int:
     ensure_tables(engine)
     with engine.connect() as conn:

@@ -78,6 +78,7 @@ class Auth:
         self.token = settings.web.token
         self.db = db
         self._users_seen = (0.0, 0)
+        self._keys: dict[str, tuple[float, tuple[str, str] | None]] = {}
         self._lock = threading.Lock()
         self._secret: bytes | None = None if db is not None else secrets.token_bytes(32)
 
@@ -127,9 +128,23 @@ class Auth:
             return Actor("token", "admin", address)
         return None
 
+    def _session_key(self, user: str, fresh: bool = False) -> tuple[str, str] | None:
+        """(key, role) a session of ``user`` must carry: derived from the user's password
+        hash (or the token), so a changed password or a removed user ends its sessions."""
+        at, hit = self._keys.get(user, (0.0, None))
+        if fresh or time.monotonic() - at > 2.0:
+            if user == "token":
+                hit = (self._sign("token:" + self.token), "admin") if self.token else None
+            else:
+                cred = users.credentials(self.db.engine, user) if self.db is not None else None
+                hit = None if cred is None else (self._sign("user:" + cred[1])[:32], cred[0])
+            self._keys[user] = (time.monotonic(), hit)
+        return hit
+
     def session_cookie(self, actor: Actor) -> str:
+        key = self._session_key(actor.user, fresh=True)
         payload = json.dumps(
-            {"u": actor.user, "r": actor.role, "e": int(time.time()) + SESSION_SECONDS},
+            {"u": actor.user, "k": key[0] if key else "", "e": int(time.time()) + SESSION_SECONDS},
             separators=(",", ":"),
         ).encode()
         body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
@@ -145,7 +160,10 @@ class Auth:
             data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
             if int(data["e"]) < time.time():
                 return None
-            return Actor(str(data["u"]), str(data["r"]), address)
+            key = self._session_key(str(data["u"]))
+            if key is None or not hmac.compare_digest(str(data["k"]), key[0]):
+                return None
+            return Actor(str(data["u"]), key[1], address)
         except (ValueError, KeyError, TypeError):
             return None
 
