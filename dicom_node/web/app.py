@@ -61,14 +61,12 @@ from dicom_node.web.auth import (
     SESSION_COOKIE,
     Auth,
     is_loopback,
-    token_matches,
 )
 from dicom_node.web.context import Console
 from dicom_node.web.guard import RequestGuard, mark_logged
 
 log = logging.getLogger(__name__)
 
-authorized = token_matches  # the name earlier versions exported
 API_BODY_LIMIT = 1024 * 1024
 BODY_READ_TIMEOUT = 30.0  # seconds a request body may stall before 408
 MIN_FREE_BYTES = 256 * 1024 * 1024

@@ -81,7 +81,7 @@ templates.env.filters.update(
 )
 
 
-def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+def render(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:
     c: Console = request.app.state.console
     who = actor(request)
     cookie = request.cookies.get(CSRF_COOKIE) or request.state.csrf_cookie
@@ -96,7 +96,7 @@ def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLRe
         "form": {},
     }
     base.update(ctx)
-    return templates.TemplateResponse(request, name, base, status_code=status)
+    return templates.TemplateResponse(request, template, base, status_code=status)
 
 
 def _back(path: str, msg: str) -> RedirectResponse:
