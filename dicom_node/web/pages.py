@@ -64,6 +64,18 @@ def _conditions(r: dict[str, Any]) -> str:
     return ", ".join(parts) or "any series"
 
 
+def _changed(before: Any, after: Any) -> tuple[Any, Any]:
+    """For an update, only the keys that changed (the API keeps both entries whole)."""
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return before, after
+    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+    keep = {"name", "ae_title"} & set(after)
+    return (
+        {k: before.get(k) for k in [*keep, *keys] if k in before},
+        {k: after.get(k) for k in [*keep, *keys] if k in after},
+    )
+
+
 def _compact(v: Any) -> str:
     if v is None:
         return ""
@@ -608,6 +620,9 @@ def audit_page(request: Request, c: Console = Depends(console)) -> Response:
         if c.db is not None
         else (0, [])
     )
+
+    for e in items:
+        e["before"], e["after"] = _changed(e["before"], e["after"])
 
     def page(o: int) -> str:
         return "/audit?" + urllib.parse.urlencode({"kind": kind, "user": user or "", "offset": o})
