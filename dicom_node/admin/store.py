@@ -210,6 +210,11 @@ class LiveConfig:
 
     def reload(self) -> None:
         """Read the lists and put them on the settings (routing and export read them there)."""
+        # one reload at a time: a slower one that read older rows cannot land last
+        with self._lock:
+            self._reload()
+
+    def _reload(self) -> None:
         with self.engine.connect() as conn:
             rev = self._read_revision(conn)
             dests = [
@@ -232,14 +237,13 @@ class LiveConfig:
                     select(AETitle.ae_title, AETitle.host).order_by(AETitle.ae_title)
                 )
             ]
-        with self._lock:
-            self._aes = aes
-            if self.settings is not None:
-                # assignment is atomic: a reader sees the old list or the new one
-                self.settings.destinations = _valid_entries(_DEST_LIST, dests, "destination")
-                self.settings.routes = _valid_entries(_ROUTE_LIST, routes, "route")
-            self._revision = rev
-            self._checked = time.monotonic()
+        self._aes = aes
+        if self.settings is not None:
+            # assignment is atomic: a reader sees the old list or the new one
+            self.settings.destinations = _valid_entries(_DEST_LIST, dests, "destination")
+            self.settings.routes = _valid_entries(_ROUTE_LIST, routes, "route")
+        self._revision = rev
+        self._checked = time.monotonic()
 
     def maybe_reload(self) -> bool:
         """Reload when another process changed the configuration. True when it did."""

@@ -220,13 +220,20 @@ def screenshot(driver, name: str) -> None:
 
 def test_console_end_to_end(node, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     d, web = browser, node["web"]
     seen_pages: list[str] = []
 
     def find(css: str):
         return d.find_element(By.CSS_SELECTOR, css)
+
+    def submit(css: str) -> None:
+        """Click and wait for the next page (a form post answers with a new page)."""
+        old = d.find_element(By.TAG_NAME, "html")
+        find(css).click()
+        WebDriverWait(d, 60).until(staleness_of(old))
 
     def fill(css: str, value: str) -> None:
         el = find(css)
@@ -238,14 +245,14 @@ def test_console_end_to_end(node, browser):
     assert "/login" in d.current_url
     fill("#user", "admin")
     fill("#password", PASSWORD)
-    find("#login").click()
+    submit("#login")
     assert d.current_url.endswith("/aets") and "Calling AE titles" in d.page_source
 
     # a calling AE, live: refused before, accepted at once after
     assert echo(node["port"], "BROWSER") != 0
     fill("#aet-title", "BROWSER")
     fill("#aet-host", "127.0.0.1")
-    find("#aet-add").click()
+    submit("#aet-add")
     assert "BROWSER is allowed from 127.0.0.1" in find("#msg").text
     assert echo(node["port"], "BROWSER") == 0
 
@@ -254,13 +261,13 @@ def test_console_end_to_end(node, browser):
     fill("#dest-name", "archive")
     fill("#dest-host", "127.0.0.1")
     fill("#dest-port", str(node["dest_port"]))
-    find("#dest-add").click()
+    submit("#dest-add")
     assert "ae_title: required for a DIMSE destination" in find("#error").text
     Select(find("#dest-kind")).select_by_value("dimse")
     fill("#dest-ae", "DEST")
-    find("#dest-add").click()
+    submit("#dest-add")
     assert "destination archive added" in find("#msg").text
-    find("#destinations button.plain").click()  # Test
+    submit("#destinations button.plain")  # Test
     assert "C-ECHO succeeded" in find("#msg").text
     seen_pages.append(d.page_source)
 
@@ -274,7 +281,9 @@ def test_console_end_to_end(node, browser):
     d.get(web + "/jobs?accession=ACC-CONSOLE-1&study_date_from=20261101")
     rows = d.find_elements(By.CSS_SELECTOR, "#jobs tr td:first-child a")
     assert len(rows) == 1
+    old = d.find_element(By.TAG_NAME, "html")
     rows[0].click()
+    WebDriverWait(d, 60).until(staleness_of(old))
     assert "Job " in find("h1").text and "done" in find("h1").text
     for img in ("#before", "#after"):
         size = d.execute_script(
