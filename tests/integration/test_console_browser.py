@@ -70,7 +70,7 @@ def cranium_series(folder: Path, slices: range) -> list[Path]:
         ds.Rows, ds.Columns = pix.shape
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.PixelData = pix.astype(np.uint16).tobytes()
-        for kw in ("SmallestImagePixelValue", "LargestImagePixelValue"):
+        for kw in ("SmallestImagePixelValue", "LargestImagePixelValue", "ImageComments"):
             if kw in ds:
                 del ds[kw]
         ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
