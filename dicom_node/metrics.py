@@ -4,7 +4,9 @@ from the database at scrape time (jobs by state, spool bytes) are collected by
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Histogram, disable_created_metrics
+
+disable_created_metrics()  # no *_created series: one family per srnode_* name
 
 INSTANCES_RECEIVED = Counter(
     "srnode_instances_received_total", "Instances stored (acknowledged)", ["via"]

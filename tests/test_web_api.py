@@ -177,6 +177,7 @@ def test_models_audit_metrics_health(node):
     families = {
         line.split()[2] for line in metrics.splitlines() if line.startswith("# TYPE srnode_")
     }
+    assert not any(f.endswith("_created") for f in families)
     assert len(families) >= 8, families
     assert 'srnode_jobs{state="queued"}' in metrics and "srnode_spool_bytes" in metrics
     assert c.get("/healthz").text == "ok\n"
