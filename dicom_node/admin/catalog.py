@@ -27,7 +27,10 @@ def _text(ds: Any, key: str, limit: int) -> str | None:
 
 
 def index_new_series(engine: Any, limit: int = 200) -> int:
-    """Catalogue up to ``limit`` series that are not yet; returns how many were."""
+    """Catalogue up to ``limit`` series that are not yet; returns how many were.
+
+    The headers are read with no database transaction open (on SQLite every transaction
+    holds the write lock, and the receive path must not wait for file reads)."""
     ensure_tables(engine)
     with engine.connect() as conn:
         todo = (
@@ -41,31 +44,15 @@ def index_new_series(engine: Any, limit: int = 200) -> int:
             .scalars()
             .all()
         )
-        rows = []
+        first: dict[int, str | None] = {}
         for sid in todo:
-            path = conn.execute(
+            first[sid] = conn.execute(
                 select(Instance.path)
                 .where(Instance.series_id == sid, Instance.removed.is_(False))
                 .order_by(Instance.id)
                 .limit(1)
             ).scalar()
-            values: dict[str, Any] = {"series_id": sid}
-            if path is not None:
-                try:
-                    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
-                    date = _text(ds, "StudyDate", 8)
-                    values.update(
-                        study_date=date if date and date.isdigit() else None,
-                        accession_number=_text(ds, "AccessionNumber", 16),
-                    )
-                    number = _text(ds, "SeriesNumber", 12)
-                    if number and number.lstrip("-").isdigit() and abs(int(number)) < 2**31:
-                        values["series_number"] = int(number)
-                except Exception as e:
-                    log.warning(
-                        "catalog: series id %d: header not readable (%s)", sid, type(e).__name__
-                    )
-            rows.append(values)
+    rows = [_facts(sid, path) for sid, path in first.items()]
     if rows:
         with engine.begin() as conn:
             for values in rows:
@@ -77,3 +64,23 @@ def index_new_series(engine: Any, limit: int = 200) -> int:
                 if exists is None:
                     conn.execute(insert(SeriesCatalog).values(**values))
     return len(rows)
+
+
+def _facts(sid: int, path: str | None) -> dict[str, Any]:
+    values: dict[str, Any] = {"series_id": sid}
+    if path is None:
+        return values
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+    except Exception as e:
+        log.warning("catalog: series id %d: header not readable (%s)", sid, type(e).__name__)
+        return values
+    date = _text(ds, "StudyDate", 8)
+    values.update(
+        study_date=date if date and date.isdigit() else None,
+        accession_number=_text(ds, "AccessionNumber", 16),
+    )
+    number = _text(ds, "SeriesNumber", 12)
+    if number and number.lstrip("-").isdigit() and abs(int(number)) < 2**31:
+        values["series_number"] = int(number)
+    return values
