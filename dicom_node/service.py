@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicom_node.admin.runtime import LiveSync, start_live
+from dicom_node.admin.store import LiveConfig
 from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
@@ -29,7 +31,7 @@ from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.states import Jobs
 from dicom_node.jobs.worker import Worker
 from dicom_node.receive import fastpath, ingest
-from dicom_node.receive.access import REJECT_REASON
+from dicom_node.receive.access import REJECT_REASON, Allowlist
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
 
@@ -191,6 +193,8 @@ class Node:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._web: Any = None
+        self.live: LiveConfig | None = None
+        self._live_sync: LiveSync | None = None
         self._web_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._receivers: list[Any] = []
@@ -208,6 +212,7 @@ class Node:
             fastpath.install()
         intake = open_intake(s)
         self.db, self.spool = intake.db, intake.spool
+        self.live, self._live_sync = start_live(self.db, s, catalog_series=self.role == "serve")
         if self.role == "serve":
             n = self.spool.clean_temp()
             released = Jobs(self.db).release_claims(node_claim_prefix(s))
@@ -221,6 +226,8 @@ class Node:
             self.ingestor.reconcile()
             ingest.configure(self.ingestor)
             self.scp = storage_scp(s, intake, reuse_port=s.node.receivers > 1)
+            # the live allowlist (seeded from the config): read for every association
+            self.scp.ae.allowlist = Allowlist([], self.live.allowed_aes, refresh=0)
             try:
                 _, self.port = self.scp.start()
             except OSError as e:  # taken since check_startup
@@ -247,9 +254,14 @@ class Node:
             w.start()
             self.workers.append(w)
         if self.role == "serve" and s.web.enabled:
+            from dicom_node.web.auth import bind_host
+
             self._start_web(
                 bind_listener(
-                    "web.port", s.web.host, s.web.port, hint=" (or set web.enabled = false)"
+                    "web.port",
+                    bind_host(s, self.db),
+                    s.web.port,
+                    hint=" (or set web.enabled = false)",
                 )
             )
         log.info(
@@ -276,6 +288,7 @@ class Node:
         ctx = multiprocessing.get_context("spawn")
         raw = self.settings.model_dump(mode="json")
         raw["node"]["port"] = port
+        raw["allow"] = []  # receivers read the live allowlist from the database
         js = Settings.model_validate(raw).model_dump_json()
         self._receiver_stop = ctx.Event()
         for i in range(self.settings.node.receivers - 1):
@@ -312,20 +325,20 @@ class Node:
             import uvicorn
 
             from dicom_node.web.app import create_app
+            from dicom_node.web.auth import bind_host
         except ImportError as e:
             sock.close()
             log.warning("web console not started: %s", e)
             return
         try:
-            app = create_app(self.settings, self.ingestor.store, self.db)
+            app = create_app(self.settings, self.ingestor.store, self.db, self.live)
         except Exception:
             sock.close()
             log.exception("web console not started: create_app failed")
             return
         w = self.settings.web
-        config = uvicorn.Config(
-            app, host=w.host, port=w.port, log_level="warning", access_log=False
-        )
+        host = bind_host(self.settings, self.db)
+        config = uvicorn.Config(app, host=host, port=w.port, log_level="warning", access_log=False)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._web = server
@@ -333,7 +346,7 @@ class Node:
             target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
         )
         self._web_thread.start()
-        log.info("web console on http://%s:%s", w.host, w.port)
+        log.info("web console on http://%s:%s", host, w.port)
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -354,6 +367,8 @@ class Node:
         self.wake.set()
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self._live_sync is not None:
+            self._live_sync.stop()
         for w in self.workers:
             w.join(60)
         ingest.configure(None)

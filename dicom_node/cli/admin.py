@@ -1,4 +1,5 @@
-"""Admin commands: ``srnode status``, ``jobs retry``, ``echo`` and ``aet``."""
+"""Admin commands: ``srnode status``, ``jobs retry`` and ``echo`` (the live configuration:
+``aet``, ``admin``, ``config``, is in :mod:`dicom_node.cli.live`)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ def register(app: typer.Typer) -> None:
     _status(app)
     _jobs(app)
     _echo(app)
-    _aet(app)
 
 
 def _status(app: typer.Typer) -> None:
@@ -183,68 +183,3 @@ def _echo(app: typer.Typer) -> None:
         if code != 0:
             _fail(f"echo {target}: status {code}")
         typer.echo(f"echo {target}: ok in {(time.monotonic() - t0) * 1000:.0f} ms")
-
-
-def _aet(app: typer.Typer) -> None:
-    """srnode aet list / add / remove."""
-
-    aet_app = typer.Typer(help="Calling AE titles the node accepts.", no_args_is_help=True)
-    app.add_typer(aet_app, name="aet")
-
-    @aet_app.command("list")
-    def aet_list(config: Path | None = ConfigOpt, data_dir: Path | None = DataDirOpt) -> None:
-        """AE titles from the config and from the database."""
-        s = _settings_or_exit(config=config, data_dir=data_dir)
-        d = _db(s)
-        try:
-            rows = d.list_ae_titles()
-        finally:
-            d.close()
-        for a in s.allow:
-            typer.echo(f"{a.ae_title}\t{a.host or '*'}\tconfig")
-        for ae, host in rows:
-            typer.echo(f"{ae}\t{host or '*'}\tdatabase")
-
-    @aet_app.command("add")
-    def aet_add(
-        entry: str = typer.Argument(..., help="AE or AE@HOST"),
-        config: Path | None = ConfigOpt,
-        data_dir: Path | None = DataDirOpt,
-    ) -> None:
-        """Accept a calling AE (optionally only from HOST); a running node sees it within 5 s."""
-        from dicom_node.config import AllowedAE
-
-        s = _settings_or_exit(config=config, data_dir=data_dir)
-        try:
-            a = AllowedAE.model_validate(parse_allow(entry))
-        except Exception as e:
-            _fail(f"aet add: {entry!r}: {str(e).splitlines()[-1] if str(e) else e}")
-        d = _db(s)
-        try:
-            new = d.add_ae_title(a.ae_title, a.host)
-            d.audit("ae_added", ae_title=a.ae_title, host=a.host)
-        finally:
-            d.close()
-        typer.echo(f"{entry}: {'added' if new else 'already present'}")
-
-    @aet_app.command("remove")
-    def aet_remove(
-        entry: str = typer.Argument(..., help="AE or AE@HOST"),
-        config: Path | None = ConfigOpt,
-        data_dir: Path | None = DataDirOpt,
-    ) -> None:
-        """Stop accepting a calling AE added with `aet add`."""
-        s = _settings_or_exit(config=config, data_dir=data_dir)
-        try:
-            p = parse_allow(entry)
-        except ConfigError as e:
-            _fail(str(e))
-        d = _db(s)
-        try:
-            n = d.remove_ae_title(p["ae_title"], p["host"])
-            d.audit("ae_removed", ae_title=p["ae_title"], host=p["host"])
-        finally:
-            d.close()
-        if not n:
-            _fail(f"{entry}: not in the database (config entries are changed in the file)")
-        typer.echo(f"{entry}: removed")

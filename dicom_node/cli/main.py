@@ -58,6 +58,7 @@ def _register_all(training: bool = True) -> None:
     line asks for ``srnode train``."""
     from dicom_node.cli import admin as cli_admin
     from dicom_node.cli import batch as cli_batch
+    from dicom_node.cli import live as cli_live
     from dicom_node.cli import pull as cli_pull
     from dicom_node.cli import service as cli_service
     from dicom_node.cli import storage as cli_storage
@@ -65,6 +66,7 @@ def _register_all(training: bool = True) -> None:
     cli_batch.register(app)
     cli_service.register(app)
     cli_admin.register(app)
+    cli_live.register(app)
     cli_pull.register(app)
     cli_storage.register(app)
     if not training:

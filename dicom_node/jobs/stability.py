@@ -20,6 +20,7 @@ from dicom_node.jobs.db import Database
 from dicom_node.jobs.errors import describe
 from dicom_node.jobs.routing import SeriesFacts, decide
 from dicom_node.jobs.states import Jobs, JobState
+from dicom_node.metrics import count_routed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def route_received_jobs(db: Database, settings: Any) -> list[int]:
             )
         if d is not None:
             state = JobState.QUEUED if d.action == "enhance" else JobState.SKIPPED
+            count_routed(d.action, d.route)
             reason, route, model, dests = d.reason, d.route, d.model, list(d.destinations)
         if not jobs.route(r.id, state, reason, route, model, dests):
             continue

@@ -27,10 +27,12 @@ from typing import Any
 
 import pydicom
 
+from dicom_node.derive import preview
 from dicom_node.jobs import retention
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.errors import describe, register_safe
+from dicom_node.metrics import ENGINE_SECONDS, count_export
 from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, Jobs, JobState
 from dicom_node.spool import Spool, atomic_write
 from sr_engine.errors import UnsupportedInput
@@ -223,10 +225,12 @@ class Worker:
             except Exception as e:  # recorded as type, tag and SOPInstanceUID only
                 raise InstanceFailed(sop_uid, e) from e
             run.engine_seconds += enhanced.seconds
+            ENGINE_SECONDS.observe(enhanced.seconds)
             run.derived_series = str(out.SeriesInstanceUID)
             target = out_dir / f"{out.SOPInstanceUID}.dcm"
             atomic_write(target, buf.getbuffer(), fsync=self.settings.spool.fsync)
             run.written.append(str(target))
+        preview.capture(self.settings.node.data_dir, c.id, instances, run.written)
         return run
 
     def _processing_failed(self, c: Claimed, error: str) -> None:
@@ -329,6 +333,7 @@ class Worker:
                         dest.name,
                         values["sent_count"],
                     )
+            count_export(r.destination, values.get("state"))
             self.jobs.record_export(r.id, **values)
         self._settle(job_id, ctx)
 

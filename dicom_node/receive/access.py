@@ -14,6 +14,8 @@ from typing import Any
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from dicom_node.metrics import ASSOCIATIONS_REJECTED
+
 log = logging.getLogger(__name__)
 
 REJECT_REASON = "calling AE title not recognised"
@@ -136,6 +138,7 @@ class NodeAE(AE):
             decided = self.allowlist.allows(calling, address)
             assoc._srnode_allowed = decided  # type: ignore[attr-defined]
             if not decided:
+                ASSOCIATIONS_REJECTED.inc()
                 log.warning(
                     "association rejected: %s from %s (%s)", calling, address, REJECT_REASON
                 )

@@ -570,13 +570,8 @@ def _int_or_none(v: Any) -> int | None:
 
 
 # ---------------------------------------------------------------- metrics
-try:
-    from prometheus_client import Counter
-
-    _RECEIVED = Counter("srnode_instances_received_total", "Instances stored", ["via"])
-    _REJECTED = Counter("srnode_instances_rejected_total", "Instances refused", ["via", "status"])
-except Exception:  # pragma: no cover - duplicate registration on reload
-    _RECEIVED = _REJECTED = None
+from dicom_node.metrics import INSTANCES_RECEIVED as _RECEIVED  # noqa: E402
+from dicom_node.metrics import INSTANCES_REJECTED as _REJECTED  # noqa: E402
 
 
 def _metric_received(via: str) -> None:
