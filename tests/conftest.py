@@ -1,8 +1,14 @@
 """Fixtures shared by several test modules."""
 
+import os
+import tempfile
+
 import pytest
 
 from tests.node_helpers import start_node
+
+# the engine's cache of measured backend choices: one per test run, not the user's
+os.environ.setdefault("SRNODE_CACHE_DIR", tempfile.mkdtemp(prefix="srnode-test-cache-"))
 
 
 @pytest.fixture(scope="module")

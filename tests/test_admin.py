@@ -182,6 +182,13 @@ def test_cli_aet_and_config_export_share_the_store(tmp_path):
             [SRNODE, *args, "--config", str(cfg)], capture_output=True, text=True, timeout=120
         )
 
+    # the admin commands work on a node's database; they never create an empty one
+    assert srnode("aet", "add", "CT_SCANNER@10.0.0.5").returncode == 2
+    first = Database.from_settings(
+        Settings.model_validate({"node": {"data_dir": str(tmp_path / "data")}})
+    )
+    first.create_or_migrate()
+    first.close()
     assert srnode("aet", "add", "CT_SCANNER@10.0.0.5").returncode == 0
     assert srnode("aet", "add", "BAD\\AE").returncode == 2
     out = tmp_path / "live.toml"

@@ -240,7 +240,8 @@ def test_bundled_model_by_modality(tmp_path: Path) -> None:
     d = tmp_path / "in"
     d.mkdir()
     _crop_to(_src("MR_small.dcm"), d / "mr.dcm", 32, 32)  # keep a real network fast
-    r = _run("enhance", str(d), "-o", str(tmp_path / "o"), "--threads", "1")
+    # ONNX Runtime: `auto` would first time every CPU path on the bundled model
+    r = _run("enhance", str(d), "-o", str(tmp_path / "o"), "--threads", "1", "-b", "onnxruntime")
     assert r.exit_code == 0, r.output
     (f,) = _outputs(tmp_path / "o")
     ds: Dataset = pydicom.dcmread(f)

@@ -16,7 +16,7 @@ from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.stability import tick
 from dicom_node.receive.ingest import Ingestor
-from dicom_node.receive.spool import Spool
+from dicom_node.spool import Spool
 from dicom_node.web.app import create_app
 from tests import node_helpers as nh
 from tests import pacs_peers as peers
@@ -40,6 +40,7 @@ def node(tmp_path):
             "scheduler": {"stable_age": 0.01},
             "allow": [{"ae_title": "PACS"}],
             "destinations": [{"name": "pacs", "ae_title": "DEST", "host": "127.0.0.1", "port": 9}],
+            "routes": [],  # the routes these tests add, not the embedded defaults
         }
     )
     db = Database.from_settings(settings)
@@ -52,7 +53,7 @@ def node(tmp_path):
 
 
 def _receive(node, modality: str, accession: str, date: str, description: str) -> str:
-    files = peers.write_series(
+    files = peers.write_phantom_series(
         node["t"] / accession, modality, n=2, size=64, series_description=description
     )
     for p in files:

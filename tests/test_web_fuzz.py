@@ -18,7 +18,7 @@ import pytest
 from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
-from dicom_node.receive.spool import Spool
+from dicom_node.spool import Spool
 from dicom_node.web.app import create_app
 from tests import node_helpers as nh
 from tests import pacs_peers as peers
@@ -56,7 +56,7 @@ def server(tmp_path):
     db = Database.from_settings(settings)
     db.create_or_migrate()
     ingestor = Ingestor(db, Spool(tmp_path / "data" / "spool"))
-    for p in peers.write_series(tmp_path / "s", "CT", n=2, size=32):
+    for p in peers.write_phantom_series(tmp_path / "s", "CT", n=2, size=32):
         ingestor.store(p.read_bytes(), "PACS", "stow")
     app = create_app(settings, ingestor.store, db)
     port = nh.free_port()

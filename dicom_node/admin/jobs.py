@@ -8,26 +8,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 
 from dicom_node.admin import audit
 from dicom_node.admin.errors import Actor, Conflict, NotFound
 from dicom_node.admin.tables import SeriesCatalog, ensure_tables
-from dicom_node.jobs.schema import (
-    ACTIVE_STATES,
-    DONE,
-    FAILED,
-    PENDING,
-    RECEIVED,
-    SKIPPED,
-    Export,
-    Job,
-    Series,
-    Study,
-)
+from dicom_node.jobs.schema import Export, Job, Series, Study
+from dicom_node.jobs.states import ACTIVE, Jobs, JobState
 
-RETRYABLE = (FAILED, SKIPPED, DONE)
-CANCELLABLE = (RECEIVED, *ACTIVE_STATES)
+RETRYABLE = (JobState.FAILED, JobState.SKIPPED, JobState.DONE)
+CANCELLABLE = (JobState.RECEIVED, *ACTIVE)
 
 
 @dataclass(frozen=True)
@@ -157,7 +147,7 @@ def retry(engine: Any, db: Any, actor: Actor, job_id: int) -> dict[str, Any]:
     before = get(engine, job_id)
     if before["state"] not in RETRYABLE:
         raise Conflict(f"job {job_id} is {before['state']}: only failed, skipped or done jobs")
-    if not db.retry_job(job_id):
+    if not Jobs(db).retry(job_id):
         raise NotFound(f"no job {job_id}")
     with engine.begin() as conn:
         audit.record(
@@ -166,44 +156,24 @@ def retry(engine: Any, db: Any, actor: Actor, job_id: int) -> dict[str, Any]:
     return get(engine, job_id)
 
 
-def cancel(engine: Any, actor: Actor, job_id: int) -> dict[str, Any]:
+def cancel(db: Any, actor: Actor, job_id: int) -> dict[str, Any]:
     """Stop a job that is waiting or running: it becomes ``skipped`` (reason: cancelled)
     and its open exports ``failed``; a worker holding it loses its claim."""
-    before = get(engine, job_id)
+    before = get(db.engine, job_id)
     if before["state"] not in CANCELLABLE:
         raise Conflict(f"job {job_id} is {before['state']}: nothing to cancel")
-    now = time.time()
-    reason = f"cancelled by {actor.user}"
-    with engine.begin() as conn:
-        n = conn.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.state.in_(CANCELLABLE))
-            .values(
-                state=SKIPPED,
-                reason=reason,
-                claimed_by=None,
-                lease_until=None,
-                next_attempt_at=None,
-                finished_at=now,
-                updated_at=now,
-            )
-        ).rowcount
-        if n != 1:
-            raise Conflict(f"job {job_id} changed meanwhile; look again")
-        conn.execute(
-            update(Export)
-            .where(Export.job_id == job_id, Export.state == PENDING)
-            .values(state=FAILED, last_error=reason, updated_at=now)
-        )
+    if not Jobs(db).cancel(job_id, f"cancelled by {actor.user}"):
+        raise Conflict(f"job {job_id} changed meanwhile; look again")
+    with db.engine.begin() as conn:
         audit.record(
             conn,
             actor,
             "job.cancelled",
             str(job_id),
             {"state": before["state"]},
-            {"state": SKIPPED},
+            {"state": str(JobState.SKIPPED)},
         )
-    return get(engine, job_id)
+    return get(db.engine, job_id)
 
 
 def per_hour(engine: Any, hours: int = 24, now: float | None = None) -> list[dict[str, Any]]:
@@ -230,5 +200,5 @@ def per_hour(engine: Any, hours: int = 24, now: float | None = None) -> list[dic
 
 
 def failures(engine: Any, limit: int = 10) -> tuple[int, list[dict[str, Any]]]:
-    total, rows = search(engine, JobFilter(state=FAILED, limit=limit))
+    total, rows = search(engine, JobFilter(state=str(JobState.FAILED), limit=limit))
     return total, rows

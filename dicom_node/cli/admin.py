@@ -16,7 +16,6 @@ from dicom_node.cli.service import (
     _db,
     _fail,
     _settings_or_exit,
-    parse_allow,
     parse_destination,
 )
 from dicom_node.config import ConfigError

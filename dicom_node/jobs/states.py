@@ -67,6 +67,8 @@ EXPORT_MOVES: dict[ExportState, frozenset[ExportState]] = {
 }
 #: states a worker may claim a job in
 ACTIVE: tuple[JobState, ...] = (J.QUEUED, J.PROCESSING, J.EXPORTING)
+#: every job state's name, in the order of the path
+JOB_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
 
 
 def _recordable(values: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +333,34 @@ class Jobs:
             if res.rowcount:
                 conn.execute(delete(Export).where(Export.job_id == job_id))
             return bool(res.rowcount)
+
+    def cancel(self, job_id: int, reason: str) -> bool:
+        """Stop a job that waits or runs (an admin move, like :meth:`retry`): it becomes
+        ``skipped`` with ``reason`` and its open exports ``failed``; a worker holding it
+        loses its claim. False when the job was not in such a state."""
+        now = time.time()
+        with self.engine.begin() as conn:
+            res = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state.in_([str(J.RECEIVED), *map(str, ACTIVE)]))
+                .values(
+                    state=str(J.SKIPPED),
+                    reason=reason,
+                    claimed_by=None,
+                    lease_until=None,
+                    next_attempt_at=None,
+                    finished_at=now,
+                    updated_at=now,
+                )
+            )
+            if res.rowcount != 1:
+                return False
+            conn.execute(
+                update(Export)
+                .where(Export.job_id == job_id, Export.state == str(ExportState.PENDING))
+                .values(state=str(ExportState.FAILED), last_error=reason, updated_at=now)
+            )
+            return True
 
     # ---------------------------------------------------------------- processing
     def context(self, job_id: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from dicom_node.admin.errors import Actor, AdminError
 from dicom_node.admin.probe import test_destination
 from dicom_node.admin.store import LiveConfig, dry_run
 from dicom_node.config import Settings
-from dicom_node.jobs.schema import JOB_STATES
+from dicom_node.jobs.states import JOB_STATES
 from dicom_node.web.context import Console, actor, console, database, live
 
 router = APIRouter(prefix="/api")
@@ -276,7 +276,7 @@ def cancel_job(
     job_id: JobId, db: Any = Depends(database), who: Actor = Depends(_admin)
 ) -> dict[str, Any]:
     """Stop a waiting or running job (it becomes skipped, reason: cancelled)."""
-    return _run(admin_jobs.cancel, db.engine, who, job_id)
+    return _run(admin_jobs.cancel, db, who, job_id)
 
 
 # ---------------------------------------------------------------- models

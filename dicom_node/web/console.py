@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from dicom_node import __version__
-from dicom_node.jobs.schema import ACTIVE_STATES, FAILED, RECEIVED
+from dicom_node.jobs.states import ACTIVE, JobState
 
 
 def destinations_of(c: Any) -> list[dict[str, Any]]:
@@ -100,9 +100,9 @@ def dashboard_data(c: Any) -> dict[str, Any]:
     _, recent = admin_jobs.search(c.db.engine, admin_jobs.JobFilter(limit=10))
     data.update(
         queue=queue,
-        depth=sum(queue.get(s, 0) for s in (RECEIVED, *ACTIVE_STATES)),
+        depth=sum(queue.get(s, 0) for s in (JobState.RECEIVED, *ACTIVE)),
         failures=failures,
-        failed_total=queue.get(FAILED, total_failed),
+        failed_total=queue.get(JobState.FAILED, total_failed),
         jobs=recent,
         last=hours[-1] if hours else data["last"],
         chart=chart(hours),

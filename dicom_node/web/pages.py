@@ -21,7 +21,7 @@ from dicom_node.admin.errors import Actor, AdminError
 from dicom_node.admin.probe import test_destination
 from dicom_node.admin.store import dry_run
 from dicom_node.derive import preview
-from dicom_node.jobs.schema import JOB_STATES
+from dicom_node.jobs.states import JOB_STATES
 from dicom_node.web.auth import CSRF_COOKIE, SESSION_COOKIE
 from dicom_node.web.console import address, dashboard_data
 from dicom_node.web.context import Console, actor, console
@@ -599,7 +599,7 @@ async def job_action(
         if action == "retry":
             admin_jobs.retry(c.db.engine, c.db, who, jid)
         else:
-            admin_jobs.cancel(c.db.engine, who, jid)
+            admin_jobs.cancel(c.db, who, jid)
     except AdminError as err:
         return _back(f"/jobs/{jid}", err.message)
     return _back(f"/jobs/{jid}", "queued again" if action == "retry" else "cancelled")
