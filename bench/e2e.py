@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import pydicom  # noqa: E402
 
 from tests import pacs_peers as peers  # noqa: E402
-from tests.node_helpers import SRNODE, Proc, nodelay_env, write_config  # noqa: E402
+from tests.node_helpers import start_node, write_config  # noqa: E402
 
 
 def _resolve_model(name: str, work: Path) -> Path:
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         card = _resolve_model(args.model, work)
-        files = peers.write_series(work / "ct", "CT", n=args.slices, size=512)
+        files = peers.write_phantom_series(work / "ct", "CT", n=args.slices, size=512)
         study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
         print(f"model {card.stem}; {len(files)} slices 512x512")
 
@@ -110,12 +110,11 @@ def run(args: argparse.Namespace) -> int:
             )
             text = cfg.read_text().replace("threads = 1", f"threads = {args.threads}")
             cfg.write_text(text)
-            node = Proc([SRNODE, "serve", "--config", str(cfg)], work / "node.log", nodelay_env())
+            node = start_node(work / "node.log", "--config", str(cfg))
             try:
-                peers.wait_node_started(node)
                 client = o.client()
                 t0 = time.time()
-                peers.storescu(o.dicom_port, files, called_ae="ORTHANC", calling_ae="MODALITY")
+                peers.storescu(o.dicom_port, files, "MODALITY", called_ae="ORTHANC", check=True)
                 t_sent = time.time()
 
                 def done() -> bool:

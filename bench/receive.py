@@ -1,18 +1,21 @@
-"""Receive rate of `srnode serve` against dcmtk's storescp, same sender, same run.
+"""Durable receive rate of `srnode serve` against Orthanc, same sender, same run.
 
 500 CT instances of 512x512 16-bit are sent by dcmtk's storescu (TCP_NODELAY=1) over 1
 and over 4 associations, to srnode (durable receive: fsync + database row before each
-Success) and to storescp (writes files, no fsync). Prints instances/s and the ratio.
+Success) with and without its pynetdicom fast path (``node.fast_receive``), and to Orthanc
+with its defaults (``SyncStorageArea`` on: it fsyncs too; plugins off). dcmtk's storescp
+(no fsync) can be added as a reference row. Prints instances/s and the ratios.
 
-    .venv/bin/python bench/receive.py [--count 500] [--repeat 3] [--keep DIR]
+    .venv/bin/python bench/receive.py [--count 500] [--repeat 3] [--storescp] [--keep DIR]
 
-Targets (issue 4): >= 0.8x storescp on 1 association, >= 1.0x on 4.
+Target: srnode >= 1.5x Orthanc on 1 association, with the receive path it ships.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -31,6 +34,7 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 SRNODE = ROOT / ".venv" / "bin" / "srnode"
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
+ORTHANC = "/usr/sbin/Orthanc"
 
 
 def free_port() -> int:
@@ -104,7 +108,9 @@ def send(port: int, files: list[Path], assocs: int, called: str) -> float:
     return dt
 
 
-def start_srnode(work: Path, port: int, fsync: bool = True, receivers: int = 1) -> subprocess.Popen:
+def start_srnode(
+    work: Path, port: int, fsync: bool = True, receivers: int = 1, fast: bool = True
+) -> subprocess.Popen:
     cfg = work / "srnode.toml"
     lines = [
         "[node]",
@@ -113,6 +119,7 @@ def start_srnode(work: Path, port: int, fsync: bool = True, receivers: int = 1) 
         f'data_dir = "{work / "node"}"',
         "max_associations = 16",
         f"receivers = {receivers}",
+        f"fast_receive = {'true' if fast else 'false'}",
         "[scheduler]",
         "stable_age = 3600",  # receive only: no processing during the run
         "[web]",
@@ -147,6 +154,32 @@ def start_storescp(work: Path, port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    wait_port(port, p)
+    return p
+
+
+def start_orthanc(work: Path, port: int) -> subprocess.Popen:
+    """Orthanc with its defaults for storage (SyncStorageArea true: fsync before Success),
+    no plugins, any calling AE accepted."""
+    cfg = {
+        "Name": "bench",
+        "DicomAet": "ORTHANC",
+        "DicomPort": port,
+        "HttpPort": free_port(),
+        "RemoteAccessAllowed": False,
+        "StorageDirectory": str(work / "orthanc"),
+        "IndexDirectory": str(work / "orthanc"),
+        "SyncStorageArea": True,
+        "StorageCompression": False,
+        "DicomCheckCalledAet": False,
+        "DicomAlwaysAllowStore": True,
+        "Plugins": [],
+    }
+    (work / "orthanc.json").write_text(json.dumps(cfg))
+    with open(work / "orthanc.log", "ab") as log:
+        p = subprocess.Popen(
+            [ORTHANC, str(work / "orthanc.json")], env=env(), stdout=log, stderr=log
+        )
     wait_port(port, p)
     return p
 
@@ -207,16 +240,17 @@ def main() -> int:
         "--receivers",
         type=int,
         nargs="+",
-        default=[1, 2],
+        default=[1],
         help="srnode rows with this many receiver processes (node.receivers)",
     )
+    ap.add_argument("--storescp", action="store_true", help="add dcmtk storescp (no fsync)")
     ap.add_argument(
         "--no-fsync-row",
         action="store_true",
         help="also measure srnode with spool.fsync = false (not durable)",
     )
     a = ap.parse_args()
-    for tool in (STORESCU, STORESCP):
+    for tool in (STORESCU, STORESCP, ORTHANC):
         if not shutil.which(tool):
             print(f"{tool} missing (apt-get install dcmtk)", file=sys.stderr)
             return 2
@@ -226,8 +260,12 @@ def main() -> int:
         files = make_instances(work / "in", a.count)
         results: dict[tuple[str, int], list[float]] = {}
         cpu_ms: dict[tuple[str, int], list[float]] = {}
-        receivers = [("srnode" if r == 1 else f"srnode-x{r}") for r in a.receivers]
-        receivers += ["storescp"] + (["srnode-nofsync"] if a.no_fsync_row else [])
+        receivers = []
+        for r in a.receivers:
+            name = "srnode" if r == 1 else f"srnode-x{r}"
+            receivers += [name, f"{name}-stock"]
+        receivers += ["orthanc"] + (["storescp"] if a.storescp else [])
+        receivers += ["srnode-nofsync"] if a.no_fsync_row else []
         for r in range(a.repeat):
             for assocs in (1, 4):
                 for name in receivers:
@@ -237,7 +275,10 @@ def main() -> int:
                     if name.startswith("srnode"):
                         kw = {
                             "fsync": name != "srnode-nofsync",
-                            "receivers": int(name.split("-x")[1]) if "-x" in name else 1,
+                            "receivers": int(name.split("-x")[1].split("-")[0])
+                            if "-x" in name
+                            else 1,
+                            "fast": not name.endswith("-stock"),
                         }
                         try:
                             proc = start_srnode(run_dir, port, **kw)
@@ -246,6 +287,9 @@ def main() -> int:
                             port = free_port()
                             proc = start_srnode(run_dir, port, **kw)
                         called = "SRNODE"
+                    elif name == "orthanc":
+                        proc = start_orthanc(run_dir, port)
+                        called = "ORTHANC"
                     else:
                         proc = start_storescp(run_dir, port)
                         called = "STORESCP"
@@ -279,17 +323,20 @@ def main() -> int:
                     f"receiver CPU {c:.2f} ms/instance"
                 )
             print(f"| {name} | {cells[0]} | {cells[1]} |")
+
+        def med(name: str, n: int) -> float:
+            return statistics.median(results[(name, n)])
+
         for name in receivers:
             if not name.startswith("srnode"):
                 continue
-            ratios = [
-                statistics.median(results[(name, n)]) / statistics.median(results[("storescp", n)])
-                for n in (1, 4)
-            ]
-            print(
-                f"| ratio {name}/storescp | {ratios[0]:.2f}x (target >= 0.8) "
-                f"| {ratios[1]:.2f}x (target >= 1.0) |"
-            )
+            r1, r4 = (med(name, n) / med("orthanc", n) for n in (1, 4))
+            print(f"| ratio {name}/orthanc | {r1:.2f}x (target >= 1.5) | {r4:.2f}x |")
+        for name in receivers:
+            if name.startswith("srnode") and name.endswith("-stock"):
+                fast = name.removesuffix("-stock")
+                g1, g4 = (med(fast, n) / med(name, n) - 1 for n in (1, 4))
+                print(f"| fast path gain ({fast} vs {name}) | {g1:+.0%} | {g4:+.0%} |")
     finally:
         if a.keep is None:
             shutil.rmtree(work, ignore_errors=True)

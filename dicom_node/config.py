@@ -11,9 +11,18 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
@@ -24,68 +33,229 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-_AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
+def ae_title_problem(value: str) -> str | None:
+    """What is wrong with an AE title (PS3.5 6.2, VR AE), or None. Leading and trailing
+    spaces are not significant and are not counted."""
+    v = value.strip()
+    if not v:
+        return "AE title is empty"
+    if len(v) > 16:
+        return f"AE title '{v}' has more than 16 characters ({len(v)})"
+    if "\\" in v:
+        return f"AE title '{v}': backslash not allowed"
+    bad = [c for c in v if not 0x20 <= ord(c) <= 0x7E]
+    if bad:
+        return f"AE title '{v}': only printable ASCII characters allowed (not {bad[0]!r})"
+    return None
 
 
 def _check_ae(v: str) -> str:
-    v = v.strip()
-    if not _AE_RE.match(v) or "\\" in v:
-        raise ValueError("AE title must be 1-16 printable ASCII characters without backslash")
-    return v
+    problem = ae_title_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v.strip()
 
 
 class NodeSettings(_Section):
-    ae_title: str = "SRNODE"
-    host: str = "0.0.0.0"
-    port: int = Field(11112, ge=1, le=65535)
-    data_dir: Path = Path("srnode-data")
-    max_associations: int = Field(10, ge=1)
-    max_pdu: int = Field(262144, ge=0)
-    acse_timeout: float = Field(30, gt=0)
-    dimse_timeout: float = Field(60, gt=0)
-    network_timeout: float = Field(60, gt=0)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    tls_ca: Path | None = None
-    drain_timeout: float = Field(30.0, ge=0)  # on stop: how long in-flight associations get
-    receivers: int = Field(1, ge=1, le=64)  # processes accepting associations (Linux)
+    """The node's DICOM side: its AE, where it listens, where it keeps its data."""
+
+    ae_title: str = Field("SRNODE", description="the node's AE title (called AE for senders)")
+    host: str = Field("0.0.0.0", description="address the Storage SCP listens on")
+    port: int = Field(11112, ge=1, le=65535, description="DICOM port of the Storage SCP")
+    data_dir: Path = Field(
+        Path("srnode-data"),
+        description="spool, derived files and the SQLite database. A relative path is "
+        "taken from the folder the node starts in: give an absolute one in production "
+        "(the systemd unit runs in /var/lib/srnode)",
+    )
+    max_associations: int = Field(10, ge=1, description="associations served at once")
+    max_pdu: int = Field(262144, ge=0, description="largest PDU the node receives (0: any)")
+    acse_timeout: float = Field(30, gt=0, description="seconds for association negotiation")
+    dimse_timeout: float = Field(60, gt=0, description="seconds to wait for a DIMSE message")
+    network_timeout: float = Field(60, gt=0, description="seconds an idle association stays open")
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate: with tls_key, the SCP speaks DICOM TLS only"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert")
+    tls_ca: Path | None = Field(
+        None, description="CA bundle: when set, senders must present a certificate it signed"
+    )
+    drain_timeout: float = Field(
+        30.0, ge=0, description="on stop: seconds in-flight associations get to finish"
+    )
+    receivers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="processes accepting associations on the port (Linux, SO_REUSEPORT)",
+    )
+    fast_receive: bool = Field(
+        True,
+        description="the fast receive path of the Storage SCP (for the pinned pynetdicom "
+        "release; false: stock pynetdicom)",
+    )
 
     _ae = field_validator("ae_title")(_check_ae)
 
 
 class AllowedAE(_Section):
-    ae_title: str
-    host: str | None = None  # None = any host
+    """A calling AE title the node accepts associations from (none listed: none accepted;
+    ``srnode aet add`` adds more at run time)."""
+
+    ae_title: str = Field(description="the sender's (calling) AE title")
+    host: str | None = Field(None, description="only from this address (unset: any host)")
 
     _ae = field_validator("ae_title")(_check_ae)
 
 
-class Destination(_Section):
-    name: str
-    kind: Literal["dimse", "stow"] = "dimse"
-    ae_title: str | None = None
-    host: str | None = None
-    port: int | None = Field(None, ge=1, le=65535)
-    url: str | None = None  # DICOMweb base URL for kind = "stow"
-    tls: bool = False
-    tls_ca: Path | None = None  # CA bundle that signs the peer (default: the system CAs)
-    tls_cert: Path | None = None  # our client certificate, where the peer asks for one
-    tls_key: Path | None = None
-    max_attempts: int = Field(8, ge=1)
-    backoff_initial: float = Field(2.0, gt=0)
-    backoff_max: float = Field(300.0, gt=0)
+class _DestinationBase(_Section):
+    name: str = Field(description="what routes and logs call this destination")
+    max_attempts: int | None = Field(
+        None,
+        ge=1,
+        description="when set, also end the retries after that many attempts (unset: "
+        "retry_for_hours alone decides)",
+    )
+    backoff_initial: float = Field(
+        2.0, gt=0, description="seconds before the second attempt; doubles each time"
+    )
+    backoff_max: float = Field(300.0, gt=0, description="longest wait between attempts (s)")
+    retry_for_hours: float = Field(
+        24.0,
+        gt=0,
+        description="how long exports keep retrying (capped exponential backoff) after the "
+        "first failure before they fail; `srnode jobs retry --failed` sends failed ones again",
+    )
+    probe_every: float = Field(
+        30.0,
+        gt=0,
+        description="while exports to it wait for their next attempt, the destination is "
+        "probed (C-ECHO, or an HTTP request for STOW) this often (s); when it answers they "
+        "are retried at once",
+    )
+    transfer_syntax: str | None = Field(
+        None,
+        description="how derived instances are sent: explicit-vr-little-endian, "
+        "jpeg2000-lossless, jpegls-lossless, rle-lossless, deflated, or a transfer syntax "
+        "UID. Unset: JPEG 2000 lossless when the source came compressed losslessly, else "
+        "explicit VR little endian. A DIMSE peer that refuses it gets explicit VR little "
+        "endian",
+    )
+    timeout: float = Field(
+        60.0,
+        gt=0,
+        description="seconds to wait for the peer's answer (association, each C-STORE or "
+        "STOW-RS request) before the attempt fails and is retried",
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0, description="seconds to wait for the TCP connection to the peer"
+    )
+
+    @field_validator("transfer_syntax")
+    @classmethod
+    def _syntax(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from dicom_node.derive.encoding import parse_syntax
+
+        return str(parse_syntax(v))
+
+
+class DimseDestination(_DestinationBase):
+    """A Storage SCP, sent to with C-STORE (also a C-GET / C-MOVE source for pull)."""
+
+    kind: Literal["dimse"] = Field("dimse", description="dimse (the default) or stow")
+    ae_title: str | None = Field(None, description="the peer's (called) AE title; required")
+    host: str | None = Field(None, description="the peer's address; required")
+    port: int | None = Field(None, ge=1, le=65535, description="the peer's port; required")
+    tls: bool = Field(False, description="DICOM TLS to the peer")
+    tls_ca: Path | None = Field(
+        None, description="CA bundle that signs the peer (default: the system CAs)"
+    )
+    tls_cert: Path | None = Field(
+        None, description="our client certificate, where the peer asks for one"
+    )
+    tls_key: Path | None = Field(None, description="private key of tls_cert")
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae(cls, v: str | None) -> str | None:
+        return None if v is None else _check_ae(v)
+
+    @property
+    def address(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+    def missing(self) -> list[str]:
+        """The settings this destination cannot work without that are not set."""
+        return [k for k in ("ae_title", "host", "port") if not getattr(self, k)]
+
+
+class StowDestination(_DestinationBase):
+    """A DICOMweb server, sent to with STOW-RS (also a QIDO/WADO-RS source for pull)."""
+
+    kind: Literal["stow"] = Field(description="stow")
+    url: str | None = Field(
+        None, description="DICOMweb base URL (https:// for TLS), e.g. http://pacs:8042/dicom-web"
+    )
+
+    @property
+    def address(self) -> str:
+        return str(self.url)
+
+    @property
+    def tls(self) -> bool:
+        return str(self.url or "").startswith("https://")
+
+    def missing(self) -> list[str]:
+        """The settings this destination cannot work without that are not set."""
+        return [] if self.url else ["url"]
+
+
+def _destination_kind(value: object) -> str:
+    kind = value.get("kind", "dimse") if isinstance(value, dict) else getattr(value, "kind", "")
+    return kind if kind in ("dimse", "stow") else "dimse"  # an unknown kind fails on the field
+
+
+#: a destination, by ``kind`` (default ``dimse``); one exporter per kind (dicom_node.export)
+Destination = Annotated[
+    Annotated[DimseDestination, Tag("dimse")] | Annotated[StowDestination, Tag("stow")],
+    Discriminator(_destination_kind),
+]
 
 
 class Route(_Section):
-    name: str
-    modality: list[str] = Field(default_factory=list)  # empty = any
-    body_part: list[str] = Field(default_factory=list)
-    series_description: str | None = None  # regex, case-insensitive
-    study_description: str | None = None
-    calling_ae: list[str] = Field(default_factory=list)
-    action: Literal["enhance", "ignore"] = "enhance"
-    model: str | None = None  # None = pick by modality
-    destinations: list[str] = Field(default_factory=list)  # names; empty = all
+    """Which series are enhanced, with which model, sent where. The first route whose
+    conditions all hold decides; a series no route matches is skipped. Empty conditions
+    match anything."""
+
+    name: str = Field(description="shown in srnode status and the logs")
+    modality: list[str] = Field(
+        default_factory=list, description='Modality values, e.g. ["CT"] (empty: any)'
+    )
+    body_part: list[str] = Field(
+        default_factory=list, description="BodyPartExamined values (empty: any)"
+    )
+    series_description: str | None = Field(
+        None, description="regular expression searched in SeriesDescription, any case"
+    )
+    study_description: str | None = Field(
+        None, description="regular expression searched in StudyDescription, any case"
+    )
+    calling_ae: list[str] = Field(
+        default_factory=list, description="AE titles of the sender (empty: any)"
+    )
+    action: Literal["enhance", "ignore"] = Field(
+        "enhance", description="enhance, or ignore (the series is skipped, with this reason)"
+    )
+    model: str | None = Field(
+        None,
+        description="bundled model name (ct-x2, mr-x2, general-x2...) or a card path "
+        "(unset: the model for the series' modality)",
+    )
+    destinations: list[str] = Field(
+        default_factory=list, description="names of [[destinations]] (empty: all of them)"
+    )
 
     @field_validator("series_description", "study_description")
     @classmethod
@@ -98,17 +268,80 @@ class Route(_Section):
         return v
 
 
+#: the default ImageComments of a derived instance (see DeriveSettings.image_comments)
+DEFAULT_IMAGE_COMMENTS = (
+    "Super-resolved by srnode {version}, model {model} {model_version}; not the acquired image"
+)
+
+
+def default_routes() -> list[Route]:
+    """The routes of the embedded config (config/srnode.toml writes them out): CT, MR and
+    radiographs with their bundled models; any other series matches none and is skipped
+    ("no route matched (modality=US)")."""
+    return [
+        Route(name="ct", modality=["CT"], model="ct-x2"),
+        Route(name="mr", modality=["MR"], model="mr-x2"),
+        Route(name="radiographs", modality=["CR", "DX"], model="general-x2"),
+    ]
+
+
 class DeriveSettings(_Section):
-    description_suffix: str = " [SR x{scale}]"
-    series_number_offset: int = Field(1000, ge=0)
-    manufacturer: str = "srnode"
-    data_consistency: bool = True
+    """How a derived series is labelled (what a radiologist sees in the PACS)."""
+
+    description_suffix: str = Field(
+        " [AI SR x{scale}]",
+        description="appended to the source's SeriesDescription ({scale}: the factor); a "
+        "source without one gets '<Modality> series <SeriesNumber>' first, so the derived "
+        "description always says what it is",
+    )
+    image_comments: str = Field(
+        DEFAULT_IMAGE_COMMENTS,
+        max_length=10240,
+        description="ImageComments of every derived instance ({version}: srnode's, {model} "
+        "and {model_version}: the model's); the source's comments follow on a new line",
+    )
+    series_number_offset: int = Field(1000, ge=0, description="added to the source's SeriesNumber")
+    manufacturer: str = Field(
+        "srnode",
+        description="Manufacturer in the ContributingEquipmentSequence item srnode adds; "
+        "also how srnode recognises its own output (never routed again)",
+    )
+    data_consistency: bool = Field(
+        True,
+        description="project the output back onto the acquired pixels (the result, "
+        "downsampled, equals the source); off gives other UIDs",
+    )
+    keep_private_tags: bool = Field(
+        False,
+        description="copy the source's private (odd group) attributes into the derived "
+        "instances; off: dropped, since they may describe the acquired pixels",
+    )
+
+    @field_validator("description_suffix", "image_comments")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        try:
+            v.format(scale=2, version="1", model="m", model_version="1")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"unknown placeholder or stray brace ({e}); placeholders: "
+                "{scale}, {version}, {model}, {model_version}"
+            ) from None
+        return v
 
 
 class EngineSettings(_Section):
-    backend: str = "auto"  # one of sr_engine.backends.BACKEND_NAMES
-    threads: int = Field(0, ge=0)  # 0 = all cores
-    model_dirs: list[Path] = Field(default_factory=list)
+    """How the networks run."""
+
+    backend: str = Field(
+        "auto",
+        description="auto (the fastest installed here), onnxruntime, tensorrt, torch, or a "
+        "torch variant: torch-cuda-fp16, torch-cuda-bf16, torch-cuda-fp32, torch-cpu",
+    )
+    threads: int = Field(0, ge=0, description="CPU threads (0: all cores)")
+    model_dirs: list[Path] = Field(
+        default_factory=list, description="more folders with model cards (*.json + weights)"
+    )
 
     @field_validator("backend")
     @classmethod
@@ -121,57 +354,166 @@ class EngineSettings(_Section):
 
 
 class SchedulerSettings(_Section):
-    stable_age: float = Field(10.0, gt=0)
-    tick: float = Field(1.0, gt=0)
-    workers: int = Field(1, ge=1)
-    job_max_attempts: int = Field(3, ge=1)
-    job_retry_delay: float = Field(10.0, ge=0)  # before a failed processing attempt reruns
-    job_lease: float = Field(300.0, gt=0)  # a claim not renewed for this long is free again
+    """When a series is complete, and the workers that enhance it."""
+
+    stable_age: float = Field(
+        10.0, gt=0, description="a series is complete after this many quiet seconds"
+    )
+    tick: float = Field(1.0, gt=0, description="seconds between completeness checks")
+    workers: int = Field(1, ge=1, description="series enhanced at the same time")
+    job_max_attempts: int = Field(3, ge=1, description="processing attempts before a job fails")
+    job_retry_delay: float = Field(
+        10.0, ge=0, description="seconds before a failed processing attempt reruns"
+    )
+    job_lease: float = Field(
+        300.0, gt=0, description="a claim not renewed for this long is free again (crashed worker)"
+    )
 
 
 class DatabaseSettings(_Section):
-    url: str | None = None  # None = SQLite under data_dir
-    # SQLite only. "normal": a commit is not fsynced (WAL keeps it safe from a killed
-    # process; after a power loss the node re-indexes fsynced spool files on start);
-    # "full": every commit is fsynced too (one more disk flush per received instance).
-    sqlite_synchronous: Literal["normal", "full"] = "normal"
+    """Where jobs, series and the audit trail are kept."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://srnode@db/srnode (unset: "
+        "SQLite in data_dir/srnode.db)",
+    )
+    # "normal": a commit is not fsynced (WAL keeps it safe from a killed process; after a
+    # power loss the node re-indexes fsynced spool files on start)
+    sqlite_synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="SQLite only. normal: commits are not fsynced (the fsynced spool is "
+        "re-indexed on start after a power loss); full: every commit is fsynced too",
+    )
 
 
 class SpoolSettings(_Section):
-    keep_after_export: bool = False
-    retention_hours: float = Field(24.0, ge=0)
-    fsync: bool = True  # fsync each instance and its folder before acknowledging
+    """Received instances on disk (``<data_dir>/spool``). Retention times are hours since
+    the series' job ended; 0 keeps those files for good. ``srnode gc`` shows and frees
+    what they allow now; a running node applies them every 10 minutes."""
+
+    keep_after_export: bool = Field(
+        False,
+        description="keep the source files of a series once every destination has its "
+        "derived series (then retention_hours applies); off: deleted at once",
+    )
+    retention_hours: float = Field(
+        24.0, ge=0, description="how long source files kept after export stay"
+    )
+    skipped_retention_hours: float = Field(
+        24.0,
+        ge=0,
+        description="how long source files of series that were not enhanced (no route "
+        "matched, a route said ignore, the engine refused every image) stay",
+    )
+    failed_retention_hours: float = Field(
+        168.0,
+        ge=0,
+        description="how long source and derived files of failed jobs stay (time for "
+        "'srnode jobs retry')",
+    )
+    fsync: bool = Field(
+        True, description="fsync each instance and its folder before answering Success"
+    )
+
+
+class DerivedSettings(_Section):
+    """Derived instances on disk (``<data_dir>/derived``) once they were sent."""
+
+    keep: bool = Field(
+        False,
+        description="keep derived files once every destination has them (then "
+        "retention_hours applies); off: deleted at once",
+    )
+    retention_hours: float = Field(
+        72.0, ge=0, description="how long kept derived files stay (0: for good)"
+    )
+
+
+class StorageSettings(_Section):
+    """The disk reserve of the data dir's file system."""
+
+    min_free_gb: float = Field(
+        5.0,
+        ge=0,
+        description="below this much free space (GB) new associations are refused and "
+        "C-STORE / STOW-RS answer 0xA700 (out of resources) until space is back; C-ECHO "
+        "still works",
+    )
 
 
 class WebSettings(_Section):
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    # one STOW-RS request is held in memory while its parts are stored: larger ones get 413
-    max_request_mb: float = Field(1024.0, gt=0)
-    # when set, every route but /healthz needs "Authorization: Bearer <token>" or HTTP Basic
-    # with the token as password (what Orthanc's DICOMweb client and browsers send)
-    token: str | None = Field(None, min_length=12)
+    """The web console, the REST API, /metrics and the STOW-RS endpoint."""
+
+    enabled: bool = Field(True, description="serve the web side at all")
+    host: str = Field("127.0.0.1", description="address it listens on")
+    port: int = Field(8080, ge=1, le=65535, description="its port")
+    max_request_mb: float = Field(
+        1024.0,
+        gt=0,
+        description="largest STOW-RS request (held in memory while stored); larger get 413",
+    )
+    token: str | None = Field(
+        None,
+        min_length=12,
+        description="when set, every route but /healthz needs 'Authorization: Bearer "
+        "<token>' or HTTP Basic with the token as password (better: SRNODE_WEB__TOKEN)",
+    )
 
 
 class Settings(_Section):
+    """The whole configuration: one TOML file, every key optional."""
+
     node: NodeSettings = Field(default_factory=NodeSettings)
     allow: list[AllowedAE] = Field(default_factory=list)
     destinations: list[Destination] = Field(default_factory=list)
-    routes: list[Route] = Field(default_factory=list)
+    routes: list[Route] = Field(default_factory=default_routes)
     derive: DeriveSettings = Field(default_factory=DeriveSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     spool: SpoolSettings = Field(default_factory=SpoolSettings)
+    derived: DerivedSettings = Field(default_factory=DerivedSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        """Destinations complete and uniquely named, routes naming known destinations:
+        the errors that would otherwise fail every job later."""
+        names: set[str] = set()
+        for d in self.destinations:
+            if d.name in names:
+                raise ValueError(f"destinations: the name {d.name!r} is used twice")
+            names.add(d.name)
+            missing = d.missing()
+            if missing:
+                raise ValueError(
+                    f"destinations.{d.name}: {', '.join(missing)} required for kind = {d.kind}"
+                )
+        for r in self.routes:
+            unknown = [n for n in r.destinations if n not in names]
+            if unknown:
+                known = ", ".join(sorted(names)) or "none configured"
+                raise ValueError(
+                    f"routes.{r.name}.destinations: no destination named {unknown[0]!r} "
+                    f"(destinations: {known})"
+                )
+        return self
 
 
 def _format_error(err: ValidationError) -> str:
     e = err.errors()[0]
-    key = ".".join(str(p) for p in e["loc"])
+    # a tagged union adds the tag to the location (destinations.0.dimse.port): drop it
+    loc = [
+        str(p)
+        for i, p in enumerate(e["loc"])
+        if not (i and isinstance(e["loc"][i - 1], int) and p in ("dimse", "stow"))
+    ]
     msg = e["msg"].removeprefix("Value error, ")
-    return f"config: {key}: {msg}"
+    if not loc:  # a model-level check: its message starts with the key
+        return f"config: {msg}"
+    return f"config: {'.'.join(loc)}: {msg}"
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:

@@ -8,25 +8,167 @@ resumable (claim released; the next start, or another worker, takes it up).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_node import ingest
+from dicom_node.admin.runtime import LiveSync, start_live
+from dicom_node.admin.store import LiveConfig
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
-from dicom_node.scheduler import NodeScheduler
+from dicom_node.jobs.db import Database
+from dicom_node.jobs.engines import EngineCache
+from dicom_node.jobs.scheduler import NodeScheduler
+from dicom_node.jobs.states import Jobs
+from dicom_node.jobs.worker import Worker
+from dicom_node.receive import fastpath, ingest
+from dicom_node.receive.access import REJECT_REASON, Allowlist
+from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
-from dicom_node.worker import EngineCache, Worker
 
 log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """A setup the node cannot run with, found at start: one line naming the setting."""
+
+
+def _readable(key: str, path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise StartupError(f"config: {key}: cannot read {path} ({e.strerror or e})") from None
+
+
+def _check_tls(settings: Settings) -> None:
+    """Every TLS file named in the config is readable; the node's certificate and key load."""
+    n = settings.node
+    for key in ("tls_cert", "tls_key", "tls_ca"):
+        _readable(f"node.{key}", getattr(n, key))
+    if bool(n.tls_cert) != bool(n.tls_key):
+        have, need = ("tls_cert", "tls_key") if n.tls_cert else ("tls_key", "tls_cert")
+        raise StartupError(f"config: node.{need}: required with node.{have} (TLS needs both)")
+    if n.tls_cert and n.tls_key:
+        try:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                os.fspath(n.tls_cert), os.fspath(n.tls_key)
+            )
+        except ssl.SSLError as e:
+            raise StartupError(
+                f"config: node.tls_cert: {n.tls_cert} and {n.tls_key} are not a PEM "
+                f"certificate and its key ({e.reason or e})"
+            ) from None
+    for d in settings.destinations:
+        for key in ("tls_ca", "tls_cert", "tls_key"):
+            _readable(f"destinations.{d.name}.{key}", getattr(d, key, None))
+
+
+def _check_models(settings: Settings) -> None:
+    """Every model a route names resolves (by name in the model folders, or a card path)."""
+    from sr_engine.errors import ModelCardError
+    from sr_engine.registry import resolve_model
+
+    for r in settings.routes:
+        if r.action != "enhance" or not r.model:
+            continue
+        try:
+            resolve_model(r.model, model_dirs=settings.engine.model_dirs)
+        except (ModelCardError, OSError, ValueError) as e:
+            raise StartupError(f"config: routes.{r.name}.model: {e}") from None
+
+
+def _port_in_use(key: str, host: str, port: int, hint: str = "") -> StartupError:
+    return StartupError(
+        f"config: {key}: port {port} on {host} is already in use by another program{hint}"
+    )
+
+
+def bind_listener(key: str, host: str, port: int, *, hint: str = "") -> socket.socket:
+    """A listening TCP socket on (host, port), or StartupError naming ``key``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise _port_in_use(key, host, port, hint) from None
+        raise StartupError(
+            f"config: {key}: cannot listen on {host}:{port} ({e.strerror or e})"
+        ) from None
+    return sock
+
+
+def check_startup(settings: Settings, role: str = "serve") -> None:
+    """Refuse a setup that cannot work before anything starts (StartupError, one line):
+    TLS files unreadable, a route's model missing, the DICOM or web port taken. Config
+    checks (AE titles, incomplete destinations, routes naming unknown ones) ran when the
+    settings were validated."""
+    _check_tls(settings)
+    _check_models(settings)
+    if role != "serve":
+        return
+    n = settings.node
+    with contextlib.closing(bind_listener("node.port", n.host, n.port)):
+        pass
+    if settings.web.enabled:
+        w = settings.web
+        with contextlib.closing(
+            bind_listener("web.port", w.host, w.port, hint=" (or set web.enabled = false)")
+        ):
+            pass
+
+
+@dataclass
+class Intake:
+    """The database, spool and ingest of one node process."""
+
+    db: Database
+    spool: Spool
+    ingestor: Ingestor
+
+
+def open_intake(settings: Settings, *, migrate: bool = True) -> Intake:
+    """The one place a database, its spool and the ingest on them are wired together
+    (``srnode serve`` and its receiver processes, ``srnode worker``, ``srnode pull``)."""
+    data_dir = Path(settings.node.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.from_settings(settings)
+    if migrate:
+        db.create_or_migrate()
+    spool = Spool(data_dir / "spool", fsync=settings.spool.fsync)
+    return Intake(db, spool, Ingestor(db, spool, settings=settings))
+
+
+def storage_scp(settings: Settings, intake: Intake, *, reuse_port: bool) -> Any:
+    """The Storage SCP on ``intake``, with calling AE titles from the config and the
+    database, and refusals audited."""
+    from dicom_node.receive.scp import StorageSCP
+
+    db = intake.db
+    return StorageSCP(
+        settings,
+        intake.ingestor,
+        reuse_port=reuse_port,
+        dynamic_aes=db.list_ae_titles,
+        on_reject=lambda ae, host: db.audit(
+            "association_rejected", ae_title=ae, host=host, detail=REJECT_REASON
+        ),
+    )
 
 
 def node_claim_prefix(settings: Settings) -> str:
@@ -51,6 +193,8 @@ class Node:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self._web: Any = None
+        self.live: LiveConfig | None = None
+        self._live_sync: LiveSync | None = None
         self._web_thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self._receivers: list[Any] = []
@@ -60,46 +204,41 @@ class Node:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         s = self.settings
+        check_startup(s, self.role)
         # our own lines say what happened, once per event; theirs are per PDU / per tick
         for noisy in ("pynetdicom", "apscheduler"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = Database.from_settings(s)
-        self.db.create_or_migrate()
-        self.spool = Spool(self.data_dir / "spool", fsync=s.spool.fsync)
+        if s.node.fast_receive:  # the SCP's receive path, and exports (see fastpath)
+            fastpath.install()
+        intake = open_intake(s)
+        self.db, self.spool = intake.db, intake.spool
+        self.live, self._live_sync = start_live(self.db, s, catalog_series=self.role == "serve")
         if self.role == "serve":
             n = self.spool.clean_temp()
-            released = self.db.release_claims(node_claim_prefix(s))
+            released = Jobs(self.db).release_claims(node_claim_prefix(s))
             if n or released:
                 log.info(
                     "recovered after restart: %d partial files removed, %d jobs resumed",
                     n,
                     released,
                 )
-            self.ingestor = Ingestor(self.db, self.spool)
+            self.ingestor = intake.ingestor
             self.ingestor.reconcile()
             ingest.configure(self.ingestor)
-            from dicom_node.scp import StorageSCP
-
-            db = self.db
-            self.scp = StorageSCP(
-                s,
-                self.ingestor,
-                reuse_port=s.node.receivers > 1,
-                dynamic_aes=db.list_ae_titles,
-                on_reject=lambda ae, host: db.audit(
-                    "association_rejected",
-                    ae_title=ae,
-                    host=host,
-                    detail="calling AE title not recognised",
-                ),
-            )
-            _, self.port = self.scp.start()
+            self.scp = storage_scp(s, intake, reuse_port=s.node.receivers > 1)
+            # the live allowlist (seeded from the config): read for every association
+            self.scp.ae.allowlist = Allowlist([], self.live.allowed_aes, refresh=0)
+            try:
+                _, self.port = self.scp.start()
+            except OSError as e:  # taken since check_startup
+                if e.errno == errno.EADDRINUSE:
+                    raise _port_in_use("node.port", s.node.host, s.node.port) from None
+                raise
             if s.node.receivers > 1:
                 self._start_receivers(self.port)
         self.scheduler = NodeScheduler(self.db, s, self.spool, on_queued=self._on_queued)
         self.scheduler.start()
-        engines = EngineCache(s)
+        engines = EngineCache.from_settings(s)
         prefix = node_claim_prefix(s) if self.role == "serve" else f"{socket.gethostname()}:worker:"
 
         for i in range(s.scheduler.workers):
@@ -115,13 +254,22 @@ class Node:
             w.start()
             self.workers.append(w)
         if self.role == "serve" and s.web.enabled:
-            self._start_web()
+            from dicom_node.web.auth import bind_host
+
+            self._start_web(
+                bind_listener(
+                    "web.port",
+                    bind_host(s, self.db),
+                    s.web.port,
+                    hint=" (or set web.enabled = false)",
+                )
+            )
         log.info(
             "srnode %s started: AE %s port %s, data %s, db %s, %d worker(s)",
             self.role,
             s.node.ae_title,
             self.port,
-            self.data_dir,
+            self.data_dir.resolve(),  # a relative node.data_dir depends on the start folder
             "sqlite" if self.db.is_sqlite else "postgresql",
             len(self.workers),
         )
@@ -137,11 +285,10 @@ class Node:
         """node.receivers - 1 more processes accepting on the same port (SO_REUSEPORT)."""
         import multiprocessing
 
-        from dicom_node.scp import run_receiver
-
         ctx = multiprocessing.get_context("spawn")
         raw = self.settings.model_dump(mode="json")
         raw["node"]["port"] = port
+        raw["allow"] = []  # receivers read the live allowlist from the database
         js = Settings.model_validate(raw).model_dump_json()
         self._receiver_stop = ctx.Event()
         for i in range(self.settings.node.receivers - 1):
@@ -172,29 +319,34 @@ class Node:
     def _on_queued(self, job_ids: list[int]) -> None:
         self.wake.set()
 
-    def _start_web(self) -> None:
+    def _start_web(self, sock: socket.socket) -> None:
+        """The web app on ``sock`` (bound by the caller, so a taken port fails the start)."""
         try:
             import uvicorn
 
-            from dicom_node.web import create_app
+            from dicom_node.web.app import create_app
+            from dicom_node.web.auth import bind_host
         except ImportError as e:
+            sock.close()
             log.warning("web console not started: %s", e)
             return
         try:
-            app = create_app(self.settings, self.ingestor.store, self.db)
+            app = create_app(self.settings, self.ingestor.store, self.db, self.live)
         except Exception:
+            sock.close()
             log.exception("web console not started: create_app failed")
             return
         w = self.settings.web
-        config = uvicorn.Config(
-            app, host=w.host, port=w.port, log_level="warning", access_log=False
-        )
+        host = bind_host(self.settings, self.db)
+        config = uvicorn.Config(app, host=host, port=w.port, log_level="warning", access_log=False)
         server = uvicorn.Server(config)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._web = server
-        self._web_thread = threading.Thread(target=server.run, name="web", daemon=True)
+        self._web_thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
+        )
         self._web_thread.start()
-        log.info("web console on http://%s:%s", w.host, w.port)
+        log.info("web console on http://%s:%s", host, w.port)
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -215,6 +367,8 @@ class Node:
         self.wake.set()
         if self.scheduler is not None:
             self.scheduler.stop()
+        if self._live_sync is not None:
+            self._live_sync.stop()
         for w in self.workers:
             w.join(60)
         ingest.configure(None)
@@ -230,6 +384,7 @@ class Node:
             log.info("signal %s received", signal.Signals(signum).name)
             done.set()
 
+        check_startup(self.settings, self.role)  # before anything starts or logs
         signal.signal(signal.SIGTERM, _signal)
         signal.signal(signal.SIGINT, _signal)
         try:
@@ -238,3 +393,33 @@ class Node:
                 pass
         finally:
             self.stop()
+
+
+# --------------------------------------------------------------------------- receivers
+def run_receiver(settings_json: str, stop: Any, ready: Any) -> None:
+    """An extra receiver process (``node.receivers > 1``): its own SCP on the shared port
+    (SO_REUSEPORT), its own database connections and GIL. Stops when ``stop`` is set or
+    the parent process is gone; in-flight associations finish first."""
+    import multiprocessing
+    import signal as _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # the parent decides when we stop
+    _signal.signal(_signal.SIGTERM, lambda *_: stop.set())
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s[receiver]: %(message)s"
+    )
+    for noisy in ("pynetdicom", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = Settings.model_validate_json(settings_json)
+    intake = open_intake(settings, migrate=False)  # the parent migrated
+    scp = storage_scp(settings, intake, reuse_port=True)
+    scp.start()
+    ready.set()
+    parent = multiprocessing.parent_process()
+    try:
+        while not stop.wait(0.5):
+            if parent is not None and not parent.is_alive():
+                break
+    finally:
+        scp.stop(drain=settings.node.drain_timeout)
+        intake.db.close()

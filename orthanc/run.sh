@@ -10,7 +10,7 @@
 #   SRNODE_STOW (srnode's DICOMweb root, e.g. http://127.0.0.1:8080/dicom-web/)
 #   ORTHANC_AUTOROUTE=0 turns the auto-routing plugin off.
 #
-# Facts (../shared/FACTS.md): TCP_NODELAY=1 is needed or small DICOM transfers crawl; after
+# TCP_NODELAY=1 is needed or small DICOM transfers crawl; after
 # Orthanc exits it holds its SQLite lock for several seconds, so a restart on the same
 # STORAGE_DIR before then fails with "SQLite: database is locked" - this script waits and
 # retries in that case.

@@ -11,7 +11,6 @@ floats in [0, 1].
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import numpy as np
 from sr_engine import consistency as dc
 from sr_engine import selfcheck
 from sr_engine.backends import Backend, create_backend
+from sr_engine.errors import BackendUnavailable
 from sr_engine.intensity import IntensityMap, check_input, stored_limits, to_stored
 from sr_engine.meta import PixelMeta
 from sr_engine.model_card import ModelCard, load_card
@@ -61,15 +61,32 @@ class Engine:
         backend: str = "auto",
         threads: int = 0,
         model_dirs: Sequence[Path] = (),
+        cache_dir: Path | None = None,
     ) -> Engine:
         """``model``: a model name (``ct-x2``) or the path of its card (``.json``).
 
+        ``backend="auto"`` picks the fastest path on this host that passes the card's
+        fidelity gate, measured at the first load and cached in ``cache_dir`` (default
+        :func:`sr_engine.selection.default_cache_dir`); any other name forces that path
+        (a reduced-precision CPU path still has to pass the gate). ``threads`` 0: one per
+        usable physical core.
+
         Raises ModelCardError (unknown model, bad card, sha256 mismatch) or
-        BackendUnavailable (the named backend cannot run here).
+        BackendUnavailable (the named backend cannot run here, or fails the gate).
         """
+        from sr_engine.selection import check_gate, select_backend
+
         card_path = resolve_model(model, model_dirs)
         card = load_card(card_path, verify=True)
-        be = create_backend(backend, card, card.weights_path(card_path), threads)
+        if backend == "auto":
+            be, _ = select_backend(card, card_path, threads, cache_dir)
+        else:
+            be = create_backend(backend, card, card.weights_path(card_path), threads)
+            try:
+                check_gate(backend, be, card, card_path, threads, cache_dir)
+            except BackendUnavailable:
+                be.close()
+                raise
         log.info(
             "engine: model %s %s (sha256 %s) on %s",
             card.name,
@@ -111,20 +128,24 @@ class Engine:
 
     # -- inference -------------------------------------------------------------------
     def infer(self, x: np.ndarray, untiled: bool = False) -> np.ndarray:
-        """Network range in, network range out: (F, H, W) float32 -> (F, sH, sW) float32.
+        """Network range in, network range out: (F, H, W) float32 -> (F, sH, sW) float32."""
+        return np.stack(self.infer_frames(list(x), untiled))
 
-        Tiles of all frames go to the backend ``card.tile.batch`` at a time.
+    def infer_frames(self, frames: Sequence[np.ndarray], untiled: bool = False) -> list[np.ndarray]:
+        """Network range in and out for frames of any shapes: (H, W) -> (sH, sW) float32.
+
+        The tiles of all frames go to the backend ``card.tile.batch`` at a time, tiles of
+        one shape per call (frames of one shape share a plan), in the frames' order.
         """
-        f, h, w = x.shape
         s = self.scale
-        plan = self.plan(h, w, untiled)
         batch = self._batch()
-        out = np.empty((f, h * s, w * s), np.float32)
-        per_group = max(1, math.ceil(batch / plan.count))
-        for g0 in range(0, f, per_group):
-            frames = range(g0, min(f, g0 + per_group))
-            blenders = {i: Blender(plan, s) for i in frames}
-            jobs = [(i, k, t) for i in frames for k, t in enumerate(cut(x[i], plan))]
+        plans = {fr.shape: self.plan(*fr.shape, untiled) for fr in frames}
+        blenders = [Blender(plans[fr.shape], s) for fr in frames]
+        by_shape: dict[tuple[int, int], list[tuple[int, int, np.ndarray]]] = {}
+        for i, fr in enumerate(frames):
+            for k, t in enumerate(cut(fr, plans[fr.shape])):
+                by_shape.setdefault(t.shape, []).append((i, k, t))
+        for jobs in by_shape.values():
             for j0 in range(0, len(jobs), batch):
                 chunk = jobs[j0 : j0 + batch]
                 inp = np.stack([t for _, _, t in chunk])[:, None]
@@ -137,9 +158,25 @@ class Engine:
                     )
                 for (i, k, _), r in zip(chunk, res, strict=True):
                     blenders[i].add(k, r[0])
-            for i in frames:
-                out[i] = blenders[i].result()
-        return out
+        return [b.result() for b in blenders]
+
+    def _detail_weights(
+        self, pixels: np.ndarray, meta: PixelMeta, untiled: bool, check: bool
+    ) -> list[float]:
+        """How much of the network's detail each frame of one image supports
+        (:mod:`.selfcheck`); all 1.0 without the check."""
+        frames = pixels if pixels.ndim == 3 else pixels[None]
+        if not check:
+            return [1.0] * frames.shape[0]
+        lo, hi = stored_limits(meta, pixels.dtype)
+        return selfcheck.detail_weights(
+            lambda c: self.enhance(c, meta, consistency=False, untiled=untiled).pixels,
+            frames,
+            self.scale,
+            lo,
+            hi,
+            self.card.degradation.operator,
+        )
 
     def enhance(
         self,
@@ -159,60 +196,103 @@ class Engine:
         enhances the frame's own downsampled copy to choose how much of the network's
         detail to keep (:mod:`.selfcheck`).
         """
+        return self.enhance_many(
+            [(pixels, meta)], consistency, untiled=untiled, self_check=self_check
+        )[0]
+
+    def enhance_many(
+        self,
+        items: Sequence[tuple[np.ndarray, PixelMeta]],
+        consistency: bool = True,
+        *,
+        untiled: bool = False,
+        self_check: bool = True,
+    ) -> list[Enhanced]:
+        """:meth:`enhance` for several images (the slices of a series) at once: one
+        :class:`Enhanced` per item, in order, each the same as :meth:`enhance` of that
+        item alone. The tiles of several slices share backend calls, so every call gets
+        a full ``card.tile.batch``; each item's ``seconds`` is its share of the wall time
+        (by frames). Every item is checked before any runs.
+        """
         t0 = time.perf_counter()
-        check_input(pixels, meta)
-        frames = pixels if pixels.ndim == 3 else pixels[None]
+        for pixels, meta in items:
+            check_input(pixels, meta)
         s = self.scale
         op = self.card.degradation.operator
-        lo, hi = stored_limits(meta, pixels.dtype)
-        out = np.empty((frames.shape[0], frames.shape[1] * s, frames.shape[2] * s), pixels.dtype)
-        worst = (0.0, 0.0)
-        weights = (  # how much network detail the image supports (sr_engine.selfcheck)
-            selfcheck.detail_weights(
-                lambda c: self.enhance(c, meta, consistency=False, untiled=untiled).pixels,
-                frames, s, lo, hi, op,
+        # (item, frame index, frame) in order; outputs and worst errors per item
+        frames = [
+            (n, k, fr)
+            for n, (pixels, _) in enumerate(items)
+            for k, fr in enumerate(pixels if pixels.ndim == 3 else pixels[None])
+        ]
+        outs = [
+            np.empty(
+                ((p.shape[0],) if p.ndim == 3 else (1,)) + (p.shape[-2] * s, p.shape[-1] * s),
+                p.dtype,
             )
-            if consistency and self_check
-            else [1.0] * frames.shape[0]
-        )  # fmt: skip
+            for p, _ in items
+        ]
+        worst = [(0.0, 0.0)] * len(items)
+        weights = [
+            self._detail_weights(p, m, untiled, consistency and self_check) for p, m in items
+        ]
+        batch = self._batch()
         # a few frames at a time (enough to fill one backend batch): bounded memory
-        group = max(1, math.ceil(self._batch() / self.plan(*frames.shape[1:], untiled).count))
-        for g0 in range(0, frames.shape[0], group):
-            chunk = frames[g0 : g0 + group]
-            pads = [find_padding(fr, meta) for fr in chunk]  # padding never seen as tissue
-            seen = [f if p is None else p.fill_input(f) for p, f in zip(pads, chunk, strict=True)]
-            maps = [IntensityMap.fit(self.card.intensity, meta, fr) for fr in seen]
-            x = np.stack([m.forward(fr) for m, fr in zip(maps, seen, strict=True)])
-            y = self.infer(x, untiled=untiled)
-            for k, (m, fr) in enumerate(zip(maps, chunk, strict=True)):
-                z = _pass_through_outside(m.inverse(y[k]), seen[k], m, s)
-                z = selfcheck.blend(z, seen[k], weights[g0 + k], s)
-                if pads[k] is not None:
-                    z = pads[k].restore(z, fr, s)
+        g0 = 0
+        while g0 < len(frames):
+            g1, tiles = g0, 0
+            while g1 < len(frames) and tiles < batch:
+                tiles += self.plan(*frames[g1][2].shape, untiled).count
+                g1 += 1
+            group = frames[g0:g1]
+            # padding is never seen as tissue: filled before, restored after
+            pads = [find_padding(fr, items[n][1]) for n, _, fr in group]
+            seen = [
+                fr if p is None else p.fill_input(fr)
+                for p, (_, _, fr) in zip(pads, group, strict=True)
+            ]
+            maps = [
+                IntensityMap.fit(self.card.intensity, items[n][1], f)
+                for (n, _, _), f in zip(group, seen, strict=True)
+            ]
+            x = [m.forward(f) for m, f in zip(maps, seen, strict=True)]
+            ys = self.infer_frames(x, untiled)
+            for m, y, pad, f, (n, k, fr) in zip(maps, ys, pads, seen, group, strict=True):
+                pixels, meta = items[n]
+                lo, hi = stored_limits(meta, pixels.dtype)
+                z = _pass_through_outside(m.inverse(y), f, m, s)
+                z = selfcheck.blend(z, f, weights[n][k], s)
+                if pad is not None:
+                    z = pad.restore(z, fr, s)
                 if consistency:
                     o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
                 else:
                     o = to_stored(z, meta, pixels.dtype)
-                out[g0 + k] = o
+                outs[n][k] = o
                 err = dc.errors(o, fr, s, op)
-                worst = (max(worst[0], err[0]), max(worst[1], err[1]))
-        res = Enhanced(
-            pixels=out if pixels.ndim == 3 else out[0],
-            consistency_rmse=worst[0],
-            consistency_max_abs=worst[1],
-            seconds=time.perf_counter() - t0,
-        )
-        log.debug(
-            "enhance: %s -> %s with %s on %s in %.3f s, consistency RMSE %.3f max %.3f",
-            pixels.shape,
-            res.pixels.shape,
-            self.card.name,
-            self.backend_name,
-            res.seconds,
-            res.consistency_rmse,
-            res.consistency_max_abs,
-        )
-        return res
+                worst[n] = (max(worst[n][0], err[0]), max(worst[n][1], err[1]))
+            g0 = g1
+        seconds = time.perf_counter() - t0
+        results = []
+        for n, (pixels, _) in enumerate(items):
+            res = Enhanced(
+                pixels=outs[n] if pixels.ndim == 3 else outs[n][0],
+                consistency_rmse=worst[n][0],
+                consistency_max_abs=worst[n][1],
+                seconds=seconds * outs[n].shape[0] / len(frames),
+            )
+            log.debug(
+                "enhance: %s -> %s with %s on %s in %.3f s, consistency RMSE %.3f max %.3f",
+                pixels.shape,
+                res.pixels.shape,
+                self.card.name,
+                self.backend_name,
+                res.seconds,
+                res.consistency_rmse,
+                res.consistency_max_abs,
+            )
+            results.append(res)
+        return results
 
 
 def _pass_through_outside(z: np.ndarray, frame: np.ndarray, m: IntensityMap, s: int) -> np.ndarray:

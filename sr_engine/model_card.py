@@ -67,6 +67,25 @@ class Degradation(_Strict):
     notes: str = ""
 
 
+class Fidelity(_Strict):
+    """The largest error a reduced-precision path may make against the fp32 reference,
+    measured on real calibration slices after the data-consistency step.
+
+    ``unit``: ``stored`` (stored units: HU for CT with slope 1) or ``range`` (fractions of
+    each calibration slice's BitsStored range: 4095 for 12 bits). A path over either
+    limit is never used.
+    """
+
+    p999: float = Field(gt=0)  # 99.9th percentile of |candidate - fp32|
+    max: float = Field(gt=0)  # largest |candidate - fp32|
+    unit: Literal["stored", "range"] = "stored"
+
+
+# defaults when a card has no ``fidelity`` block
+CT_FIDELITY = Fidelity(p999=1.0, max=4.0, unit="stored")
+RANGE_FIDELITY = Fidelity(p999=0.001, max=0.005, unit="range")
+
+
 class ModelCard(_Strict):
     name: str
     version: str
@@ -77,6 +96,7 @@ class ModelCard(_Strict):
     tile: Tiling = Field(default_factory=Tiling)
     degradation: Degradation = Field(default_factory=Degradation)
     modalities: list[str] = Field(default_factory=list)  # DICOM Modality values it serves
+    fidelity: Fidelity | None = None  # reduced-precision gate; None: the defaults
     training_data: dict[str, Any] = Field(default_factory=dict)  # summary, sources, split
     metrics: dict[str, Any] = Field(default_factory=dict)  # held-out metrics
     weights: str  # file name of the .onnx beside the card
@@ -88,6 +108,16 @@ class ModelCard(_Strict):
     @property
     def short_sha(self) -> str:
         return self.sha256[:12]
+
+    @property
+    def is_ct(self) -> bool:
+        return self.intensity.model == "ct_hu" or "CT" in {m.upper() for m in self.modalities}
+
+    def fidelity_gate(self) -> Fidelity:
+        """The card's ``fidelity`` block, else CT 1 / 4 HU, others 0.1 % / 0.5 % of the range."""
+        if self.fidelity is not None:
+            return self.fidelity
+        return CT_FIDELITY if self.is_ct else RANGE_FIDELITY
 
     def weights_path(self, card_path: Path) -> Path:
         return card_path.parent / self.weights

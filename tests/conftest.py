@@ -1,6 +1,14 @@
 """Fixtures shared by several test modules."""
 
+import os
+import tempfile
+
 import pytest
+
+from tests.node_helpers import start_node
+
+# the engine's cache of measured backend choices: one per test run, not the user's
+os.environ.setdefault("SRNODE_CACHE_DIR", tempfile.mkdtemp(prefix="srnode-test-cache-"))
 
 
 @pytest.fixture(scope="module")
@@ -11,3 +19,19 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def srnode_node():
+    """Start ``srnode serve`` (or ``worker``) like tests.node_helpers.start_node; every node
+    started through it is stopped after the test."""
+    started = []
+
+    def start(log, *args: str, env=None, command: str = "serve"):
+        node = start_node(log, *args, env=env, command=command)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.close()

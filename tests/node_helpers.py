@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.data import get_testdata_file
@@ -92,10 +93,12 @@ SRNODE = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "srnode")
 STORESCU, STORESCP, ECHOSCU = "/usr/bin/storescu", "/usr/bin/storescp", "/usr/bin/echoscu"
 
 
-def nodelay_env() -> dict[str, str]:
+def nodelay_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for dcmtk tools, Orthanc and srnode: Nagle's algorithm off."""
     env = dict(os.environ)
     env["TCP_NODELAY"] = "1"
     env.pop("SRNODE_WEB__ENABLED", None)
+    env.update(extra or {})
     return env
 
 
@@ -181,6 +184,9 @@ class Proc:
     def alive(self) -> bool:
         return self.p.poll() is None
 
+    def poll(self) -> int | None:
+        return self.p.poll()
+
     def terminate(self, timeout: float = 30) -> int | None:
         import subprocess
 
@@ -206,13 +212,15 @@ class Proc:
         return self.log.read_text(errors="replace")
 
 
-def wait_port(port: int, timeout: float = 30.0, proc: Proc | None = None) -> None:
+def wait_port(port: int, timeout: float = 30.0, proc: Any = None) -> None:
+    """Until something listens on ``port``; ``proc`` (a Proc or a Popen) must not exit."""
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and not proc.alive():
-            raise RuntimeError(f"process exited early:\n{proc.text()[-3000:]}")
+        if proc is not None and proc.poll() is not None:
+            tail = proc.text()[-3000:] if hasattr(proc, "text") else ""
+            raise RuntimeError(f"process exited early ({proc.poll()}):\n{tail}")
         with contextlib.closing(socket.socket()) as s:
             s.settimeout(0.5)
             if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -221,10 +229,26 @@ def wait_port(port: int, timeout: float = 30.0, proc: Proc | None = None) -> Non
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
-def start_node(config: Path, log: Path, port: int, *args: str) -> Proc:
-    p = Proc([SRNODE, "serve", "--config", str(config), *args], log)
-    wait_port(port, 60, p)
+def start_node(
+    log: Path, *args: str, env: dict[str, str] | None = None, command: str = "serve"
+) -> Proc:
+    """``srnode serve ARGS`` (or ``worker``), the one way the tests start a node: returns
+    once it logged that it started (its SCP listens by then); a node that exits first
+    fails with its log. Waiting on the log keeps probe connections out of the node's log.
+    The ``srnode_node`` fixture (conftest.py) also stops it after the test."""
+    p = Proc([SRNODE, command, *args], log, env)
+    try:
+        wait_for(lambda: _started(p, command), 60, interval=0.1, what=f"srnode {command} started")
+    except BaseException:
+        p.close()
+        raise
     return p
+
+
+def _started(p: Proc, command: str) -> bool:
+    if not p.alive():
+        raise RuntimeError(f"srnode {command} exited early:\n{p.text()[-3000:]}")
+    return f"srnode {command} started" in p.text()
 
 
 def start_storescp(out_dir: Path, port: int, log: Path, ae: str = "DEST") -> Proc:
@@ -234,15 +258,25 @@ def start_storescp(out_dir: Path, port: int, log: Path, ae: str = "DEST") -> Pro
     return p
 
 
-def storescu(port: int, files: list[Path], aet: str = "PACS", *extra: str):
+def storescu(
+    port: int,
+    files: list[Path],
+    aet: str = "PACS",
+    *extra: str,
+    called_ae: str = "SRNODE",
+    check: bool = False,
+):
+    """dcmtk storescu, one association, TCP_NODELAY on; ``check``: raise if it fails."""
     import subprocess
 
     return subprocess.run(
-        [STORESCU, "-aet", aet, "-aec", "SRNODE", *extra, "127.0.0.1", str(port), *map(str, files)],
+        [STORESCU, "-aet", aet, "-aec", called_ae, *extra, "127.0.0.1", str(port)]
+        + [str(f) for f in files],
         env=nodelay_env(),
         capture_output=True,
         text=True,
         timeout=120,
+        check=check,
     )
 
 

@@ -3,7 +3,7 @@ storescp, on free loopback ports, plus small synthetic CT/MR series with fresh U
 
 Every process started here is stopped by its context manager (terminate, then kill), and
 Orthanc is waited for until it has exited, since it holds its SQLite lock for a few seconds
-after a stop (../shared/FACTS.md).
+after a stop.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from tests.node_helpers import free_port, nodelay_env, storescu, wait_port  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 ORTHANC_BIN = "/usr/sbin/Orthanc"
@@ -59,23 +60,6 @@ def have_dcmtk() -> bool:
     return os.access(STORESCP, os.X_OK) and os.access(STORESCU, os.X_OK)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     """SIGTERM, wait, then SIGKILL; only the process we started."""
     if proc.poll() is None:
@@ -87,13 +71,6 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             proc.wait(5)
-
-
-def nodelay_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["TCP_NODELAY"] = "1"
-    env.update(extra or {})
-    return env
 
 
 # --- Orthanc -----------------------------------------------------------------------------
@@ -230,13 +207,6 @@ def storescp(
         stop_process(proc, timeout=10)
 
 
-def storescu(port: int, files: list[Path], called_ae: str, calling_ae: str = "MODALITY") -> None:
-    """dcmtk storescu, one association, TCP_NODELAY on; raises if it fails."""
-    cmd = [STORESCU, "-aet", calling_ae, "-aec", called_ae, "127.0.0.1", str(port)]
-    cmd += [str(f) for f in files]
-    subprocess.run(cmd, check=True, env=nodelay_env(), capture_output=True, timeout=120)
-
-
 # --- synthetic series ---------------------------------------------------------------------
 
 
@@ -272,7 +242,7 @@ def _fill(ds: Dataset, pixels: np.ndarray) -> None:
             del ds[kw]
 
 
-def write_series(
+def write_phantom_series(
     directory: Path,
     modality: str = "CT",
     n: int = 3,
@@ -366,17 +336,3 @@ def stable_series_ids(client) -> set[str]:
     """Orthanc IDs of the series that have had a StableSeries change."""
     changes = client.get_changes(params={"since": 0, "limit": 10000})["Changes"]
     return {c["ID"] for c in changes if c["ChangeType"] == "StableSeries"}
-
-
-def wait_node_started(node, timeout: float = 60.0) -> None:
-    """Wait for `srnode serve` to log that it started (``node``: tests.node_helpers.Proc).
-
-    Waiting on the log rather than probing the port keeps health-check connections out
-    of the node's log."""
-
-    def started() -> bool:
-        if not node.alive():
-            raise RuntimeError(f"srnode exited early:\n{node.text()[-3000:]}")
-        return "srnode serve started" in node.text()
-
-    wait_until(started, timeout, interval=0.1, what="srnode serve started")

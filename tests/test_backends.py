@@ -9,11 +9,14 @@ import pytest
 from sr_engine import BackendUnavailable, Engine, PixelMeta
 from sr_engine.backends import create_backend, cuda_usable, tensorrt_usable
 from sr_engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+from sr_engine.backends.openvino_backend import openvino_usable
 from sr_engine.model_card import load_card
+from sr_engine.selection import candidate_names
 from tests.onnx_models import write_test_model
 
 TRT_REASON = tensorrt_usable()
 CUDA_REASON = cuda_usable()
+OV_REASON = openvino_usable()
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +52,34 @@ def test_import_does_not_pull_torch(card_path):
 
 
 @pytest.mark.skipif(CUDA_REASON is None, reason="a CUDA device is present")
-def test_auto_falls_back_to_onnxruntime_without_a_gpu(card_path):
-    assert Engine.load(card_path, backend="auto").backend_name == "onnxruntime"
+def test_auto_picks_a_cpu_path_without_a_gpu(card_path, tmp_path):
+    e = Engine.load(card_path, backend="auto", threads=1, cache_dir=tmp_path)
+    assert e.backend_name in candidate_names()
+    assert not e.backend_name.startswith(("torch-cuda", "tensorrt"))
+
+
+@pytest.mark.skipif(OV_REASON is not None, reason=f"OpenVINO: {OV_REASON}")
+def test_openvino_fp32_matches_onnxruntime(card_path):
+    be = create_backend("openvino-fp32", load_card(card_path), card_path.with_suffix(".onnx"), 1)
+    assert be.name == "openvino-fp32"
+    ref = OnnxRuntimeBackend(card_path.with_suffix(".onnx"), threads=1)
+    rng = np.random.default_rng(0)
+    for shape in ((2, 1, 40, 48), (1, 1, 24, 20), (2, 1, 40, 48)):  # one compile per shape
+        x = rng.random(shape).astype(np.float32)
+        np.testing.assert_allclose(be.run(x), ref.run(x), atol=1e-5)
+
+
+def test_without_openvino_its_paths_say_why_and_auto_still_loads(card_path, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    card = load_card(card_path)
+    for name in ("openvino-fp32", "openvino-bf16"):
+        with pytest.raises(BackendUnavailable, match="openvino package is not installed"):
+            create_backend(name, card, card_path.with_suffix(".onnx"), 1)
+    assert not any(n.startswith("openvino") for n in candidate_names())
+    e = Engine.load(card_path, backend="auto", threads=1, cache_dir=tmp_path)
+    assert not e.backend_name.startswith("openvino")
+    px = np.random.default_rng(1).integers(0, 4096, (40, 50)).astype(np.uint16)
+    assert e.enhance(px, PixelMeta(bits_stored=12)).pixels.shape == (80, 100)
 
 
 @pytest.mark.skipif(TRT_REASON is None, reason="TensorRT is usable here")
@@ -222,3 +251,179 @@ def test_onnxruntime_without_the_onnx_package(card_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
     be = OnnxRuntimeBackend(card_path.with_suffix(".onnx"), threads=1)
     assert be.run(np.zeros((1, 1, 16, 16), np.float32)).shape == (1, 1, 32, 32)
+
+
+def _skip_graph(path):
+    """A graph ending like the bundled RRDBNet: ``Conv(Conv(x)) + Resize(x)``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, "H", "W"])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 1, "sH", "sW"])
+    inits = [
+        numpy_helper.from_array(rng.normal(size=(8, 1, 3, 3)).astype(np.float32) * 0.1, "w1"),
+        numpy_helper.from_array(rng.normal(size=(1, 8, 3, 3)).astype(np.float32) * 0.1, "w2"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+    ]
+    nodes = [
+        helper.make_node("Resize", ["input", "", "scales"], ["up"], mode="nearest"),
+        helper.make_node("Conv", ["up", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("LeakyRelu", ["a"], ["b"], alpha=0.2),
+        helper.make_node("Conv", ["b", "w2"], ["residual"], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Resize",
+            ["input", "", "scales"],
+            ["skip"],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel",
+        ),
+        helper.make_node("Add", ["residual", "skip"], ["output"]),
+    ]
+    g = helper.make_graph(nodes, "g", [x], [y], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, path)
+    return path
+
+
+def test_global_skip_split_adds_up_to_the_whole_graph(tmp_path):
+    import onnx
+
+    from sr_engine.precision import SkipSplit, split_global_skip
+
+    path = _skip_graph(tmp_path / "skip.onnx")
+    trunk, skip = split_global_skip(onnx.load(path))
+    assert [n.op_type for n in skip.graph.node] == ["Resize"]
+    assert "Add" not in [n.op_type for n in trunk.graph.node]
+    whole = OnnxRuntimeBackend(path, threads=1)
+    onnx.save(trunk, tmp_path / "trunk.onnx")
+    split = SkipSplit(OnnxRuntimeBackend(tmp_path / "trunk.onnx", threads=1), skip, threads=1)
+    x = np.random.default_rng(2).random((2, 1, 20, 24)).astype(np.float32)
+    np.testing.assert_allclose(split.run(x), whole.run(x), atol=1e-6)
+    # a graph without such an addition is not split
+    assert split_global_skip(onnx.load(card_path_for_split(tmp_path))) is None
+
+
+def card_path_for_split(tmp_path):
+    return write_test_model(tmp_path / "plain", "plain-x2").with_suffix(".onnx")
+
+
+@pytest.mark.parametrize("name", ["openvino-bf16", "torch-cpu-bf16"])
+def test_bf16_paths_keep_the_skip_in_fp32(tmp_path, name):
+    """The trunk in bf16, the skip and the sum in fp32: close to fp32 where bf16 is native."""
+    from sr_engine.backends.openvino_backend import bf16_native
+
+    if not bf16_native():
+        pytest.skip("this CPU has neither AMX-BF16 nor AVX512-BF16")
+    if name.startswith("openvino") and OV_REASON:
+        pytest.skip(OV_REASON)
+    if name.startswith("torch"):
+        pytest.importorskip("torch")
+    path = _skip_graph(tmp_path / "skip.onnx")
+    card = load_card(write_test_model(tmp_path, "t-x2"))
+    be = create_backend(name, card, path, 1)
+    assert be.name == name and be.split is not None
+    x = np.random.default_rng(3).random((1, 1, 32, 32)).astype(np.float32)
+    ref = OnnxRuntimeBackend(path, threads=1).run(x)
+    np.testing.assert_allclose(be.run(x), ref, atol=2e-2)
+
+
+class _Perturbed:
+    """ONNX Runtime plus a +-0.01 checkerboard: survives data consistency (zero block mean)."""
+
+    name = "perturbed"
+    fixed_tile = None
+    max_batch = None
+
+    def __init__(self, onnx_path):
+        self.inner = OnnxRuntimeBackend(onnx_path, threads=1)
+
+    def run(self, batch):
+        y = self.inner.run(batch)
+        yy, xx = np.indices(y.shape[-2:])
+        return y + np.where((yy + xx) % 2, 0.01, -0.01).astype(np.float32)
+
+    def close(self):
+        pass
+
+
+class _Slow(OnnxRuntimeBackend):
+    def run(self, batch):
+        import time
+
+        time.sleep(0.25)  # the reference made slower, so the perturbed path would win on speed
+        return super().run(batch)
+
+
+def test_the_gate_refuses_a_path_that_fails_it(card_path, tmp_path, monkeypatch):
+    from sr_engine import selection
+
+    card = load_card(card_path)
+    real = selection.create_backend
+
+    def fake(name, card, onnx_path, threads=0):
+        if name == "perturbed":
+            return _Perturbed(onnx_path)
+        return _Slow(onnx_path, threads=1) if name == "onnxruntime" else real(name, card, onnx_path)
+
+    monkeypatch.setattr(selection, "create_backend", fake)
+    be, sel = selection.select_backend(
+        card, card_path, 1, tmp_path, names=["onnxruntime", "perturbed"]
+    )
+    bad = sel.row("perturbed")
+    assert bad.p999 > card.fidelity_gate().p999 and not bad.passed and not bad.chosen
+    assert sel.chosen == "onnxruntime" and be.name == "onnxruntime"
+    assert "FAIL" in sel.table() and "auto chose onnxruntime" in sel.summary()
+
+
+def test_a_configured_reduced_precision_path_must_pass_the_gate(card_path, tmp_path):
+    from sr_engine.selection import check_gate
+
+    card = load_card(card_path)
+    bad = _Perturbed(card_path.with_suffix(".onnx"))
+    with pytest.raises(BackendUnavailable, match="fidelity gate"):
+        check_gate("openvino-bf16", bad, card, card_path, 1, tmp_path)
+    check_gate("onnxruntime", bad, card, card_path, 1, tmp_path)  # fp32 paths are not gated
+    good = OnnxRuntimeBackend(card_path.with_suffix(".onnx"), threads=1)
+    check_gate("torch-cpu-bf16", good, card, card_path, 1, tmp_path)
+
+
+def test_auto_choice_is_cached_per_host_model_tile_and_threads(card_path, tmp_path, caplog):
+    import json
+    import logging
+
+    from sr_engine.selection import CACHE_FILE, select_backend
+
+    card = load_card(card_path)
+    names = candidate_names()[:2]  # the reference and one more where there is one
+    with caplog.at_level(logging.INFO, logger="sr_engine.selection"):
+        _, first = select_backend(card, card_path, 1, tmp_path, names=names)
+    assert not first.cached and first.chosen in names
+    assert [r.name for r in first.rows] == names
+    lines = [r.message for r in caplog.records if "auto chose" in r.message]
+    assert len(lines) == 1 and "measured" in lines[0]
+    stored = json.loads((tmp_path / CACHE_FILE).read_text())
+    assert len(stored) == 1
+    _, again = select_backend(card, card_path, 1, tmp_path, names=names)
+    assert again.cached and again.chosen == first.chosen
+    _, other_threads = select_backend(card, card_path, 2, tmp_path, names=names)
+    assert not other_threads.cached  # another key: measured again
+    retiled = card.model_copy(update={"tile": card.tile.model_copy(update={"size": 48})})
+    _, other_tile = select_backend(retiled, card_path, 1, tmp_path, names=names)
+    assert not other_tile.cached
+    assert len(json.loads((tmp_path / CACHE_FILE).read_text())) == 3
+    # a broken cache file is measured over, never fatal
+    (tmp_path / CACHE_FILE).write_text("{not json")
+    _, fresh = select_backend(card, card_path, 1, tmp_path, names=names)
+    assert not fresh.cached
+
+
+def test_bench_candidates_table(card_path, tmp_path):
+    from sr_engine.selection import bench_candidates
+
+    sel = bench_candidates(card_path, threads=1, cache_dir=tmp_path, all_paths=False)
+    assert sel.rows[0].name == "onnxruntime" and sel.rows[0].ratio == pytest.approx(1.0)
+    assert sum(r.chosen for r in sel.rows) == 1
+    table = sel.table()
+    assert "| onnxruntime |" in table and "ms per 512² slice" in table

@@ -13,11 +13,11 @@ import pytest
 import typer
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless
 from typer.testing import CliRunner
 
-from dicom_node import cli_batch
-from dicom_node.pixels import read_pixels
+from dicom_node.cli import batch as cli_batch
+from dicom_node.derive.pixels import read_pixels
 from tests.onnx_models import write_test_model
 
 DCMDUMP = "/usr/bin/dcmdump"
@@ -90,7 +90,11 @@ def test_enhance_folder_all_done(model: Path, inputs: Path, tmp_path: Path) -> N
     for f in files:
         ds = pydicom.dcmread(f)
         assert f.parent.name == ds.SeriesInstanceUID and f.stem == ds.SOPInstanceUID
-        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        # losslessly compressed sources (the J2K and RLE MRs) give JPEG 2000 lossless
+        lossless_source = ds.Modality == "MR"
+        assert ds.file_meta.TransferSyntaxUID == (
+            JPEG2000Lossless if lossless_source else ExplicitVRLittleEndian
+        )
         by_modality[ds.Modality + ("-mf" if "NumberOfFrames" in ds else "")] = ds
     ct = by_modality["CT"]
     assert ct.pixel_array.shape == (256, 256) and ct.pixel_array.dtype == np.int16
@@ -158,7 +162,7 @@ def test_single_file_input_and_x4(tmp_path: Path) -> None:
     (f,) = _outputs(out)
     ds = pydicom.dcmread(f)
     assert ds.pixel_array.shape == (256, 256)
-    assert ds.SeriesDescription.endswith("[SR x4]")
+    assert ds.SeriesDescription.endswith("[AI SR x4]")
 
 
 @pytest.mark.parametrize(
@@ -236,7 +240,8 @@ def test_bundled_model_by_modality(tmp_path: Path) -> None:
     d = tmp_path / "in"
     d.mkdir()
     _crop_to(_src("MR_small.dcm"), d / "mr.dcm", 32, 32)  # keep a real network fast
-    r = _run("enhance", str(d), "-o", str(tmp_path / "o"), "--threads", "1")
+    # ONNX Runtime: `auto` would first time every CPU path on the bundled model
+    r = _run("enhance", str(d), "-o", str(tmp_path / "o"), "--threads", "1", "-b", "onnxruntime")
     assert r.exit_code == 0, r.output
     (f,) = _outputs(tmp_path / "o")
     ds: Dataset = pydicom.dcmread(f)
@@ -249,7 +254,7 @@ def test_root_command_lists_batch_commands() -> None:
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-m", "dicom_node.cli", "--help"],
+        [sys.executable, "-m", "dicom_node.cli.main", "--help"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -282,3 +287,28 @@ def test_bad_config_exit_2(model: Path, tmp_path: Path) -> None:
     cfg.write_text("[derive]\nseries_number_offset = -5\n")
     r = _run("enhance", str(_src("CT_small.dcm")), "-o", str(tmp_path / "o"), "-c", str(cfg))
     assert r.exit_code == 2
+
+
+def test_serve_help_imports_no_training_module() -> None:
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dicom_node.cli.main import main\n"
+        "sys.argv = ['srnode', 'serve', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'training')\n"
+        "assert not loaded, loaded\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Run the node" in run.stdout

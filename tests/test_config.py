@@ -53,3 +53,26 @@ def test_web_token_from_the_environment_and_too_short_a_token_is_named():
     with pytest.raises(ConfigError, match=r"config: web\.token:") as e:
         load_settings(None, env={"SRNODE_WEB__TOKEN": "short"})
     assert "short" not in str(e.value)  # the secret itself is never echoed
+
+
+def test_destinations_are_a_union_by_kind():
+    from dicom_node.config import DimseDestination, Settings, StowDestination
+
+    s = Settings.model_validate(
+        {
+            "destinations": [
+                {"name": "PACS", "ae_title": "PACS", "host": "h", "port": 104},
+                {"name": "WEB", "kind": "stow", "url": "http://h/dicom-web"},
+            ]
+        }
+    )
+    assert isinstance(s.destinations[0], DimseDestination)
+    assert isinstance(s.destinations[1], StowDestination)
+
+
+def test_a_field_of_another_kind_is_named(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text('[[destinations]]\nname = "WEB"\nkind = "stow"\nport = 104\n')
+    with pytest.raises(ConfigError, match=r"config: destinations\.0\.") as e:
+        load_settings(p, env={})
+    assert "\n" not in str(e.value) and "port" in str(e.value)

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from dicom_node import db as dbm
-from dicom_node.db import Database, Job
+from dicom_node.jobs import db as dbm
+from dicom_node.jobs.db import Database, Job
+from dicom_node.jobs.states import Jobs, JobState
 from tests.node_helpers import pg_database
 
 
@@ -49,7 +50,7 @@ def _add_jobs(d: Database, n: int, series_id: int) -> list[int]:
     now = time.time()
     with d.session() as s:
         jobs = [
-            Job(series_id=series_id, state=dbm.QUEUED, created_at=now, updated_at=now)
+            Job(series_id=series_id, state=JobState.QUEUED, created_at=now, updated_at=now)
             for _ in range(n)
         ]
         s.add_all(jobs)
@@ -85,21 +86,21 @@ def test_instance_rows_are_idempotent(database):
 def test_claim_takes_queued_then_nothing(database):
     sid = _series(database)
     (jid,) = _add_jobs(database, 1, sid)
-    c = database.claim_job("w1", lease=60)
-    assert c is not None and c.id == jid and c.state == dbm.PROCESSING and c.attempts == 1
-    assert database.claim_job("w2", lease=60) is None
+    c = Jobs(database).claim("w1", lease=60)
+    assert c is not None and c.id == jid and c.state == JobState.PROCESSING and c.attempts == 1
+    assert Jobs(database).claim("w2", lease=60) is None
     # an expired lease makes it claimable again (a dead worker's job resumes)
-    assert database.claim_job("w2", lease=60, now=time.time() + 120).id == jid
+    assert Jobs(database).claim("w2", lease=60, now=time.time() + 120).id == jid
 
 
 def test_release_claims_of_a_restarted_node(database):
     sid = _series(database)
     _add_jobs(database, 2, sid)
-    assert database.claim_job("host:serve:1", lease=600)
-    assert database.claim_job("host:serve:1", lease=600)
-    assert database.claim_job("host:serve:2", lease=600) is None
-    assert database.release_claims("host:serve:") == 2
-    assert database.claim_job("host:serve:2", lease=600).state == dbm.PROCESSING
+    assert Jobs(database).claim("host:serve:1", lease=600)
+    assert Jobs(database).claim("host:serve:1", lease=600)
+    assert Jobs(database).claim("host:serve:2", lease=600) is None
+    assert Jobs(database).release_claims("host:serve:") == 2
+    assert Jobs(database).claim("host:serve:2", lease=600).state == JobState.PROCESSING
 
 
 def test_two_concurrent_claimers_never_take_the_same_job(database):
@@ -112,7 +113,7 @@ def test_two_concurrent_claimers_never_take_the_same_job(database):
     def claimer(name: str, d: Database) -> None:
         start.wait()
         while True:
-            c = d.claim_job(name, lease=600)
+            c = Jobs(d).claim(name, lease=600)
             if c is None:
                 return
             taken[name].append(c.id)
@@ -144,3 +145,30 @@ def test_ae_titles_and_audit(database):
     database.audit("association_rejected", ae_title="X", host="127.0.0.1", detail="unknown")
     with database.session() as s:
         assert s.query(dbm.AuditEvent).count() == 1
+
+
+def test_moves_follow_the_transition_table(database):
+    from dicom_node.jobs.states import JOB_MOVES, ExportState, check_export, sources
+
+    sid = _series(database)
+    (jid,) = _add_jobs(database, 1, sid)
+    jobs = Jobs(database)
+    # queued may not jump to exporting or done: the row is left as it was
+    assert not jobs.move(jid, JobState.EXPORTING)
+    assert not jobs.move(jid, JobState.DONE)
+    c = jobs.claim("w1", lease=60)
+    assert c.state == JobState.PROCESSING
+    # only the holder moves it
+    assert not jobs.move(jid, JobState.SKIPPED, "w2")
+    assert jobs.finish(jid, JobState.SKIPPED, "w1", reason="r")
+    with database.session() as s:
+        j = s.get(Job, jid)
+        assert j.state == JobState.SKIPPED and j.claimed_by is None and j.finished_at
+    # final states go nowhere, except by the admin retry
+    assert not any(JOB_MOVES[s] for s in (JobState.DONE, JobState.FAILED, JobState.SKIPPED))
+    assert not jobs.move(jid, JobState.QUEUED)
+    assert jobs.retry(jid)
+    assert str(JobState.RECEIVED) in sources(JobState.QUEUED)
+    check_export(ExportState.PENDING, ExportState.DONE)
+    with pytest.raises(RuntimeError):
+        check_export(ExportState.DONE, ExportState.PENDING)

@@ -1,4 +1,4 @@
-"""dicom_node.derive / uids / process on real files with a stand-in engine.
+"""dicom_node.derive.instance / uids / process on real files with a stand-in engine.
 
 The engine here is a nearest-neighbour upsampler (``np.kron``): its 2x2 area average
 reproduces the input exactly, so HU and geometry checks are about derive, not about a
@@ -22,10 +22,10 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node.config import DeriveSettings
-from dicom_node.derive import derive_instance, shifted_position
-from dicom_node.pixels import read_pixels
-from dicom_node.process import enhance_instance, save_derived
-from dicom_node.uids import derived_instance_uid, derived_series_uid, derived_uid
+from dicom_node.derive.identity import derived_instance_uid, derived_series_uid, derived_uid
+from dicom_node.derive.instance import derive_instance, shifted_position
+from dicom_node.derive.pixels import read_pixels
+from dicom_node.derive.process import enhance_instance, save_derived
 from sr_engine.model_card import ModelCard, load_card
 from tests.onnx_models import write_test_model
 
@@ -126,7 +126,7 @@ def test_ct_derived_instance(card: ModelCard, tmp_path: Path) -> None:
     assert out.SeriesInstanceUID == derived_series_uid(src.SeriesInstanceUID, card.sha256)
     assert out.SOPClassUID == src.SOPClassUID
     assert list(out.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
-    assert out.SeriesDescription.endswith(" [SR x2]") or out.SeriesDescription == "[SR x2]"
+    assert out.SeriesDescription.endswith(" [AI SR x2]")
     assert out.SeriesNumber == int(src.SeriesNumber) + 1000
 
     # provenance

@@ -209,3 +209,28 @@ def test_ct_pixels_outside_the_window_pass_through(models, ct, consistency):
     # inside the window the network's output is used (it is not nearest-neighbour)
     up = np.repeat(np.repeat(px, 2, 0), 2, 1)
     assert (out[:, 60:] != up[:, 60:]).mean() > 0.3
+
+
+def test_enhance_many_equals_one_by_one(models, ct):
+    """Tiles of several slices (different shapes, a multi-frame item) share backend calls;
+    every result is the one enhance() gives for that item alone."""
+    px, meta = ct
+    e = Engine.load("ct-x2", backend="onnxruntime", model_dirs=[models])
+    rng = np.random.default_rng(5)
+    items = [
+        (px, meta),
+        (px[:100, :90].copy(), meta),
+        (np.stack([px[10:74, 20:84], px[30:94, 0:64]]), meta),
+        (px[::-1].copy(), meta),
+    ]
+    many = e.enhance_many(items)
+    assert len(many) == len(items)
+    for (p, m), res in zip(items, many, strict=True):
+        one = e.enhance(p, m)
+        assert res.pixels.shape == one.pixels.shape and res.pixels.dtype == p.dtype
+        np.testing.assert_array_equal(res.pixels, one.pixels)
+        assert res.consistency_rmse == one.consistency_rmse
+    assert sum(r.seconds for r in many) > 0
+    mr = rng.integers(0, 4096, (40, 40)).astype(np.uint16)
+    with pytest.raises(UnsupportedInput):  # checked before any runs
+        e.enhance_many([(px, meta), (mr.astype(np.float32), meta)])

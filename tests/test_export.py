@@ -12,15 +12,15 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_node.config import Destination
-from dicom_node.export import next_retry_delay, send
+from dicom_node.config import DimseDestination, StowDestination
+from dicom_node.export.send import next_retry_delay, send
 from tests import pacs_peers as peers
 
 pytestmark = pytest.mark.integration
 
 
-def dimse(port: int, ae: str = "STORESCP", **kw) -> Destination:
-    return Destination(name="PACS", kind="dimse", ae_title=ae, host="127.0.0.1", port=port, **kw)
+def dimse(port: int, ae: str = "STORESCP", **kw) -> DimseDestination:
+    return DimseDestination(name="PACS", ae_title=ae, host="127.0.0.1", port=port, **kw)
 
 
 def uids(paths) -> set[str]:
@@ -31,9 +31,9 @@ def uids(paths) -> set[str]:
 def series(tmp_path_factory) -> list[Path]:
     """3 CT slices (128²) and 2 MR slices in one study: two SOP classes in one batch."""
     d = tmp_path_factory.mktemp("series")
-    ct = peers.write_series(d / "ct", "CT", n=3, size=128)
+    ct = peers.write_phantom_series(d / "ct", "CT", n=3, size=128)
     study = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
-    mr = peers.write_series(d / "mr", "MR", n=2, study_uid=study)
+    mr = peers.write_phantom_series(d / "mr", "MR", n=2, study_uid=study)
     return ct + mr
 
 
@@ -147,8 +147,8 @@ def orthanc_peer(tmp_path_factory):
         yield o
 
 
-def stow(url: str) -> Destination:
-    return Destination(name="ORTHANC-WEB", kind="stow", url=url)
+def stow(url: str) -> StowDestination:
+    return StowDestination(name="ORTHANC-WEB", kind="stow", url=url)
 
 
 def test_stow_to_orthanc(orthanc_peer, series):

@@ -1,4 +1,4 @@
-"""dicom_node.pixels on pydicom's and pydicom-data's real files: every transfer syntax
+"""dicom_node.derive.pixels on pydicom's and pydicom-data's real files: every transfer syntax
 decodes to the same stored values, the pixel metadata is read right, and what srnode
 cannot process is refused with a plain reason."""
 
@@ -10,7 +10,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from dicom_node.pixels import check_supported, read_pixels
+from dicom_node.derive.pixels import check_supported, read_pixels
 from sr_engine.errors import UnsupportedInput
 from sr_engine.meta import PixelMeta, frame_rescale
 

@@ -8,8 +8,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dicom_node.config import Route, Settings
-from dicom_node.routing import SeriesFacts, decide, is_srnode_derived, route_matches
+from dicom_node.config import DeriveSettings, Route, Settings
+from dicom_node.jobs.routing import SeriesFacts, decide, is_srnode_derived, route_matches
 
 DESTS = ["PACS", "ARCHIVE"]
 
@@ -27,7 +27,9 @@ def facts(**kw) -> SeriesFacts:
 
 
 def routes(*items: dict) -> list[Route]:
-    return Settings.model_validate({"routes": list(items)}).routes
+    """Routes as validated one by one (a whole config would also refuse routes naming
+    destinations it does not have, see test_startup_refusals)."""
+    return [Route.model_validate(i) for i in items]
 
 
 def test_no_routes_enhances_every_image_series_to_all_destinations():
@@ -118,25 +120,25 @@ def _ct() -> Dataset:
 
 def test_is_srnode_derived_by_contributing_equipment():
     ds = _ct()
-    assert not is_srnode_derived(ds)
+    assert not is_srnode_derived(ds, DeriveSettings())
     item = Dataset()
     item.Manufacturer = "srnode"
     item.ManufacturerModelName = "ct-x2"
     other = Dataset()
     other.Manufacturer = "Other Vendor"
     ds.ContributingEquipmentSequence = Sequence([other, item])
-    assert is_srnode_derived(ds)
+    assert is_srnode_derived(ds, DeriveSettings())
 
 
 def test_is_srnode_derived_by_image_type_and_description():
     ds = _ct()
     ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
     ds.DerivationDescription = "Lossy compression by another vendor"
-    assert not is_srnode_derived(ds)
+    assert not is_srnode_derived(ds, DeriveSettings())
     ds.DerivationDescription = "srnode 0.1.0 super-resolution x2; model ct-x2 1.0"
-    assert is_srnode_derived(ds)
+    assert is_srnode_derived(ds, DeriveSettings())
     ds.ImageType = "ORIGINAL"  # single value, not a list
-    assert not is_srnode_derived(ds)
+    assert not is_srnode_derived(ds, DeriveSettings())
 
 
 def test_facts_from_dataset():
@@ -149,3 +151,89 @@ def test_facts_from_dataset():
         "ORTHANC",
         False,
     )
+
+
+def test_snapshot_round_trip_and_unknown_fields():
+    f = facts(derived_by_srnode=True)
+    assert SeriesFacts.from_json(f.to_json()) == f
+    # a snapshot written by another srnode version: unknown keys ignored, missing ones empty
+    g = SeriesFacts.from_json('{"modality": "MR", "scanner_color": "red"}')
+    assert g.modality == "MR" and g.body_part == "" and not g.derived_by_srnode
+
+
+def test_the_configured_manufacturer_decides():
+    ds = _ct()
+    item = Dataset()
+    item.Manufacturer = "Acme SR"
+    ds.ContributingEquipmentSequence = Sequence([item])
+    assert not is_srnode_derived(ds, DeriveSettings())
+    assert is_srnode_derived(ds, DeriveSettings(manufacturer="Acme SR"))
+    settings = Settings.model_validate({"derive": {"manufacturer": "acme sr"}})
+    assert SeriesFacts.from_dataset(ds, "PACS", settings).derived_by_srnode
+
+
+def _orthanc_tags(ds: Dataset) -> dict:
+    """``ds`` the way Orthanc's /instances/ID/tags?short gives it (keys "gggg,eeee")."""
+    out: dict = {}
+    for elem in ds:
+        key = f"{elem.tag.group:04x},{elem.tag.element:04x}"
+        if elem.VR == "SQ":
+            out[key] = [_orthanc_tags(item) for item in elem.value]
+        elif elem.VM > 1:
+            out[key] = "\\".join(str(v) for v in elem.value)
+        elif elem.value is not None and not isinstance(elem.value, bytes):
+            out[key] = str(elem.value)
+    return out
+
+
+def test_orthanc_plugin_copy_agrees():
+    """orthanc/autoroute.py runs inside Orthanc with the standard library only, so it keeps
+    its own copy of is_srnode_derived: both must give the same answer."""
+    import importlib.util
+    import sys
+    import types
+    from pathlib import Path
+
+    stub = types.ModuleType("orthanc")  # the module Orthanc gives its plugins
+    stub.GetConfiguration = lambda: "{}"
+    stub.LogError = stub.LogWarning = stub.LogInfo = lambda *a: None
+    stub.RegisterOnChangeCallback = lambda *a: None
+    stub.ChangeType = types.SimpleNamespace()
+    path = Path(__file__).resolve().parents[1] / "orthanc" / "autoroute.py"
+    sys.modules["orthanc"] = stub
+    try:
+        spec = importlib.util.spec_from_file_location("srnode_autoroute_copy", path)
+        plugin = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(plugin)
+    finally:
+        del sys.modules["orthanc"]
+
+    def variants():
+        ds = _ct()
+        yield ds
+        for maker in ("srnode", "SRNODE ", "Other Vendor", "Acme SR"):
+            d = _ct()
+            item = Dataset()
+            item.Manufacturer = maker
+            d.ContributingEquipmentSequence = Sequence([item])
+            yield d
+        for image_type, description in (
+            (["DERIVED", "SECONDARY"], "srnode 0.1.0 super-resolution x2"),
+            (["DERIVED", "SECONDARY"], "Lossy compression"),
+            (["ORIGINAL", "PRIMARY"], "srnode 0.1.0 super-resolution x2"),
+            ("DERIVED", "Acme SR x2"),
+        ):
+            d = _ct()
+            d.ImageType = image_type
+            d.DerivationDescription = description
+            yield d
+
+    seen = set()
+    for manufacturer in ("srnode", "Acme SR"):
+        derive = DeriveSettings(manufacturer=manufacturer)
+        for ds in variants():
+            ours = is_srnode_derived(ds, derive)
+            theirs = plugin.is_srnode_derived(_orthanc_tags(ds), manufacturer.strip().lower())
+            assert ours == theirs, (manufacturer, ds.get("ImageType"))
+            seen.add(ours)
+    assert seen == {True, False}

@@ -11,12 +11,13 @@ import time
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicom_node import db as dbm
 from dicom_node.config import Settings
-from dicom_node.db import Database, Export, Job, Series
-from dicom_node.scheduler import NodeScheduler
-from dicom_node.stability import complete_stable_series, route_received_jobs, tick
-from dicom_node.worker import Worker
+from dicom_node.jobs import db as dbm
+from dicom_node.jobs.db import Database, Export, Job, Series
+from dicom_node.jobs.scheduler import NodeScheduler
+from dicom_node.jobs.stability import complete_stable_series, route_received_jobs, tick
+from dicom_node.jobs.states import ExportState, Jobs, JobState
+from dicom_node.jobs.worker import Worker
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_series_completes_only_after_quiet_period(database):
     assert complete_stable_series(database, 5.0, now=t0 + 50) == []  # once only
     with database.session() as s:
         j = s.get(Job, job)
-        assert j.state == dbm.RECEIVED and j.instance_count == 3
+        assert j.state == JobState.RECEIVED and j.instance_count == 3
 
 
 def test_a_late_instance_restarts_the_clock_and_makes_a_new_job(database):
@@ -136,10 +137,14 @@ def test_routing_queues_skips_and_never_reroutes_derived(database, tmp_path):
     assert len(queued) == 1
     with database.session() as ss:
         jobs = {ss.get(Series, j.series_id).series_uid: j for j in ss.query(Job)}
-    assert jobs["1.2.3.4"].state == dbm.QUEUED and jobs["1.2.3.4"].model == "m.json"
+    assert jobs["1.2.3.4"].state == JobState.QUEUED and jobs["1.2.3.4"].model == "m.json"
     assert json.loads(jobs["1.2.3.4"].destinations) == ["D"]
-    assert jobs["1.2.3.5"].state == dbm.SKIPPED and "no route matched" in jobs["1.2.3.5"].reason
-    assert jobs["1.2.3.6"].state == dbm.SKIPPED and "derived by srnode" in jobs["1.2.3.6"].reason
+    assert (
+        jobs["1.2.3.5"].state == JobState.SKIPPED and "no route matched" in jobs["1.2.3.5"].reason
+    )
+    assert (
+        jobs["1.2.3.6"].state == JobState.SKIPPED and "derived by srnode" in jobs["1.2.3.6"].reason
+    )
 
 
 def test_completion_survives_a_restart(tmp_path):
@@ -175,12 +180,12 @@ def test_export_retries_back_off_then_fail_at_the_limit(database, tmp_path):
     now = time.time()
     with database.session() as ss:
         j = ss.query(Job).filter_by(series_id=sid).one()
-        j.state = dbm.EXPORTING
+        j.state = JobState.EXPORTING
         ss.add(
             Export(
                 job_id=j.id,
                 destination="D",
-                state=dbm.PENDING,
+                state=ExportState.PENDING,
                 attempts=0,
                 sent_count=0,
                 pending=json.dumps([str(f)]),
@@ -200,12 +205,12 @@ def test_export_retries_back_off_then_fail_at_the_limit(database, tmp_path):
             seen_delays.append(e["next_attempt_at"] - e["updated_at"])
         time.sleep(0.05)
     (e,) = database.export_rows()
-    assert e["state"] == dbm.FAILED and e["attempts"] == 3 and e["last_error"]
+    assert e["state"] == ExportState.FAILED and e["attempts"] == 3 and e["last_error"]
     assert all(0.09 <= dl <= 1.01 for dl in seen_delays) and seen_delays
     with database.session() as ss:
         j = ss.get(Job, job_id)
-        assert j.state == dbm.FAILED and "D:" in j.last_error
+        assert j.state == JobState.FAILED and "D:" in j.last_error
     # srnode jobs retry puts it back with fresh attempts
-    assert database.retry_job(job_id)
+    assert Jobs(database).retry(job_id)
     with database.session() as ss:
-        assert ss.get(Job, job_id).state == dbm.QUEUED
+        assert ss.get(Job, job_id).state == JobState.QUEUED

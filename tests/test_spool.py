@@ -9,9 +9,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicom_node import db as dbm
-from dicom_node.db import Database
-from dicom_node.ingest import (
+from dicom_node.jobs import db as dbm
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import (
     BAD_PIXEL_DATA,
     CANNOT_UNDERSTAND,
     MISSING_UID,
@@ -183,7 +183,7 @@ def test_concurrent_writers_share_folder_flushes(tmp_path, monkeypatch):
 def test_header_scanner_agrees_with_pydicom(name):
     from pydicom.uid import UID
 
-    from dicom_node.ingest import _WANTED, scan_header
+    from dicom_node.receive.wire import _WANTED, scan_header
 
     path = get_testdata_file(name)
     if path is None:
@@ -218,7 +218,7 @@ def test_store_response_encoding_matches_pynetdicom():
 
     from pydicom.filereader import read_dataset
 
-    from dicom_node.scp import encode_store_rsp
+    from dicom_node.receive.wire import encode_store_rsp
 
     raw = encode_store_rsp(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", 0xC003, "pixel data cut")
     ds = read_dataset(BytesIO(raw), True, True)

@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-from dicom_node.scp import encode_store_rsp
-from dicom_node.store_path import StoreReader, encode_pdata, parse_command
+from dicom_node.receive.store_path import StoreReader
+from dicom_node.receive.wire import encode_pdata, encode_store_rsp, parse_command
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ECHO = "1.2.840.10008.1.1"
@@ -47,22 +47,32 @@ def pdu(*items: bytes) -> bytes:
     return struct.pack(">BBL", 4, 0, len(body)) + body
 
 
-class FakeDUL:
+class FakeLink:
+    """The association side of the reader: what it handed over, and the events it raised."""
+
     def __init__(self, sock: socket.socket) -> None:
-        self.socket = type("S", (), {"socket": sock})()
+        self.sock = sock
         self.event_queue: queue.Queue = queue.Queue()
-        self._recv_pdu: queue.Queue = queue.Queue()
         self.decoded: list[bytes] = []
 
-    def _decode_pdu(self, raw: bytearray):
+    def recv_into(self, view: memoryview, n: int) -> int:
+        return self.sock.recv_into(view, n)
+
+    def hand_over(self, raw: bytes) -> None:
         self.decoded.append(bytes(raw))
-        return object(), "Evt10" if raw[0] == 4 else "Evt12"
+        self.event_queue.put("Evt10" if raw[0] == 4 else "Evt12")
+
+    def closed(self) -> None:
+        self.event_queue.put("Evt17")
+
+    def invalid(self) -> None:
+        self.event_queue.put("Evt19")
 
 
 @pytest.fixture
 def wire():
     a, b = socket.socketpair()
-    dul = FakeDUL(a)
+    dul = FakeLink(a)
     stored: list[tuple[int, dict, bytes]] = []
     sent: list[tuple[int, bytes]] = []
 

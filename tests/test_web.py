@@ -14,13 +14,18 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
-from dicom_node.web import create_app, split_multipart
+from dicom_node.web.app import create_app, split_multipart
 from tests import pacs_peers as peers
 
 BOUNDARY = "srnode-test-boundary"
+
+
+def local_client(app) -> TestClient:
+    """A client on loopback: with no user and no token, the console trusts loopback only."""
+    return TestClient(app, client=("127.0.0.1", 50000))
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ def node(tmp_path):
 
 @pytest.fixture(scope="module")
 def series(tmp_path_factory) -> list[Path]:
-    return peers.write_series(tmp_path_factory.mktemp("s"), "CT", n=3, size=64)
+    return peers.write_phantom_series(tmp_path_factory.mktemp("s"), "CT", n=3, size=64)
 
 
 def multipart(parts: list[bytes], ctype: str = "application/dicom") -> bytes:
@@ -104,7 +109,7 @@ def test_stow_with_dicomweb_client_over_http(node, series):
 
 
 def test_stow_partial_failure_is_202(node, series):
-    client = TestClient(node["app"])
+    client = local_client(node["app"])
     truncated = series[0].read_bytes()[:-5000]  # pixel data cut short
     r = client.post("/dicom-web/studies", content=multipart([series[1].read_bytes(), truncated]),
                     headers=HEADERS)  # fmt: skip
@@ -119,7 +124,7 @@ def test_stow_partial_failure_is_202(node, series):
 
 
 def test_stow_all_failed_is_409(node):
-    client = TestClient(node["app"])
+    client = local_client(node["app"])
     r = client.post("/dicom-web/studies", content=multipart([b"junk" * 50]), headers=HEADERS)
     assert r.status_code == 409
     ds = response(r)
@@ -127,9 +132,9 @@ def test_stow_all_failed_is_409(node):
 
 
 def test_stow_to_a_study_refuses_other_studies(node, series, tmp_path):
-    other = peers.write_series(tmp_path / "other", "CT", n=1, size=64)[0]
+    other = peers.write_phantom_series(tmp_path / "other", "CT", n=1, size=64)[0]
     study = str(pydicom.dcmread(series[2]).StudyInstanceUID)
-    client = TestClient(node["app"])
+    client = local_client(node["app"])
     body = multipart([series[2].read_bytes(), other.read_bytes()])
     r = client.post(f"/dicom-web/studies/{study}", content=body, headers=HEADERS)
     assert r.status_code == 202
@@ -141,7 +146,7 @@ def test_stow_to_a_study_refuses_other_studies(node, series, tmp_path):
 
 
 def test_stow_media_types(node, series):
-    client = TestClient(node["app"])
+    client = local_client(node["app"])
     body = multipart([series[0].read_bytes()])
     r = client.post(
         "/dicom-web/studies", content=body, headers={"Content-Type": "application/dicom"}
@@ -161,7 +166,7 @@ def test_stow_over_the_size_limit_is_413_and_stores_nothing(node, series):
     settings = node["settings"].model_copy(deep=True)
     settings.web.max_request_mb = 0.01  # ~10 KiB: one 64x64 slice fits, three do not
     app = create_app(settings, lambda *a, **k: pytest.fail("must not store"), node["db"])
-    client = TestClient(app)
+    client = local_client(app)
     body = multipart([p.read_bytes() for p in series] * 2)
     r = client.post("/dicom-web/studies", content=body, headers=HEADERS)
     assert r.status_code == 413 and "max_request_mb" in r.text
@@ -175,7 +180,7 @@ def test_stow_over_the_size_limit_is_413_and_stores_nothing(node, series):
 
 
 def test_console_and_status(node, series):
-    client = TestClient(node["app"])
+    client = local_client(node["app"])
     client.post("/dicom-web/studies", content=multipart([series[0].read_bytes()]), headers=HEADERS)
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -190,7 +195,7 @@ def test_console_and_status(node, series):
 
 def test_console_without_database(tmp_path):
     app = create_app(Settings(), store=lambda *a, **k: 0, db=None)
-    page = TestClient(app).get("/")
+    page = local_client(app).get("/")
     assert page.status_code == 200 and "none configured" in page.text
 
 
@@ -201,7 +206,7 @@ def test_token_guards_every_route_but_healthz(node, series):
     settings.web.token = "s3cret-token-for-tests"
     stored = []
     app = create_app(settings, lambda data, ae, via="stow": stored.append(data) or 0, node["db"])
-    client = TestClient(app)
+    client = local_client(app)
     body = multipart([series[0].read_bytes()])
     for method, path in (("get", "/"), ("get", "/api/status"), ("get", "/metrics")):
         r = getattr(client, method)(path)

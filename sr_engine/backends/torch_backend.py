@@ -41,12 +41,13 @@ def _attrs(node: Any) -> dict[str, Any]:
 class OnnxTorchGraph:
     """An ONNX graph executed node by node with torch operations."""
 
-    def __init__(self, onnx_path: Path, device: str, dtype: Any) -> None:
+    def __init__(self, onnx_path: Path, device: str, dtype: Any, model: Any = None) -> None:
         import onnx
         import torch
         from onnx import numpy_helper
 
-        model = onnx.load(str(onnx_path))
+        if model is None:
+            model = onnx.load(str(onnx_path))
         g = model.graph
         unknown = sorted({n.op_type for n in g.node} - supported_ops())
         if unknown:
@@ -80,8 +81,9 @@ class OnnxTorchGraph:
         for name, k in last.items():  # drop activations after their last use: tiles are big
             if name != self.output_name:
                 self.free_after[k].append(name)
-        self.channels_last = self.device.type == "cuda"
-        for n in self.nodes:  # conv weights once in the layout cuDNN wants
+        # channels-last: the layout cuDNN's tensor cores and oneDNN's bf16 kernels want
+        self.channels_last = self.device.type == "cuda" or dtype == torch.bfloat16
+        for n in self.nodes:  # conv weights once in that layout
             if n.op_type == "Conv" and self.channels_last:
                 w = self.values[n.input[1]]
                 self.values[n.input[1]] = w.contiguous(memory_format=torch.channels_last)
@@ -276,10 +278,18 @@ def supported_ops() -> set[str]:
 
 
 class TorchBackend(Backend):
-    """``torch-cuda-fp16`` / ``torch-cuda-bf16`` / ``torch-cpu-fp32``."""
+    """``torch-cuda-fp16`` / ``torch-cuda-bf16`` / ``torch-cpu-fp32`` / ``torch-cpu-bf16``.
+
+    ``model``: an ONNX ``ModelProto`` to run instead of the file (a split trunk).
+    """
 
     def __init__(
-        self, onnx_path: Path, device: str = "cuda", dtype: str = "float16", threads: int = 0
+        self,
+        onnx_path: Path,
+        device: str = "cuda",
+        dtype: str = "float16",
+        threads: int = 0,
+        model: Any = None,
     ) -> None:
         try:
             import torch
@@ -298,7 +308,7 @@ class TorchBackend(Backend):
             if self.dtype == torch.float32:  # fp32 means fp32: no TF32 tensor-core rounding
                 torch.backends.cudnn.allow_tf32 = False
                 torch.backends.cuda.matmul.allow_tf32 = False
-        self.graph = OnnxTorchGraph(onnx_path, device, self.dtype)
+        self.graph = OnnxTorchGraph(onnx_path, device, self.dtype, model)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch

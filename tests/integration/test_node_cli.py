@@ -15,14 +15,12 @@ from tests.node_helpers import (
     SRNODE,
     STORESCP,
     STORESCU,
-    Proc,
     dest_config,
     free_port,
     received,
     start_storescp,
     storescu,
     wait_for,
-    wait_port,
     write_config,
     write_series,
 )
@@ -40,7 +38,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([SRNODE, *args], capture_output=True, text=True, timeout=60)
 
 
-def test_serve_from_flags_echo_status_and_aet(tmp_path):
+def test_serve_from_flags_echo_status_and_aet(tmp_path, srnode_node):
     card = write_test_model(tmp_path / "models")
     port, dport = free_port(), free_port()
     # only what flags cannot say goes in the environment: the test model, no web console
@@ -57,30 +55,25 @@ def test_serve_from_flags_echo_status_and_aet(tmp_path):
 
     env = dict(os.environ, TCP_NODELAY="1", **env_extra)
     scp = start_storescp(tmp_path / "out", dport, tmp_path / "storescp.log", ae="PACSOUT")
-    node = Proc(
-        [
-            SRNODE,
-            "serve",
-            "--config",
-            str(cfg),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--aet",
-            "SRX",
-            "--port",
-            str(port),
-            "--allow",
-            "PACS@127.0.0.1",
-            "--destination",
-            f"PACSOUT@127.0.0.1:{dport}",
-            "--stable-age",
-            "1",
-        ],
+    node = srnode_node(
         tmp_path / "node.log",
+        "--config",
+        str(cfg),
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--aet",
+        "SRX",
+        "--port",
+        str(port),
+        "--allow",
+        "PACS@127.0.0.1",
+        "--destination",
+        f"PACSOUT@127.0.0.1:{dport}",
+        "--stable-age",
+        "1",
         env=env,
     )
     try:
-        wait_port(port, 60, node)
         r = _run("echo", f"SRX@127.0.0.1:{port}", "--aet", "PACS")
         assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
         r = _run("echo", f"SRX@127.0.0.1:{port}", "--aet", "STRANGER")
@@ -125,7 +118,7 @@ def test_serve_from_flags_echo_status_and_aet(tmp_path):
         scp.close()
 
 
-def test_sigterm_lets_the_sending_association_finish(tmp_path):
+def test_sigterm_lets_the_sending_association_finish(tmp_path, srnode_node):
     card = write_test_model(tmp_path / "models")
     port = free_port()
     data = tmp_path / "data"
@@ -138,9 +131,8 @@ def test_sigterm_lets_the_sending_association_finish(tmp_path):
         stable_age=30,
     )
     _, series, files = write_series(tmp_path / "ct", "CT_small.dcm", 80)
-    node = Proc([SRNODE, "serve", "--config", str(cfg)], tmp_path / "node.log")
+    node = srnode_node(tmp_path / "node.log", "--config", str(cfg))
     try:
-        wait_port(port, 60, node)
         result: dict = {}
         sender = threading.Thread(target=lambda: result.update(r=storescu(port, files)))
         sender.start()
@@ -169,7 +161,7 @@ def test_sigterm_lets_the_sending_association_finish(tmp_path):
         node.close()
 
 
-def test_two_receiver_processes_share_the_port(tmp_path):
+def test_two_receiver_processes_share_the_port(tmp_path, srnode_node):
     """node.receivers = 2: associations spread over two processes, nothing lost, and both
     stop on SIGTERM."""
     import os
@@ -188,9 +180,8 @@ def test_two_receiver_processes_share_the_port(tmp_path):
     )
     env = dict(os.environ, TCP_NODELAY="1", SRNODE_NODE__RECEIVERS="2")
     scp = start_storescp(tmp_path / "out", dport, tmp_path / "storescp.log")
-    node = Proc([SRNODE, "serve", "--config", str(cfg)], tmp_path / "node.log", env=env)
+    node = srnode_node(tmp_path / "node.log", "--config", str(cfg), env=env)
     try:
-        wait_port(port, 60, node)
         wait_for(
             lambda: "2 receiver processes share port" in node.text(), 60, what="second receiver up"
         )

@@ -53,7 +53,7 @@ def node(tmp_path_factory):
     )
     out = t / "out"
     scp = start_storescp(out, dport, t / "storescp.log")
-    proc = start_node(cfg, t / "node.log", port)
+    proc = start_node(t / "node.log", "--config", str(cfg))
     yield {"t": t, "port": port, "out": out, "cfg": cfg, "proc": proc, "card": card}
     proc.close()
     scp.close()
@@ -92,7 +92,7 @@ def test_ct_and_mr_series_come_back_derived_with_provenance(node):
     for ds in got.values():
         assert ds.SOPInstanceUID not in src  # new UIDs
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-        assert "[SR x2]" in str(ds.SeriesDescription)
+        assert "[AI SR x2]" in str(ds.SeriesDescription)
         assert "ContributingEquipmentSequence" in ds
         assert "DerivationCodeSequence" in ds
         ref = str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID)
@@ -119,6 +119,12 @@ def test_ct_and_mr_series_come_back_derived_with_provenance(node):
         what="jobs done in srnode status",
     )
     assert {j["modality"] for j in st["jobs"] if j["state"] == "done"} >= {"CT", "MR"}
+    # bounded disk: once every destination has them, the derived files and the received
+    # ones go, and so do their folders (derived.keep and spool.keep_after_export are off)
+    data = t / "data"
+    for series in (ct_series, mr_series):
+        assert not (data / "derived" / str(series)).exists()
+    assert not (data / "spool" / study).exists()
 
 
 def test_unknown_calling_ae_is_rejected_and_audited(node):
@@ -141,7 +147,7 @@ def test_unknown_calling_ae_is_rejected_and_audited(node):
     )
     assert ok.returncode == 0, ok.stderr
     from dicom_node.config import load_settings
-    from dicom_node.db import AuditEvent, Database
+    from dicom_node.jobs.db import AuditEvent, Database
 
     d = Database.from_settings(load_settings(node["cfg"], env={}))
     try:
@@ -236,7 +242,7 @@ def test_resent_instances_are_idempotent(node):
     )
     assert len(got) == 2
     from dicom_node.config import load_settings
-    from dicom_node.db import Database, Instance, Series
+    from dicom_node.jobs.db import Database, Instance, Series
 
     d = Database.from_settings(load_settings(node["cfg"], env={}))
     try:

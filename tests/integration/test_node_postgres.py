@@ -8,10 +8,8 @@ import shutil
 import pytest
 
 from tests.node_helpers import (
-    SRNODE,
     STORESCP,
     STORESCU,
-    Proc,
     dest_config,
     free_port,
     pg_database,
@@ -56,8 +54,8 @@ def test_serve_and_worker_share_a_postgresql_queue(tmp_path, pg_url):
         database_url=pg_url,
     )
     scp = start_storescp(tmp_path / "out", dport, tmp_path / "storescp.log")
-    node = start_node(cfg, tmp_path / "node.log", port)
-    worker = Proc([SRNODE, "worker", "--config", str(cfg)], tmp_path / "worker.log")
+    node = start_node(tmp_path / "node.log", "--config", str(cfg))
+    worker = start_node(tmp_path / "worker.log", "--config", str(cfg), command="worker")
     try:
         studies = []
         files = []
@@ -82,7 +80,7 @@ def test_serve_and_worker_share_a_postgresql_queue(tmp_path, pg_url):
             what="12 derived instances",
         )
         assert len(got) == 12
-        from dicom_node.db import Database, Export, Job
+        from dicom_node.jobs.db import Database, Export, Job
 
         d = Database(pg_url)
         try:

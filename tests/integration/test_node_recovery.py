@@ -40,7 +40,7 @@ pytestmark = [
 def _expected_derived_uids(files: list[Path], card: Path) -> set[str]:
     """The SOPInstanceUIDs an uninterrupted run produces (same engine, same settings)."""
     from dicom_node.config import DeriveSettings
-    from dicom_node.process import enhance_instance
+    from dicom_node.derive.process import enhance_instance
     from sr_engine.engine import Engine
 
     engine = Engine.load(card, backend="onnxruntime", threads=1)
@@ -81,7 +81,7 @@ def test_kill_9_while_processing_then_restart_sends_everything_once(tmp_path):
     assert len(expected) == 40
 
     scp = start_storescp(tmp_path / "out", dport, tmp_path / "storescp.log")
-    node = start_node(cfg, tmp_path / "node1.log", port)
+    node = start_node(tmp_path / "node1.log", "--config", str(cfg))
     try:
         assert storescu(port, files).returncode == 0
         derived_dir = data / "derived" / series
@@ -97,7 +97,7 @@ def test_kill_9_while_processing_then_restart_sends_everything_once(tmp_path):
         assert done_before < 40
         assert _db_rows(data / "srnode.db", "SELECT state FROM jobs") == [("processing",)]
 
-        node = start_node(cfg, tmp_path / "node2.log", port)
+        node = start_node(tmp_path / "node2.log", "--config", str(cfg))
 
         def all_there():
             got = {
@@ -142,7 +142,7 @@ def test_destination_down_then_up_gets_everything_and_status_shows_retries(tmp_p
         stable_age=1.0,
     )
     study, _, files = write_series(tmp_path / "ct", "CT_small.dcm", 3)
-    node = start_node(cfg, tmp_path / "node.log", port)
+    node = start_node(tmp_path / "node.log", "--config", str(cfg))
     scp = None
     try:
         t_sent = time.monotonic()

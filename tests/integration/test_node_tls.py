@@ -3,6 +3,7 @@ the CA signed gets in; one without TLS does not."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -13,8 +14,8 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_node.config import Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
 from tests.node_helpers import free_port, write_series
 
@@ -83,7 +84,7 @@ def pki(tmp_path):
 
 
 def test_tls_association_stores_and_plain_one_fails(tmp_path, pki):
-    from dicom_node.scp import StorageSCP
+    from dicom_node.receive.scp import StorageSCP
 
     port = free_port()
     s = Settings.model_validate(
@@ -97,6 +98,8 @@ def test_tls_association_stores_and_plain_one_fails(tmp_path, pki):
                 "tls_ca": str(pki / "ca.pem"),
                 "acse_timeout": 5,
                 "network_timeout": 5,
+                # tests/run.sh runs this once more with the fast path off
+                "fast_receive": os.environ.get("SRNODE_NODE__FAST_RECEIVE", "true"),
             },
             "allow": [{"ae_title": "PACS", "host": "127.0.0.1"}],
         }

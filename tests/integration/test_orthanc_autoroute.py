@@ -56,14 +56,14 @@ def _uids(paths) -> set[str]:
 
 
 def test_stable_series_go_to_srnode_and_derived_never_do(tmp_path):
-    ct = peers.write_series(tmp_path / "ct", "CT", n=3, size=128)
+    ct = peers.write_phantom_series(tmp_path / "ct", "CT", n=3, size=128)
     study = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
-    mr = peers.write_series(tmp_path / "mr", "MR", n=2, study_uid=study)
+    mr = peers.write_phantom_series(tmp_path / "mr", "MR", n=2, study_uid=study)
     with (
         peers.storescp(tmp_path / "srnode", aet="SRNODE") as srnode,
         peers.orthanc(tmp_path / "orthanc", stable_age=1, srnode=f"127.0.0.1:{srnode.port}") as o,
     ):
-        peers.storescu(o.dicom_port, ct + mr, called_ae="ORTHANC", calling_ae="MODALITY")
+        peers.storescu(o.dicom_port, ct + mr, "MODALITY", called_ae="ORTHANC", check=True)
         got = srnode.wait_for(len(ct) + len(mr), timeout=60)
         assert _uids(got) == _uids(ct + mr)
         by_series = {}
@@ -75,9 +75,9 @@ def test_stable_series_go_to_srnode_and_derived_never_do(tmp_path):
         tagged = _derived_copy(ct, tmp_path / "d1", equipment=True, description=True)
         by_desc = _derived_copy(mr, tmp_path / "d2", equipment=False, description=True)
         by_ae = _derived_copy(ct, tmp_path / "d3", equipment=False, description=False)
-        peers.storescu(o.dicom_port, tagged, called_ae="ORTHANC", calling_ae="SRNODE")
-        peers.storescu(o.dicom_port, by_desc, called_ae="ORTHANC", calling_ae="OTHER")
-        peers.storescu(o.dicom_port, by_ae, called_ae="ORTHANC", calling_ae="SRNODE")
+        peers.storescu(o.dicom_port, tagged, "SRNODE", called_ae="ORTHANC", check=True)
+        peers.storescu(o.dicom_port, by_desc, "OTHER", called_ae="ORTHANC", check=True)
+        peers.storescu(o.dicom_port, by_ae, "SRNODE", called_ae="ORTHANC", check=True)
         client = o.client()
         for p in tagged[:1]:  # and once over REST (no RemoteAET at all)
             fresh = pydicom.dcmread(p)
@@ -134,13 +134,13 @@ def test_run_sh_starts_and_stops(tmp_path):
 
 
 def test_send_job_is_retried_until_srnode_is_up(tmp_path):
-    ct = peers.write_series(tmp_path / "ct", "CT", n=2, size=64)
+    ct = peers.write_phantom_series(tmp_path / "ct", "CT", n=2, size=64)
     port = peers.free_port()  # nothing listens there yet
     retry = {"RetryDelay": 1, "RetryMaxDelay": 2, "RetryAttempts": 30}
     with peers.orthanc(
         tmp_path / "orthanc", stable_age=1, srnode=f"127.0.0.1:{port}", autoroute_settings=retry
     ) as o:
-        peers.storescu(o.dicom_port, ct, called_ae="ORTHANC", calling_ae="MODALITY")
+        peers.storescu(o.dicom_port, ct, "MODALITY", called_ae="ORTHANC", check=True)
         peers.wait_until(lambda: "failed, retry 1" in o.log(), 60, what="first failure")
         with peers.storescp(tmp_path / "srnode", aet="SRNODE", port=port) as srnode:
             got = srnode.wait_for(len(ct), timeout=60)

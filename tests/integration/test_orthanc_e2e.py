@@ -16,8 +16,7 @@ import pydicom
 import pytest
 
 from tests import pacs_peers as peers
-from tests.node_helpers import SRNODE as SRNODE_BIN
-from tests.node_helpers import Proc, nodelay_env, write_config
+from tests.node_helpers import start_node, write_config
 from tests.onnx_models import write_test_model
 
 pytestmark = [
@@ -38,9 +37,9 @@ def loop(request, tmp_path_factory):
     way_back = request.param
     t = tmp_path_factory.mktemp(f"e2e-{way_back}")
     card = write_test_model(t / "models")
-    ct = peers.write_series(t / "ct", "CT", n=CT_SLICES, size=512)
+    ct = peers.write_phantom_series(t / "ct", "CT", n=CT_SLICES, size=512)
     study = str(pydicom.dcmread(ct[0], stop_before_pixels=True).StudyInstanceUID)
-    mr = peers.write_series(t / "mr", "MR", n=MR_SLICES, size=128, study_uid=study)
+    mr = peers.write_phantom_series(t / "mr", "MR", n=MR_SLICES, size=128, study_uid=study)
     node_port = peers.free_port()
     with peers.orthanc(t / "orthanc", stable_age=1, srnode=f"127.0.0.1:{node_port}") as o:
         if way_back == "dimse":
@@ -58,10 +57,9 @@ def loop(request, tmp_path_factory):
             allow=[("ORTHANC", "127.0.0.1")],
             stable_age=1.0,
         )
-        node = Proc([SRNODE_BIN, "serve", "--config", str(cfg)], t / "node.log", nodelay_env())
+        node = start_node(t / "node.log", "--config", str(cfg))
         try:
-            peers.wait_node_started(node)
-            peers.storescu(o.dicom_port, ct + mr, called_ae="ORTHANC", calling_ae="MODALITY")
+            peers.storescu(o.dicom_port, ct + mr, "MODALITY", called_ae="ORTHANC", check=True)
             client = o.client()
             try:
                 peers.wait_until(

@@ -8,10 +8,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_node.config import Destination, Settings
-from dicom_node.db import Database
-from dicom_node.ingest import Ingestor
-from dicom_node.pull import PullError, pull
+from dicom_node.config import DimseDestination, Settings, StowDestination
+from dicom_node.jobs.db import Database
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.pull import PullError, pull
 from dicom_node.spool import Spool
 from tests import pacs_peers as peers
 from tests.node_helpers import SRNODE, write_config
@@ -29,9 +29,9 @@ pytestmark = [
 def pacs(tmp_path_factory):
     """Orthanc holding one study (CT 3 slices + MR 2 slices), SRNODE -> a storescp."""
     t = tmp_path_factory.mktemp("pull")
-    ct = peers.write_series(t / "ct", "CT", n=3, size=64)
+    ct = peers.write_phantom_series(t / "ct", "CT", n=3, size=64)
     study = str(pydicom.dcmread(ct[0]).StudyInstanceUID)
-    mr = peers.write_series(t / "mr", "MR", n=2, study_uid=study)
+    mr = peers.write_phantom_series(t / "mr", "MR", n=2, study_uid=study)
     with (
         peers.storescp(t / "moved", aet="SRNODE") as scp,
         peers.orthanc(t / "orthanc", srnode=f"127.0.0.1:{scp.port}", autoroute=False) as o,
@@ -62,7 +62,7 @@ def spooled(spool: Spool) -> set[str]:
 
 def test_pull_by_wado_rs(pacs, node):
     ingestor, spool = node
-    dest = Destination(name="WEB", kind="stow", url=pacs["orthanc"].dicomweb)
+    dest = StowDestination(name="WEB", kind="stow", url=pacs["orthanc"].dicomweb)
     result = pull(dest, pacs["study"], ingestor.store)
     assert (result.method, result.series, result.stored, result.failed) == ("wado", 2, 5, [])
     assert spooled(spool) == sops(pacs["ct"] + pacs["mr"])
@@ -74,7 +74,7 @@ def test_pull_by_wado_rs(pacs, node):
 def test_pull_by_c_get(pacs, node):
     ingestor, spool = node
     o = pacs["orthanc"]
-    dest = Destination(name="PACS", ae_title="ORTHANC", host="127.0.0.1", port=o.dicom_port)
+    dest = DimseDestination(name="PACS", ae_title="ORTHANC", host="127.0.0.1", port=o.dicom_port)
     result = pull(dest, pacs["study"], ingestor.store, calling_ae="SRNODE")
     assert (result.method, result.stored, result.failed) == ("cget", 5, [])
     assert spooled(spool) == sops(pacs["ct"] + pacs["mr"])
@@ -82,7 +82,7 @@ def test_pull_by_c_get(pacs, node):
 
 def test_pull_by_c_move_to_our_ae(pacs):
     o = pacs["orthanc"]
-    dest = Destination(name="PACS", ae_title="ORTHANC", host="127.0.0.1", port=o.dicom_port)
+    dest = DimseDestination(name="PACS", ae_title="ORTHANC", host="127.0.0.1", port=o.dicom_port)
     ct_series = str(pydicom.dcmread(pacs["ct"][0]).SeriesInstanceUID)
     result = pull(
         dest, pacs["study"], lambda *a, **k: 0, series_uids=[ct_series], method="move",
@@ -96,11 +96,11 @@ def test_unknown_study_and_unreachable_peer(pacs, node):
     ingestor, _ = node
     o = pacs["orthanc"]
     with pytest.raises(PullError, match="no matching series"):
-        pull(Destination(name="W", kind="stow", url=o.dicomweb), "1.2.3.4.5", ingestor.store)
-    dimse = Destination(name="P", ae_title="ORTHANC", host="127.0.0.1", port=o.dicom_port)
+        pull(StowDestination(name="W", kind="stow", url=o.dicomweb), "1.2.3.4.5", ingestor.store)
+    dimse = DimseDestination(name="P", ae_title="ORTHANC", host="127.0.0.1", port=o.dicom_port)
     with pytest.raises(PullError, match="not found|refused"):
         pull(dimse, "1.2.3.4.5", ingestor.store, calling_ae="SRNODE")
-    down = Destination(name="D", ae_title="X", host="127.0.0.1", port=peers.free_port())
+    down = DimseDestination(name="D", ae_title="X", host="127.0.0.1", port=peers.free_port())
     with pytest.raises(PullError):
         pull(down, pacs["study"], ingestor.store)
 

@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from tests import pacs_peers as peers
-from tests.node_helpers import SRNODE, Proc, nodelay_env, write_config
+from tests.node_helpers import nodelay_env, start_node, write_config
 from tests.onnx_models import write_test_model
 
 pytestmark = [
@@ -23,7 +23,7 @@ pytestmark = [
 
 def test_orthanc_stows_a_study_to_srnode_and_gets_the_derived_series(tmp_path):
     card = write_test_model(tmp_path / "models")
-    ct = peers.write_series(tmp_path / "ct", "CT", n=2, size=128)
+    ct = peers.write_phantom_series(tmp_path / "ct", "CT", n=2, size=128)
     study = str(pydicom.dcmread(ct[0]).StudyInstanceUID)
     node_port, web_port = peers.free_port(), peers.free_port()
     stow_root = f"http://127.0.0.1:{web_port}/dicom-web/"
@@ -50,9 +50,8 @@ def test_orthanc_stows_a_study_to_srnode_and_gets_the_derived_series(tmp_path):
         env.update(
             SRNODE_WEB__ENABLED="true", SRNODE_WEB__PORT=str(web_port), SRNODE_WEB__TOKEN=token
         )
-        node = Proc([SRNODE, "serve", "--config", str(cfg)], tmp_path / "node.log", env)
+        node = start_node(tmp_path / "node.log", "--config", str(cfg), env=env)
         try:
-            peers.wait_node_started(node)
             peers.wait_port(web_port, 30)
             client = o.client()
             for p in ct:

@@ -1,0 +1,184 @@
+"""Admin commands: ``srnode status``, ``jobs retry`` and ``echo`` (the live configuration:
+``aet``, ``admin``, ``config``, is in :mod:`dicom_node.cli.live`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from dicom_node.cli.service import (
+    ConfigOpt,
+    DataDirOpt,
+    _ago,
+    _db,
+    _fail,
+    _settings_or_exit,
+    parse_destination,
+)
+from dicom_node.config import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the admin commands to the root app."""
+    _status(app)
+    _jobs(app)
+    _echo(app)
+
+
+def _status(app: typer.Typer) -> None:
+    """srnode status."""
+
+    @app.command()
+    def status(
+        config: Path | None = ConfigOpt,
+        data_dir: Path | None = DataDirOpt,
+        limit: int = typer.Option(15, "--limit", "-n", help="recent jobs to show"),
+        as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+    ) -> None:
+        """Queue, recent jobs and destination retries."""
+        s = _settings_or_exit(config=config, data_dir=data_dir)
+        d = _db(s)
+        try:
+            counts = d.queue_counts()
+            jobs = d.recent_jobs(limit)
+            exports = d.export_rows(only_open=False)[:50]
+        finally:
+            d.close()
+        from dicom_node.receive.reserve import DiskReserve
+
+        disk = DiskReserve(s.node.data_dir, s.storage.min_free_gb)
+        if as_json:
+            out = {"queue": counts, "jobs": jobs, "exports": exports, "disk": disk.status()}
+            typer.echo(json.dumps(out, default=str))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        con = Console(width=160)
+        con.print("queue: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
+        con.print(disk.describe(), markup=False)
+        t = Table(title="recent jobs")
+        for col in (
+            "id",
+            "state",
+            "modality",
+            "series",
+            "att",
+            "derived",
+            "updated",
+            "reason / last error",
+        ):
+            t.add_column(col, overflow="fold")
+        for j in jobs:
+            t.add_row(
+                str(j["id"]),
+                j["state"],
+                j["modality"] or "-",
+                j["series_uid"],
+                str(j["attempts"]),
+                str(j["derived_count"]),
+                _ago(j["updated_at"]),
+                (j["last_error"] or j["reason"] or "")[:120],
+            )
+        con.print(t)
+        open_exports = [e for e in exports if e["state"] != "done" or e["attempts"] > 1]
+        t = Table(title="destination retries")
+        for col in (
+            "job",
+            "destination",
+            "state",
+            "attempts",
+            "sent",
+            "left",
+            "next attempt",
+            "last error",
+        ):
+            t.add_column(col, overflow="fold")
+        for e in open_exports:
+            t.add_row(
+                str(e["job_id"]),
+                e["destination"],
+                e["state"],
+                str(e["attempts"]),
+                str(e["sent_count"]),
+                str(len(json.loads(e["pending"] or "[]"))),
+                _ago(e["next_attempt_at"]) if e["state"] == "pending" else "-",
+                (e["last_error"] or "")[:100],
+            )
+        con.print(t)
+
+
+def _jobs(app: typer.Typer) -> None:
+    """srnode jobs retry."""
+
+    jobs_app = typer.Typer(help="Job administration.", no_args_is_help=True)
+    app.add_typer(jobs_app, name="jobs")
+
+    @jobs_app.command("retry")
+    def jobs_retry(
+        job_id: int | None = typer.Argument(None, help="job id (see srnode status)"),
+        failed: bool = typer.Option(False, "--failed", help="every failed job"),
+        config: Path | None = ConfigOpt,
+        data_dir: Path | None = DataDirOpt,
+    ) -> None:
+        """Queue a job (or with --failed, every failed job) again: fresh attempts, every
+        destination."""
+        if (job_id is None) == (not failed):
+            _fail("give a job id or --failed")
+        s = _settings_or_exit(config=config, data_dir=data_dir)
+        d = _db(s)
+        try:
+            from dicom_node.jobs.states import Jobs
+
+            ids = Jobs(d).retry_failed() if failed else [job_id] if Jobs(d).retry(job_id) else []
+        finally:
+            d.close()
+        if failed:
+            typer.echo(f"{len(ids)} failed job(s) queued again")
+            return
+        if not ids:
+            _fail(f"no job {job_id}")
+        typer.echo(f"job {job_id} queued again")
+
+
+def _echo(app: typer.Typer) -> None:
+    """srnode echo."""
+
+    @app.command()
+    def echo(
+        target: str = typer.Argument(..., help="AE@HOST:PORT"),
+        aet: str = typer.Option("SRNODE", "--aet", help="our (calling) AE title"),
+        timeout: float = typer.Option(10.0, "--timeout"),
+    ) -> None:
+        """C-ECHO a DICOM peer."""
+        from pynetdicom import AE
+        from pynetdicom.sop_class import Verification
+
+        from dicom_node.net import scu_handlers
+
+        try:
+            p = parse_destination(target)
+        except ConfigError as e:
+            _fail(str(e).removeprefix("config: destinations: "))
+        ae = AE(ae_title=aet)
+        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout
+        ae.add_requested_context(Verification)
+        t0 = time.monotonic()
+        assoc = ae.associate(
+            p["host"],
+            p["port"],
+            ae_title=p["ae_title"],
+            evt_handlers=scu_handlers(),
+        )
+        if not assoc.is_established:
+            why = "rejected" if assoc.is_rejected else "no association"
+            _fail(f"echo {target}: {why}")
+        st = assoc.send_c_echo()
+        assoc.release()
+        code = getattr(st, "Status", None)
+        if code != 0:
+            _fail(f"echo {target}: status {code}")
+        typer.echo(f"echo {target}: ok in {(time.monotonic() - t0) * 1000:.0f} ms")

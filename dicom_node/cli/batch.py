@@ -1,0 +1,437 @@
+"""``srnode models`` and ``srnode enhance``: batch super-resolution without a PACS.
+
+``srnode enhance INPUT... --out DIR`` reads DICOM files and folders (recursively), runs
+each image instance through :func:`dicom_node.derive.process.enhance_instance` (the same code
+the node's worker runs) and writes one derived file per input instance as
+``DIR/<derived SeriesInstanceUID>/<derived SOPInstanceUID>.dcm``. Files that are not
+DICOM, and DICOM objects without pixel data (SR, presentation states, DICOMDIR), are
+skipped; images that cannot be processed are listed with the reason and the rest go on.
+
+Exit status: 0 all images done, 1 some failed, 2 usage error (bad option, no such
+input, unknown model, backend unavailable).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dicom_node.config import ConfigError, DeriveSettings, load_settings
+from dicom_node.derive.process import enhance_instance, save_derived
+from dicom_node.jobs.engines import EngineCache
+from sr_engine.errors import BackendUnavailable, SrEngineError, UnsupportedInput
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+class UsageError(Exception):
+    """A problem with the command line itself (exit status 2)."""
+
+
+@dataclass
+class Failure:
+    path: Path
+    reason: str
+
+    def __post_init__(self) -> None:  # one line per failure, whatever the exception said
+        lines = [line.strip() for line in str(self.reason).splitlines() if line.strip()]
+        self.reason = "; ".join(lines)
+
+
+@dataclass
+class BatchReport:
+    """What one ``srnode enhance`` run did; printed as the closing summary."""
+
+    out_dir: Path
+    written: list[Path] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    skipped: list[Failure] = field(default_factory=list)  # not DICOM / no pixel data
+    series: set[str] = field(default_factory=set)  # derived SeriesInstanceUIDs
+    models: set[str] = field(default_factory=set)  # "name version (backend)"
+    worst_rmse: float | None = None
+    worst_max_abs: float | None = None
+    seconds: float = 0.0
+    consistency: bool = True  # whether the projection step ran
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failures else 0
+
+    def note_consistency(self, res: Any) -> None:
+        rmse = getattr(res, "consistency_rmse", None)
+        worst = getattr(res, "consistency_max_abs", None)
+        if rmse is not None:
+            self.worst_rmse = max(float(rmse), self.worst_rmse or 0.0)
+        if worst is not None:
+            self.worst_max_abs = max(float(worst), self.worst_max_abs or 0.0)
+
+
+# -- inputs -----------------------------------------------------------------------------
+
+
+def iter_input_files(inputs: Iterable[Path]) -> Iterator[Path]:
+    """Files named on the command line, and every file under named folders (sorted,
+    hidden files and folders left out)."""
+    seen: set[Path] = set()
+    for root in inputs:
+        if not root.exists():
+            raise UsageError(f"input {root} does not exist")
+        if root.is_file():
+            candidates: Iterable[Path] = [root]
+        else:
+            candidates = sorted(
+                p
+                for p in root.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(root).parts)
+            )
+        for p in candidates:
+            key = p.resolve()
+            if key not in seen:
+                seen.add(key)
+                yield p
+
+
+def _looks_like_bare_dataset(path: Path) -> bool:
+    """A DICOM data set without preamble and file meta starts with a group 0002 or 0008
+    element (little endian), as some PACS exports and old tools write them."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return head[:2] in (b"\x02\x00", b"\x08\x00") and len(head) == 4
+
+
+def _read(path: Path) -> Any:
+    """The dataset; None for files that are not DICOM; the exception for damaged ones."""
+    try:
+        return dcmread(path)
+    except (InvalidDicomError, EOFError, IsADirectoryError):
+        if not _looks_like_bare_dataset(path):
+            return None
+        try:
+            ds = dcmread(path, force=True)
+        except Exception:  # noqa: BLE001 - then it is not DICOM after all
+            return None
+        if "SOPClassUID" not in ds:
+            return None
+        implicit, little = ds.original_encoding
+        if little is not False and "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta.TransferSyntaxUID = (
+                ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+            )
+        return ds
+    except Exception as e:  # noqa: BLE001 - a damaged file is a failure with a reason
+        log.debug("could not read %s: %s", path, e)
+        return e
+
+
+# -- engines ----------------------------------------------------------------------------
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+def output_path(out_dir: Path, ds: Any) -> Path:
+    return out_dir / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+
+
+def run_enhance(
+    inputs: list[Path],
+    out_dir: Path,
+    engines: EngineCache,
+    settings: DeriveSettings,
+    console: Console | None = None,
+    progress: bool = True,
+) -> BatchReport:
+    """Enhance every image instance under ``inputs`` into ``out_dir``; never raises for
+    one bad file (it goes into ``report.failures``)."""
+    console = console or Console(stderr=True)
+    report = BatchReport(out_dir=out_dir, consistency=settings.data_consistency)
+    files = list(iter_input_files(inputs))
+    start = time.perf_counter()
+    bar = Progress(
+        TextColumn("[bold]enhance"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[name]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not (progress and console.is_terminal),
+    )
+    with bar:
+        task = bar.add_task("enhance", total=len(files), name="")
+        for path in files:
+            bar.update(task, name=path.name[:40])
+            _one(path, out_dir, engines, settings, report)
+            bar.advance(task)
+    report.seconds = time.perf_counter() - start
+    not_dicom = sum(1 for f in report.skipped if f.reason == "not a DICOM file")
+    if not_dicom == len(files):
+        where = ", ".join(str(p) for p in inputs)
+        seen = f" ({not_dicom} other file(s))" if not_dicom else ""
+        raise UsageError(f"no DICOM files in {where}{seen}")
+    return report
+
+
+def _one(
+    path: Path,
+    out_dir: Path,
+    engines: EngineCache,
+    settings: DeriveSettings,
+    report: BatchReport,
+) -> None:
+    ds = _read(path)
+    if ds is None:
+        report.skipped.append(Failure(path, "not a DICOM file"))
+        return
+    if isinstance(ds, Exception):
+        report.failures.append(Failure(path, f"unreadable DICOM file: {ds}"))
+        return
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        report.skipped.append(Failure(path, "no pixel data (not an image)"))
+        return
+    modality = str(ds.get("Modality", "") or "OT")
+    try:
+        engine = engines.for_modality(modality)
+    except BackendUnavailable as e:  # the chosen backend cannot run here: usage error
+        raise UsageError(str(e)) from None
+    except (SrEngineError, OSError, LookupError, ValueError) as e:
+        if engines.model is not None:  # the named model itself is unusable: usage error
+            raise UsageError(str(e)) from None
+        report.failures.append(Failure(path, f"no model for modality {modality}: {e}"))
+        return
+    try:
+        out, res = enhance_instance(ds, engine, settings)
+        target = save_derived(out, output_path(out_dir, out))
+    except UnsupportedInput as e:
+        report.failures.append(Failure(path, str(e)))
+        return
+    except Exception as e:  # noqa: BLE001 - one bad file never stops the batch
+        log.debug("enhance failed for %s", path, exc_info=True)
+        report.failures.append(Failure(path, f"{type(e).__name__}: {e}"))
+        return
+    report.written.append(target)
+    report.series.add(str(out.SeriesInstanceUID))
+    card = engine.card
+    report.models.add(f"{card.name} {card.version} ({getattr(engine, 'backend_name', '?')})")
+    report.note_consistency(res)
+    log.debug(
+        "derived %s -> series %s instance %s",
+        ds.SOPInstanceUID,
+        out.SeriesInstanceUID,
+        out.SOPInstanceUID,
+    )
+
+
+def print_summary(report: BatchReport, console: Console) -> None:
+    n_ok, n_bad = len(report.written), len(report.failures)
+    not_dicom = sum(1 for s in report.skipped if s.reason == "not a DICOM file")
+    no_pixels = len(report.skipped) - not_dicom
+    line = (
+        f"[bold]{n_ok}[/] file(s) written in [bold]{len(report.series)}[/] series "
+        f"to {escape(str(report.out_dir))} in {report.seconds:.1f} s"
+    )
+    if n_bad:
+        line += f"; [red]{n_bad} failed[/]"
+    if not_dicom:
+        line += f"; {not_dicom} non-DICOM file(s) skipped"
+    if no_pixels:
+        line += f"; {no_pixels} DICOM object(s) without pixel data skipped"
+    console.print(line)
+    if report.models:
+        console.print("model: " + ", ".join(sorted(report.models)))
+    if report.worst_rmse is not None:
+        label = "worst" if report.consistency else "data consistency off; worst measured"
+        worst = f"{label} data-consistency error: RMSE {report.worst_rmse:.3f}"
+        if report.worst_max_abs is not None:
+            worst += f", max {report.worst_max_abs:.3f}"
+        console.print(worst + " stored units")
+    if report.failures:
+        console.print(f"[red]not processed ({n_bad}):[/]")
+        for f in report.failures:
+            console.print(f"  {f.path}: {f.reason}", markup=False, highlight=False)
+
+
+# -- typer commands ---------------------------------------------------------------------
+
+
+def _settings(config: Path | None) -> Any:
+    try:
+        return load_settings(config)
+    except ConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
+def models_command(
+    model_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model-dir", metavar="DIR", help="Extra folder with model cards (repeatable)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="srnode.toml (default: embedded)."),
+    ] = None,
+) -> None:
+    """List the model cards srnode can use (bundled and from model folders)."""
+    from sr_engine.registry import list_models
+
+    settings = _settings(config)
+    dirs = tuple(settings.engine.model_dirs) + tuple(model_dir or ())
+    try:
+        found = list_models(model_dirs=dirs)
+    except SrEngineError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    console = Console(soft_wrap=True)
+    if not found:
+        console.print(
+            "no models found" + (f" (searched {', '.join(map(str, dirs))})" if dirs else "")
+        )
+        return
+    rows = [("name", "version", "scale", "modalities", "architecture", "intensity", "sha256")]
+    for card, _path in found:
+        rows.append(
+            (
+                card.name,
+                card.version,
+                f"x{card.scale}",
+                ",".join(card.modalities) or "any",
+                card.architecture.name,
+                card.intensity.model,
+                card.short_sha,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        line = "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        console.print(line, markup=False, highlight=False)
+    console.print("cards:", markup=False, highlight=False)
+    for card, path in found:
+        console.print(f"  {card.name}: {path}", markup=False, highlight=False)
+
+
+def enhance_command(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="INPUT",
+            help="DICOM files or folders (searched recursively).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", metavar="DIR", help="Output folder for the derived files."),
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="MODEL",
+            help="Bundled model name or card path (default: by modality).",
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend", "-b", metavar="NAME", help="auto | onnxruntime | tensorrt | torch."
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", "-t", min=0, metavar="N", help="CPU threads (0 = all)."),
+    ] = None,
+    model_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model-dir", metavar="DIR", help="Extra folder with model cards (repeatable)."
+        ),
+    ] = None,
+    consistency: Annotated[
+        bool,
+        typer.Option(
+            "--consistency/--no-consistency", help="Data-consistency projection (default on)."
+        ),
+    ] = True,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="srnode.toml (default: embedded)."),
+    ] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+) -> None:
+    """Super-resolve DICOM files into a derived series each, without a PACS."""
+    settings = _settings(config)
+    chosen_backend = backend or settings.engine.backend
+    if chosen_backend not in BACKENDS:
+        typer.echo(
+            f"error: --backend must be one of {', '.join(BACKENDS)}, not {chosen_backend!r}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    derive = settings.derive.model_copy(
+        update={"data_consistency": consistency and settings.derive.data_consistency}
+    )
+    dirs = tuple(settings.engine.model_dirs) + tuple(model_dir or ())
+    engines = EngineCache(
+        model=model,
+        backend=chosen_backend,
+        threads=settings.engine.threads if threads is None else threads,
+        model_dirs=dirs,
+    )
+    err = Console(stderr=True)
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; give a folder for the derived series")
+        if model is not None:  # fail fast, before touching any file
+            engines.for_modality("OT")
+        else:
+            from sr_engine.registry import list_models
+
+            if not list_models(model_dirs=dirs):
+                raise UsageError("no models installed; pass --model NAME or a card path")
+        report = run_enhance(list(inputs), out, engines, derive, err, progress=not no_progress)
+    except UsageError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    except SrEngineError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engines.close()
+    print_summary(report, Console(soft_wrap=True, highlight=False))
+    raise typer.Exit(report.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the batch commands to the root app."""
+    app.command("models")(models_command)
+    app.command("enhance")(enhance_command)

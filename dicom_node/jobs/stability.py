@@ -1,0 +1,91 @@
+"""When is a series complete, and what is done with it.
+
+A series is complete when no instance of it arrived for ``stable_age`` seconds, or as soon
+as its expected instance count (ImagesInAcquisition, where the sender gives it) is reached.
+Completion is decided from the database (``series.last_received``), so it survives a
+restart: after one, the first tick completes whatever went quiet meanwhile.
+
+Completing a series makes a job in state ``received``; routing then moves it to
+``queued`` (enhance) or ``skipped`` (ignored / no route / derived by srnode, with the
+reason). Both steps are conditional updates, so several processes on one database never
+make two jobs for one completion.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dicom_node.jobs.db import Database
+from dicom_node.jobs.errors import describe
+from dicom_node.jobs.routing import SeriesFacts, decide
+from dicom_node.jobs.states import Jobs, JobState
+from dicom_node.metrics import count_routed
+
+log = logging.getLogger(__name__)
+
+
+def complete_stable_series(db: Database, stable_age: float, now: float | None = None) -> list[int]:
+    """Mark quiet (or full) receiving series complete and make a job for each; job ids."""
+    return Jobs(db).complete_stable_series(stable_age, now)
+
+
+def route_received_jobs(db: Database, settings: Any) -> list[int]:
+    """Decide every ``received`` job: ``queued`` or ``skipped``. Returns the queued ids."""
+    jobs = Jobs(db)
+    queued: list[int] = []
+    names = [d.name for d in settings.destinations]
+    for r in jobs.received():
+        facts = _facts(r)
+        try:
+            d = decide(settings.routes, facts, names)
+        except Exception as e:  # a bad rule must not stop the node
+            log.error("routing failed for series=%s: %s", r.series_uid, describe(e))
+            d = None
+            state, reason, route, model, dests = (
+                JobState.SKIPPED,
+                f"routing error: {describe(e)}",
+                None,
+                None,
+                [],
+            )
+        if d is not None:
+            state = JobState.QUEUED if d.action == "enhance" else JobState.SKIPPED
+            count_routed(d.action, d.route)
+            reason, route, model, dests = d.reason, d.route, d.model, list(d.destinations)
+        if not jobs.route(r.id, state, reason, route, model, dests):
+            continue
+        log.info(
+            "series complete study=%s series=%s modality=%s instances=%d -> job %d %s (%s)",
+            r.study_uid,
+            r.series_uid,
+            r.modality,
+            r.instance_count,
+            r.id,
+            state,
+            reason,
+        )
+        if state == JobState.QUEUED:
+            queued.append(r.id)
+    return queued
+
+
+def _facts(r: Any) -> SeriesFacts:
+    """The series' routing snapshot; series received before there was one (schema 1)
+    have their facts in columns."""
+    if r.routing:
+        return SeriesFacts.from_json(r.routing)
+    return SeriesFacts(
+        modality=r.modality or "",
+        body_part=r.body_part or "",
+        series_description=r.series_description or "",
+        study_description=r.study_description or "",
+        calling_ae=r.calling_ae or "",
+        derived_by_srnode=bool(r.derived_by_srnode),
+    )
+
+
+def tick(db: Database, settings: Any, now: float | None = None) -> list[int]:
+    """One scheduler tick: complete stable series, route their jobs; queued job ids."""
+    complete_stable_series(db, settings.scheduler.stable_age, now)
+    return route_received_jobs(db, settings)

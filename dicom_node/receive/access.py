@@ -1,0 +1,156 @@
+"""Who may associate: calling AE titles from the config's ``[[allow]]`` and the database
+(``srnode aet add``), optionally bound to a host; refusals are logged and audited."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pynetdicom import AE
+from pynetdicom.association import Association
+
+from dicom_node.metrics import ASSOCIATIONS_REJECTED
+
+log = logging.getLogger(__name__)
+
+REJECT_REASON = "calling AE title not recognised"
+
+
+def _resolve(host: str) -> set[str]:
+    try:
+        ipaddress.ip_address(host)
+        return {host}
+    except ValueError:
+        pass
+    try:
+        return {ai[4][0] for ai in socket.getaddrinfo(host, None)}
+    except OSError:
+        return set()
+
+
+class Allowlist:
+    """Calling AE titles (optionally bound to a host) from the config and the database."""
+
+    def __init__(
+        self,
+        static: Iterable[tuple[str, str | None]],
+        dynamic: Callable[[], Iterable[tuple[str, str]]] | None = None,
+        refresh: float = 5.0,
+    ) -> None:
+        self._static = [(ae.strip(), host or None) for ae, host in static]
+        self._dynamic = dynamic
+        self._refresh = refresh
+        self._cache: list[tuple[str, str | None]] = []
+        self._loaded = 0.0
+        self._lock = threading.Lock()
+        self._hosts: dict[str, tuple[float, set[str]]] = {}
+
+    def entries(self) -> list[tuple[str, str | None]]:
+        if self._dynamic is not None and time.monotonic() - self._loaded > self._refresh:
+            with self._lock:
+                try:
+                    self._cache = [(a.strip(), h or None) for a, h in self._dynamic()]
+                except Exception:  # keep the last good list if the DB hiccups
+                    log.exception("could not read AE titles from the database")
+                self._loaded = time.monotonic()
+        return self._static + self._cache
+
+    def _host_ips(self, host: str) -> set[str]:
+        hit = self._hosts.get(host)
+        if hit is None or time.monotonic() - hit[0] > 60:
+            hit = (time.monotonic(), _resolve(host))
+            self._hosts[host] = hit
+        return hit[1]
+
+    def allows(self, ae_title: str, address: str | None) -> bool:
+        ae_title = ae_title.strip()
+        for ae, host in self.entries():
+            if ae != ae_title:
+                continue
+            if host is None or host in ("*", ""):
+                return True
+            if address is not None and (address == host or address in self._host_ips(host)):
+                return True
+        return False
+
+
+_VERIFICATION = "1.2.840.10008.1.1"
+
+
+def _echo_only(assoc: Association) -> bool:
+    try:
+        cxs = assoc.requestor.requested_contexts
+        return bool(cxs) and all(str(c.abstract_syntax) == _VERIFICATION for c in cxs)
+    except Exception:
+        return False
+
+
+class NodeAE(AE):
+    """An AE whose calling-AE check also looks at the peer's address and audits refusals.
+
+    pynetdicom reads ``require_calling_aet`` while negotiating in the association's own
+    thread, so the property can see who is asking.
+    """
+
+    allowlist: Allowlist
+    on_reject: Callable[[str, str | None], None] | None = None
+    #: the node's disk reserve (receive.reserve.DiskReserve); below it, no new association
+    reserve: Any = None
+
+    @property  # type: ignore[override]
+    def maximum_associations(self) -> int:
+        """pynetdicom reads this while negotiating, in the association's thread: 0 while
+        the disk is below the reserve, so the association is rejected (transient,
+        local limit exceeded) and the sender retries later. Associations that only ask
+        for Verification (C-ECHO) are still accepted: monitoring sees the node alive."""
+        r = self.reserve
+        if r is not None and r.low():
+            assoc = threading.current_thread()
+            if isinstance(assoc, Association) and _echo_only(assoc):
+                return self._maximum_associations
+            if isinstance(assoc, Association) and not getattr(assoc, "_srnode_full", False):
+                assoc._srnode_full = True  # type: ignore[attr-defined]
+                log.warning(
+                    "association from %s refused: free disk space below storage.min_free_gb",
+                    assoc.requestor.address,
+                )
+            return 0
+        return self._maximum_associations
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
+
+    @property  # type: ignore[override]
+    def require_calling_aet(self) -> list[str]:
+        assoc = threading.current_thread()
+        if not isinstance(assoc, Association) or assoc.requestor.primitive is None:
+            return []
+        decided = getattr(assoc, "_srnode_allowed", None)
+        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
+        if decided is None:
+            address = assoc.requestor.address
+            decided = self.allowlist.allows(calling, address)
+            assoc._srnode_allowed = decided  # type: ignore[attr-defined]
+            if not decided:
+                ASSOCIATIONS_REJECTED.inc()
+                log.warning(
+                    "association rejected: %s from %s (%s)", calling, address, REJECT_REASON
+                )
+                if self.on_reject is not None:
+                    try:
+                        self.on_reject(calling, address)
+                    except Exception:
+                        log.exception("could not audit a rejected association")
+        # an empty string can never equal a calling AE title: pynetdicom then rejects
+        # with result 0x01, source 0x01, reason 0x03 (calling AE title not recognised)
+        return [calling] if decided else [""]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, value: list[str]) -> None:  # pragma: no cover - unused
+        pass

@@ -1,0 +1,1 @@
+"""The web side: the FastAPI app (STOW-RS endpoint, /api, console page, /metrics)."""

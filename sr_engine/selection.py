@@ -1,0 +1,417 @@
+"""``backend = "auto"``: the fastest path on this host that passes the fidelity gate.
+
+At the first load of a model on a host, :func:`select_backend` loads every candidate
+path (:func:`candidate_names`: ONNX Runtime fp32, OpenVINO fp32, bf16 and fp16 where the
+CPU has them, PyTorch CPU bf16, CUDA and TensorRT where present), times them on the
+card's tile shape (a real calibration tile, ``card.tile.batch`` tiles per call,
+candidates alternated, medians),
+runs each through the whole engine on the calibration slices against ONNX Runtime fp32
+(:mod:`sr_engine.fidelity`), drops those failing the gate and keeps the fastest of the
+rest. The choice is cached in a JSON file per (CPU model and flags, model sha256, tile,
+threads, candidate set and library versions) and logged in one line; later loads read it.
+
+:func:`bench_candidates` measures afresh and returns the whole table (for
+``srnode models --bench``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from sr_engine.backends import (
+    REDUCED_PRECISION_CPU,
+    Backend,
+    create_backend,
+    cuda_usable,
+    tensorrt_usable,
+    torch_usable,
+)
+from sr_engine.cpu import cpu_flags, cpu_model, resolve_threads, vector_isa
+from sr_engine.errors import BackendUnavailable
+from sr_engine.fidelity import FidelityResult, calibration_slices, compare, enhance_slices
+from sr_engine.intensity import IntensityMap
+from sr_engine.model_card import ModelCard
+from sr_engine.tiling import pad_reflect
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "engine-backends.json"
+REFERENCE = "onnxruntime"
+SLICE_EDGE = 512  # the per-slice column of the table: one 512 x 512 slice
+
+
+def default_cache_dir() -> Path:
+    """``$SRNODE_CACHE_DIR``, else ``$XDG_CACHE_HOME/srnode``, else ``~/.cache/srnode``."""
+    if os.environ.get("SRNODE_CACHE_DIR"):
+        return Path(os.environ["SRNODE_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "srnode"
+
+
+def candidate_names(all_paths: bool = False) -> list[str]:
+    """The paths ``auto`` measures here, the fp32 reference first. ``all_paths`` adds
+    PyTorch CPU fp32 (never faster than ONNX Runtime, slow to time) for the bench table."""
+    from sr_engine.backends.openvino_backend import bf16_native, fp16_native, openvino_usable
+
+    names = [REFERENCE]
+    bf16 = bf16_native()
+    if openvino_usable() is None:
+        names += ["openvino-fp32"] + (["openvino-bf16"] if bf16 else [])
+        names += ["openvino-fp16"] if fp16_native() else []
+    if torch_usable() is None:
+        names += (["torch-cpu-fp32"] if all_paths else []) + (["torch-cpu-bf16"] if bf16 else [])
+        if cuda_usable() is None:
+            names += ["torch-cuda-fp16", "torch-cuda-bf16", "torch-cuda-fp32"]
+    if tensorrt_usable() is None:
+        names.append("tensorrt")
+    return names
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def host_facts(threads: int) -> dict:
+    return {
+        "cpu": cpu_model(),
+        "isa": vector_isa(),
+        "flags_sha256": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest(),
+        "threads": threads,
+    }
+
+
+def cache_key(card: ModelCard, threads: int, names: list[str], purpose: str = "auto") -> str:
+    """What a cached choice depends on, hashed: CPU model and flags, the weights, the
+    tile, the threads, the candidate set, the library versions and the gate."""
+    facts = {
+        "purpose": purpose,
+        **host_facts(threads),
+        "sha256": card.sha256,
+        "tile": [card.tile.size, card.tile.overlap, card.tile.batch],
+        "candidates": names,
+        "versions": {p: _version(p) for p in ("onnxruntime", "openvino", "torch", "tensorrt")},
+        "gate": card.fidelity_gate().model_dump(),
+    }
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class Candidate:
+    """One row of the table. Times are medians; ``ratio`` is speed vs ONNX Runtime fp32."""
+
+    name: str
+    ms_per_call: float | None = None  # card.tile.batch tiles of card.tile.size^2
+    ms_per_tile: float | None = None
+    ms_per_slice: float | None = None  # a 512^2 slice, from the per-pixel time of a tile
+    ratio: float | None = None
+    p999: float | None = None
+    max: float | None = None
+    unit: str = "stored"
+    passed: bool = False
+    gated: bool = False  # False: not run on the calibration slices (slower than the choice)
+    chosen: bool = False
+    note: str = ""  # why unavailable or refused
+
+
+@dataclass
+class Selection:
+    model: str
+    sha256: str
+    host: dict
+    tile: list[int]
+    chosen: str
+    rows: list[Candidate] = field(default_factory=list)
+    cached: bool = False
+    measured_at: str = ""
+
+    def row(self, name: str) -> Candidate | None:
+        return next((r for r in self.rows if r.name == name), None)
+
+    def summary(self) -> str:
+        """One line: what ``auto`` chose and why."""
+        r = self.row(self.chosen)
+        speed = f"{r.ms_per_slice:.0f} ms per {SLICE_EDGE}² slice, " if r and r.ms_per_slice else ""
+        ratio = f"{r.ratio:.2f}x {REFERENCE}, " if r and r.ratio else ""
+        fid = f"fidelity p99.9 {_fmt(r.p999, r.unit)} max {_fmt(r.max, r.unit)}" if r else ""
+        return (
+            f"engine: auto chose {self.chosen} for {self.model} (sha256 {self.sha256[:12]}) on "
+            f"{self.host['cpu']} [{self.host['isa']}], {self.host['threads']} threads, tile "
+            f"{self.tile[0]}: {speed}{ratio}{fid} ({'cached' if self.cached else 'measured'})"
+        )
+
+    def table(self) -> str:
+        """The candidate table as Markdown."""
+        b, size = self.tile[2], self.tile[0]
+        lines = [
+            f"{self.model} (sha256 {self.sha256[:12]}) on {self.host['cpu']} "
+            f"[{self.host['isa']}], {self.host['threads']} threads; tile {size}² x {b} per call"
+            + (f"; measured {self.measured_at}" if self.measured_at else ""),
+            "",
+            f"| path | ms per tile | ms per {SLICE_EDGE}² slice | vs {REFERENCE} | "
+            "fidelity p99.9 | fidelity max | gate | chosen |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            if r.ms_per_tile is None:
+                lines.append(f"| {r.name} | – | – | – | – | – | {r.note or 'unavailable'} | |")
+                continue
+            gate = ("pass" if r.passed else "FAIL") if r.gated else "not needed"
+            lines.append(
+                f"| {r.name} | {r.ms_per_tile:.0f} | {r.ms_per_slice:.0f} | {r.ratio:.2f}x | "
+                f"{_fmt(r.p999, r.unit)} | {_fmt(r.max, r.unit)} | {gate} | "
+                f"{'**yes**' if r.chosen else ''} |"
+            )
+        return "\n".join(lines)
+
+
+def _fmt(v: float | None, unit: str) -> str:
+    if v is None:
+        return "–"
+    return f"{100 * v:.3f} %" if unit == "range" else f"{v:.2f}"
+
+
+# -- measuring ---------------------------------------------------------------------------
+def _timing_input(card: ModelCard) -> np.ndarray:
+    """``card.tile.batch`` real tiles of ``card.tile.size``² in the network's range."""
+    slices = calibration_slices(card)
+    size = card.tile.size
+    tiles = []
+    for k in range(card.tile.batch):
+        s = slices[k % len(slices)]
+        x = IntensityMap.fit(card.intensity, s.meta, s.pixels).forward(s.pixels)
+        tiles.append(pad_reflect(x, max(size, x.shape[0]), max(size, x.shape[1]))[:size, :size])
+    return np.stack(tiles)[:, None].astype(np.float32)
+
+
+def _per_slice_factor(card: ModelCard, card_path: Path, backend: Backend) -> float:
+    """Input pixels a 512² slice costs (tiles with overlap) over those of one tile."""
+    from sr_engine.engine import Engine
+
+    plan = Engine(card, card_path, backend).plan(SLICE_EDGE, SLICE_EDGE)
+    return plan.count * plan.shape[0] * plan.shape[1] / card.tile.size**2
+
+
+def measure(
+    card: ModelCard,
+    card_path: Path,
+    names: list[str],
+    threads: int,
+    repeats: int = 3,
+    keep: bool = True,
+    gate_all: bool = True,
+) -> tuple[list[Candidate], dict[str, Backend]]:
+    """Time and gate the paths in ``names`` (the reference first). ``gate_all`` False:
+    gate from the fastest down and stop at the first that passes (what ``auto`` needs).
+    Returns the rows and the loaded backends of the paths that passed (``keep``), the
+    others closed."""
+    backends: dict[str, Backend] = {}
+    rows = {n: Candidate(n, unit=card.fidelity_gate().unit) for n in names}
+    for n in names:
+        try:
+            backends[n] = create_backend(n, card, card.weights_path(card_path), threads)
+        except BackendUnavailable as e:
+            rows[n].note = str(e).removeprefix(f"backend {n}: ")
+            log.info("auto: %s", e)
+    if REFERENCE not in backends:
+        raise BackendUnavailable(f"backend {REFERENCE}: {rows[REFERENCE].note}")
+    x = _timing_input(card)
+    times: dict[str, list[float]] = {n: [] for n in backends}
+    for n, be in list(backends.items()):  # warm-up: compiles, kernel selection
+        try:
+            be.run(x)
+        except Exception as e:  # a backend that loads but cannot run this graph
+            rows[n].note = f"run failed: {type(e).__name__}: {e}".splitlines()[0]
+            backends.pop(n).close()
+            times.pop(n)
+    timing = list(backends)
+    for _ in range(repeats):  # alternate: a burst of load elsewhere hits all alike
+        for n in timing:
+            t = time.perf_counter()
+            backends[n].run(x)
+            times[n].append((time.perf_counter() - t) * 1000)
+        best = min(min(times[n]) for n in timing)  # paths 2x slower than the best cannot
+        timing = [n for n in timing if min(times[n]) <= 2 * best]  # win: stop timing them
+    slices = calibration_slices(card)
+    reference = enhance_slices(card, card_path, backends[REFERENCE], slices)
+    factor = _per_slice_factor(card, card_path, backends[REFERENCE])
+    ref_ms = statistics.median(times[REFERENCE])
+    for n in backends:
+        r = rows[n]
+        r.ms_per_call = statistics.median(times[n])
+        r.ms_per_tile = r.ms_per_call / card.tile.batch
+        r.ms_per_slice = r.ms_per_tile * factor
+        r.ratio = ref_ms / r.ms_per_call
+    for n in sorted(backends, key=lambda n: rows[n].ms_per_call):
+        r = rows[n]
+        out = reference if n == REFERENCE else enhance_slices(card, card_path, backends[n], slices)
+        fid: FidelityResult = compare(card, reference, out, slices)
+        r.p999, r.max, r.passed, r.gated = fid.p999, fid.max, fid.passed, True
+        if not r.passed:
+            r.note = "over the fidelity gate"
+        elif not gate_all:
+            break
+    for n in [n for n in backends if not rows[n].passed or not keep]:
+        backends.pop(n).close()
+    return [rows[n] for n in names], backends
+
+
+def _choose(rows: list[Candidate]) -> str:
+    ok = [r for r in rows if r.passed and r.ms_per_call is not None]
+    best = min(ok, key=lambda r: r.ms_per_call)  # the reference always passes
+    best.chosen = True
+    return best.name
+
+
+# -- the cache -----------------------------------------------------------------------
+def _cache_path(cache_dir: Path | None) -> Path:
+    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / CACHE_FILE
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(path: Path, key: str, entry: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = _read_cache(path)
+        data[key] = entry
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home: measure again next time, never fail a load
+        log.warning("auto: cannot write the backend cache %s: %s", path, e)
+
+
+def _selection_from(entry: dict) -> Selection:
+    rows = [Candidate(**r) for r in entry.get("rows", [])]
+    return Selection(**{**entry, "rows": rows, "cached": True})
+
+
+# -- entry points --------------------------------------------------------------------
+def select_backend(
+    card: ModelCard,
+    card_path: Path,
+    threads: int = 0,
+    cache_dir: Path | None = None,
+    names: list[str] | None = None,
+) -> tuple[Backend, Selection]:
+    """The backend ``auto`` resolves to, loaded, and the table behind the choice."""
+    threads = resolve_threads(threads)
+    names = names or candidate_names()
+    key = cache_key(card, threads, names)
+    path = _cache_path(cache_dir)
+    entry = _read_cache(path).get(key)
+    if entry is not None:
+        sel = _selection_from(entry)
+        try:
+            be = create_backend(sel.chosen, card, card.weights_path(card_path), threads)
+        except BackendUnavailable as e:
+            log.warning("auto: cached choice %s cannot load (%s): measuring again", sel.chosen, e)
+        else:
+            log.info("%s", sel.summary())
+            return be, sel
+    sel, backends = _measure_selection(card, card_path, names, threads, keep=True, gate_all=False)
+    _write_cache(path, key, _entry(sel))
+    for n, be in backends.items():
+        if n != sel.chosen:
+            be.close()
+    log.info("%s", sel.summary())
+    return backends[sel.chosen], sel
+
+
+def _measure_selection(
+    card: ModelCard, card_path: Path, names: list[str], threads: int, keep: bool, gate_all: bool
+) -> tuple[Selection, dict[str, Backend]]:
+    rows, backends = measure(card, card_path, names, threads, keep=keep, gate_all=gate_all)
+    chosen = _choose(rows)
+    sel = Selection(
+        model=card.name,
+        sha256=card.sha256,
+        host=host_facts(threads),
+        tile=[card.tile.size, card.tile.overlap, card.tile.batch],
+        chosen=chosen,
+        rows=rows,
+        measured_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    )
+    return sel, backends
+
+
+def _entry(sel: Selection) -> dict:
+    d = asdict(sel)
+    d.pop("cached")
+    return d
+
+
+def bench_candidates(
+    model: str | Path,
+    threads: int = 0,
+    model_dirs: tuple[Path, ...] | list[Path] = (),
+    cache_dir: Path | None = None,
+    all_paths: bool = True,
+) -> Selection:
+    """Measure and gate every path for ``model`` now (no cache read) and return the table
+    (``.table()`` Markdown, ``.rows``, ``.chosen``). The result also refreshes the cached
+    choice of ``auto`` for the same candidate set."""
+    from sr_engine.model_card import load_card
+    from sr_engine.registry import resolve_model
+
+    card_path = resolve_model(model, model_dirs)
+    card = load_card(card_path, verify=True)
+    threads = resolve_threads(threads)
+    names = candidate_names(all_paths=all_paths)
+    sel, _ = _measure_selection(card, card_path, names, threads, keep=False, gate_all=True)
+    auto_names = candidate_names()
+    if names == auto_names:
+        _write_cache(_cache_path(cache_dir), cache_key(card, threads, names), _entry(sel))
+    return sel
+
+
+def check_gate(
+    name: str,
+    backend: Backend,
+    card: ModelCard,
+    card_path: Path,
+    threads: int = 0,
+    cache_dir: Path | None = None,
+) -> None:
+    """Raise BackendUnavailable if a configured reduced-precision CPU path fails the gate
+    (the result is cached like ``auto``'s choice). Other paths pass through."""
+    if name not in REDUCED_PRECISION_CPU:
+        return
+    threads = resolve_threads(threads)
+    key = cache_key(card, threads, [name], purpose="gate")
+    path = _cache_path(cache_dir)
+    entry = _read_cache(path).get(key)
+    if entry is None:
+        slices = calibration_slices(card)
+        ref = create_backend(REFERENCE, card, card.weights_path(card_path), threads)
+        try:
+            reference = enhance_slices(card, card_path, ref, slices)
+        finally:
+            ref.close()
+        fid = compare(card, reference, enhance_slices(card, card_path, backend, slices), slices)
+        entry = {"p999": fid.p999, "max": fid.max, "passed": fid.passed, "text": fid.describe()}
+        _write_cache(path, key, entry)
+    if not entry["passed"]:
+        raise BackendUnavailable(
+            f"backend {name}: fails the fidelity gate of {card.name} against fp32 "
+            f"({entry['text']}; allowed {card.fidelity_gate().model_dump()})"
+        )
