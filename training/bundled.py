@@ -264,13 +264,15 @@ def export_finetuned(
     datasets = info.get("datasets", [])
     prev_sources = prev.get("training_data", {}).get("datasets", [])
     licences = sorted({d.get("license", "") for d in [*datasets, *prev_sources]} - {""})
+    cfg = info.get("config", {})
     history = list(prev.get("training_data", {}).get("history", []))
     history.append({
         "step": f"fine-tuned from {prev['name']} {prev['version']} (sha256 {prev['sha256'][:12]})",
         "command": command, "device": info.get("device"), "iterations": info.get("iters"),
         "batch": info.get("batch"), "patch": info.get("patch"),
         "lr": info.get("config", {}).get("lr"), "wall_s": info.get("wall_s"),
-        "bf16_autocast": info.get("amp_bf16"), "channels_last": info.get("channels_last"),
+        "bf16_autocast": info.get("amp_bf16", cfg.get("amp") == "on"),
+        "channels_last": info.get("channels_last", cfg.get("channels_last") == "on"),
     })  # fmt: skip
     extra = {
         "prepare_command": prepare_command,

@@ -37,15 +37,13 @@ def _csv(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-PREPARE_HELP = """Gather the training data into prepared datasets, split by slabs/subjects.
-
-From Debian packages: Colin27 MRI (mricron-data) and the InVesalius head CT
-(invesalius-examples). From the cache folder (--cache): pyradiomics 3.0.1 chest CT and
-brain MR, pycortex 1.4.0 T1 MR, Debian heudiconv's Siemens mosaics, and radiograph-like
-DRRs of every CT. Nothing is downloaded: fill the cache once with
-
-    {fill}
-"""
+PREPARE_HELP = (
+    "Gather the training data into prepared datasets, split by slabs/subjects.\n\n"
+    "From Debian packages: Colin27 MRI (mricron-data) and the InVesalius head CT "
+    "(invesalius-examples). From the cache folder (--cache): pyradiomics 3.0.1 chest CT and "
+    "brain MR, pycortex 1.4.0 T1 MR, Debian heudiconv's Siemens mosaics, and radiograph-like "
+    "DRRs of every CT. Nothing is downloaded: fill the cache once with\n\n{fill}"
+)
 
 
 @train_app.command(help=PREPARE_HELP.format(fill=FILL_CACHE_COMMAND))
