@@ -36,12 +36,12 @@ from pydicom.dataset import Dataset
 from dicom_node.config import DeriveSettings
 from dicom_node.derive.instance import derive_instance
 from dicom_node.derive.pixels import read_pixels
-from dicom_node.derive.process import EngineLike, _combine, uid_variant
+from dicom_node.derive.process import EngineLike, combine_frames, uid_variant
 from sr_engine.meta import PixelMeta, rescale_varies
 
 S = TypeVar("S")
 
-GROUP = 8  # instances per enhance_many call: 512² slices fill several backend batches
+GROUP = 4  # instances per enhance_many call (a stop waits for at most one group)
 _POLL = 0.5  # seconds between checks of the stop flag / calls of ``on_wait``
 
 
@@ -236,7 +236,7 @@ def _set_result(o: Outcome, results: list[Any]) -> None:
     if not o.per_frame:
         o.result = results[0]
     else:
-        o.result = _combine(results, np.stack([np.asarray(r.pixels) for r in results]))
+        o.result = combine_frames(results, np.stack([np.asarray(r.pixels) for r in results]))
 
 
 def _infer(group: list[Outcome], consistency: bool) -> None:
