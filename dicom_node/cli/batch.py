@@ -337,7 +337,7 @@ def models_command(
     name: Annotated[
         str | None,
         typer.Argument(
-            metavar="[NAME]",
+            metavar="NAME",
             help="With --bench: only this model (name or card path).",
             show_default=False,
         ),
