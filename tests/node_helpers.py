@@ -160,6 +160,8 @@ def write_config(
         lines.append("[[destinations]]")
         lines += [f"{k} = {v!r}".replace("'", '"') for k, v in d.items()]
     lines += ["[[routes]]", 'name = "all"', f'model = "{model_card}"']
+    if "[storage]" not in extra:  # the disk reserve is tested on its own (a small tmpfs)
+        lines += ["[storage]", "min_free_gb = 0"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 

@@ -47,11 +47,19 @@ def _status(app: typer.Typer) -> None:
             exports = d.export_rows(only_open=False)[:50]
         finally:
             d.close()
+        from dicom_node.jobs.engines import cached_choices, node_cache_dir
         from dicom_node.receive.reserve import DiskReserve
 
         disk = DiskReserve(s.node.data_dir, s.storage.min_free_gb)
+        engines = cached_choices(node_cache_dir(s.node.data_dir))
         if as_json:
-            out = {"queue": counts, "jobs": jobs, "exports": exports, "disk": disk.status()}
+            out = {
+                "queue": counts,
+                "jobs": jobs,
+                "exports": exports,
+                "disk": disk.status(),
+                "engines": engines,
+            }
             typer.echo(json.dumps(out, default=str))
             return
         from rich.console import Console
@@ -60,6 +68,14 @@ def _status(app: typer.Typer) -> None:
         con = Console(width=160)
         con.print("queue: " + "  ".join(f"{k} {v}" for k, v in counts.items()))
         con.print(disk.describe(), markup=False)
+        for e in engines:
+            con.print(
+                f"engine: {e['model']} (sha256 {e['sha256']}) on {e['backend']}, chosen by "
+                f"auto on {e['cpu']}, {e['threads']} threads, tile {e['tile']} "
+                f"({e['measured_at']})",
+                markup=False,
+                highlight=False,
+            )
         t = Table(title="recent jobs")
         for col in (
             "id",

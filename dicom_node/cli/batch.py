@@ -1,8 +1,8 @@
 """``srnode models`` and ``srnode enhance``: batch super-resolution without a PACS.
 
 ``srnode enhance INPUT... --out DIR`` reads DICOM files and folders (recursively), runs
-each image instance through :func:`dicom_node.derive.process.enhance_instance` (the same code
-the node's worker runs) and writes one derived file per input instance as
+each image instance through :func:`dicom_node.derive.pipeline.enhance_stream` (the same
+pipeline the node's worker runs) and writes one derived file per input instance as
 ``DIR/<derived SeriesInstanceUID>/<derived SOPInstanceUID>.dcm``. Files that are not
 DICOM, and DICOM objects without pixel data (SR, presentation states, DICOMDIR), are
 skipped; images that cannot be processed are listed with the reason and the rest go on.
@@ -36,7 +36,6 @@ from rich.progress import (
 )
 
 from dicom_node.config import ConfigError, DeriveSettings, load_settings
-from dicom_node.derive.process import enhance_instance, save_derived
 from dicom_node.jobs.engines import EngineCache
 from sr_engine.errors import BackendUnavailable, SrEngineError, UnsupportedInput
 
@@ -158,6 +157,18 @@ def output_path(out_dir: Path, ds: Any) -> Path:
     return out_dir / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
 
 
+class _Skip(Exception):
+    """Not for the engine: not DICOM, or no pixel data (a skip, not a failure)."""
+
+
+class _Unreadable(Exception):
+    """A damaged DICOM file (a failure of that file only)."""
+
+
+class _NoModel(Exception):
+    """No model for this instance's modality (a failure of that file only)."""
+
+
 def run_enhance(
     inputs: list[Path],
     out_dir: Path,
@@ -167,7 +178,12 @@ def run_enhance(
     progress: bool = True,
 ) -> BatchReport:
     """Enhance every image instance under ``inputs`` into ``out_dir``; never raises for
-    one bad file (it goes into ``report.failures``)."""
+    one bad file (it goes into ``report.failures``). Files go through the same pipeline
+    as the node's worker (:func:`dicom_node.derive.pipeline.enhance_stream`)."""
+    from contextlib import closing
+
+    from dicom_node.derive.pipeline import enhance_stream
+
     console = console or Console(stderr=True)
     report = BatchReport(out_dir=out_dir, consistency=settings.data_consistency)
     files = list(iter_input_files(inputs))
@@ -183,11 +199,12 @@ def run_enhance(
         transient=True,
         disable=not (progress and console.is_terminal),
     )
-    with bar:
+    stream = enhance_stream(files, _load, lambda ds: _engine_for(ds, engines), settings)
+    with bar, closing(stream):
         task = bar.add_task("enhance", total=len(files), name="")
-        for path in files:
-            bar.update(task, name=path.name[:40])
-            _one(path, out_dir, engines, settings, report)
+        for o in stream:
+            bar.update(task, name=o.source.name[:40])
+            _record(o, out_dir, report)
             bar.advance(task)
     report.seconds = time.perf_counter() - start
     not_dicom = sum(1 for f in report.skipped if f.reason == "not a DICOM file")
@@ -198,51 +215,57 @@ def run_enhance(
     return report
 
 
-def _one(
-    path: Path,
-    out_dir: Path,
-    engines: EngineCache,
-    settings: DeriveSettings,
-    report: BatchReport,
-) -> None:
+def _load(path: Path) -> Any:
+    """The dataset of an image instance; raises _Skip or _Unreadable."""
     ds = _read(path)
     if ds is None:
-        report.skipped.append(Failure(path, "not a DICOM file"))
-        return
+        raise _Skip("not a DICOM file")
     if isinstance(ds, Exception):
-        report.failures.append(Failure(path, f"unreadable DICOM file: {ds}"))
-        return
+        raise _Unreadable(f"unreadable DICOM file: {ds}")
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        report.skipped.append(Failure(path, "no pixel data (not an image)"))
-        return
+        raise _Skip("no pixel data (not an image)")
+    return ds
+
+
+def _engine_for(ds: Any, engines: EngineCache) -> Any:
     modality = str(ds.get("Modality", "") or "OT")
     try:
-        engine = engines.for_modality(modality)
+        return engines.for_modality(modality)
     except BackendUnavailable as e:  # the chosen backend cannot run here: usage error
         raise UsageError(str(e)) from None
     except (SrEngineError, OSError, LookupError, ValueError) as e:
         if engines.model is not None:  # the named model itself is unusable: usage error
             raise UsageError(str(e)) from None
-        report.failures.append(Failure(path, f"no model for modality {modality}: {e}"))
+        raise _NoModel(f"no model for modality {modality}: {e}") from None
+
+
+def _record(o: Any, out_dir: Path, report: BatchReport) -> None:
+    """One outcome of the pipeline into the report (and its file into ``out_dir``)."""
+    path, e = o.source, o.error
+    if isinstance(e, UsageError):
+        raise e
+    if isinstance(e, _Skip):
+        report.skipped.append(Failure(path, str(e)))
         return
-    try:
-        out, res = enhance_instance(ds, engine, settings)
-        target = save_derived(out, output_path(out_dir, out))
-    except UnsupportedInput as e:
+    if isinstance(e, UnsupportedInput | _Unreadable | _NoModel):
         report.failures.append(Failure(path, str(e)))
         return
-    except Exception as e:  # noqa: BLE001 - one bad file never stops the batch
-        log.debug("enhance failed for %s", path, exc_info=True)
+    if e is not None:  # one bad file never stops the batch
+        log.debug("enhance failed for %s", path, exc_info=e)
         report.failures.append(Failure(path, f"{type(e).__name__}: {e}"))
         return
+    out, engine = o.out, o.engine
+    target = output_path(out_dir, out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(o.data)
     report.written.append(target)
     report.series.add(str(out.SeriesInstanceUID))
     card = engine.card
     report.models.add(f"{card.name} {card.version} ({getattr(engine, 'backend_name', '?')})")
-    report.note_consistency(res)
+    report.note_consistency(o.result)
     log.debug(
         "derived %s -> series %s instance %s",
-        ds.SOPInstanceUID,
+        o.ds.SOPInstanceUID,
         out.SeriesInstanceUID,
         out.SOPInstanceUID,
     )
@@ -299,12 +322,39 @@ def models_command(
         Path | None,
         typer.Option("--config", "-c", metavar="FILE", help="srnode.toml (default: embedded)."),
     ] = None,
+    bench: Annotated[
+        bool,
+        typer.Option(
+            "--bench",
+            help="Time and gate every backend path on this host (minutes per model) and "
+            'print the table behind the choice of backend = "auto".',
+        ),
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", "-t", min=0, metavar="N", help="CPU threads (0 = all)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="NAME",
+            help="With --bench: only this model (name or card path).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """List the model cards srnode can use (bundled and from model folders)."""
+    """List the model cards srnode can use (bundled and from model folders); with --bench,
+    measure the backends for them on this host."""
     from sr_engine.registry import list_models
 
     settings = _settings(config)
     dirs = tuple(settings.engine.model_dirs) + tuple(model_dir or ())
+    if bench or name is not None:
+        if not bench:
+            typer.echo("error: NAME is for --bench (srnode models --bench NAME)", err=True)
+            raise typer.Exit(2)
+        n = settings.engine.threads if threads is None else threads
+        raise typer.Exit(_bench_models(name, dirs, n))
     try:
         found = list_models(model_dirs=dirs)
     except SrEngineError as e:
@@ -336,6 +386,44 @@ def models_command(
     console.print("cards:", markup=False, highlight=False)
     for card, path in found:
         console.print(f"  {card.name}: {path}", markup=False, highlight=False)
+
+
+def _bench_models(name: str | None, dirs: tuple[Path, ...], threads: int) -> int:
+    """``srnode models --bench``: the candidate table per model, measured now; the result
+    also refreshes the cached choice of ``auto`` (in the user's cache folder)."""
+    from sr_engine.registry import list_models
+    from sr_engine.selection import bench_candidates
+
+    err = Console(stderr=True, highlight=False)
+    out = Console(soft_wrap=True, highlight=False)
+    try:
+        targets: list[str | Path] = (
+            [name] if name is not None else [p for _, p in list_models(model_dirs=dirs)]
+        )
+    except SrEngineError as e:
+        typer.echo(f"error: {e}", err=True)
+        return 2
+    if not targets:
+        typer.echo("error: no models found", err=True)
+        return 2
+    for i, target in enumerate(targets, 1):
+        label = Path(target).stem if str(target).endswith(".json") else str(target)
+        err.print(
+            f"[{i}/{len(targets)}] {label}: timing and gating every backend path "
+            "(this takes minutes) ...",
+            markup=False,
+        )
+        t0 = time.perf_counter()
+        try:
+            sel = bench_candidates(target, threads=threads, model_dirs=dirs)
+        except SrEngineError as e:
+            typer.echo(f"error: {label}: {e}", err=True)
+            return 2
+        err.print(f"[{i}/{len(targets)}] {label}: done in {time.perf_counter() - t0:.0f} s")
+        out.print(sel.table(), markup=False)
+        out.print(f"auto: {sel.chosen}", markup=False)
+        out.print()
+    return 0
 
 
 def enhance_command(

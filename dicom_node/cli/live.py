@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         else:
             password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
         s = _settings_or_exit(config=config, data_dir=data_dir)
-        d = _db(s)
+        d = _db(s, create=True)  # may come before the node's first start
         try:
             new = users.set_password(d.engine, _actor(), user, password, role)
         except AdminError as e:

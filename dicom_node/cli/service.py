@@ -108,12 +108,15 @@ def _settings_or_exit(**kw: Any) -> Settings:
         raise  # unreachable
 
 
-def _db(settings: Settings):
-    """The node's database, for the admin commands. Never creates one: with SQLite, the
-    data dir (node.data_dir, from --config or --data-dir) must hold a node's database."""
+def _db(settings: Settings, *, create: bool = False):
+    """The node's database, for the admin commands. Never creates one unless ``create``
+    (``srnode admin set-password`` before the first start): with SQLite, the data dir
+    (node.data_dir, from --config or --data-dir) must hold a node's database."""
     from dicom_node.jobs.db import Database
 
-    if settings.database.url is None:
+    if create and settings.database.url is None:
+        Path(settings.node.data_dir).mkdir(parents=True, exist_ok=True)
+    elif settings.database.url is None:
         data_dir = Path(settings.node.data_dir).resolve()
         if not (data_dir / "srnode.db").is_file():
             _fail(

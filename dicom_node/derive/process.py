@@ -6,7 +6,9 @@
 
 ``enhance_instance`` raises ``sr_engine.UnsupportedInput`` (with a plain reason) for
 images srnode does not process (colour, float, 1-bit, < 16 px, undecodable); every other
-exception is a bug or an engine failure.
+exception is a bug or an engine failure. A whole series goes through
+:func:`dicom_node.derive.pipeline.enhance_stream`, which gives the same results with
+decoding, inference (several slices per backend call) and derive overlapping.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ NO_CONSISTENCY_VARIANT = "no-dc"
 
 
 class EngineLike(Protocol):
-    """The part of ``sr_engine.Engine`` used here."""
+    """The part of ``sr_engine.Engine`` used here (the pipeline also uses ``enhance_many``
+    where the engine has it)."""
 
     card: ModelCard
     backend_name: str
@@ -42,7 +45,7 @@ def uid_variant(settings: DeriveSettings) -> str:
     return "" if settings.data_consistency else NO_CONSISTENCY_VARIANT
 
 
-def _combine(results: list[Any], pixels: np.ndarray) -> Any:
+def combine_frames(results: list[Any], pixels: np.ndarray) -> Any:
     """One Enhanced from per-frame results (RMSE pooled over all pixels, max of maxima)."""
     rmses = [r.consistency_rmse for r in results]
     maxes = [r.consistency_max_abs for r in results]
@@ -79,7 +82,7 @@ def enhance_pixels(ds: Dataset, engine: EngineLike, consistency: bool = True) ->
             engine.enhance(pixels[i], PixelMeta.from_dataset(ds, i), consistency=consistency)
             for i in range(pixels.shape[0])
         ]
-        return _combine(results, np.stack([np.asarray(r.pixels) for r in results]))
+        return combine_frames(results, np.stack([np.asarray(r.pixels) for r in results]))
     return engine.enhance(pixels, PixelMeta.from_dataset(ds), consistency=consistency)
 
 

@@ -1,5 +1,9 @@
 """Loaded engines, once per model and process, shared by the workers of `srnode serve` and
-by `srnode enhance`; without a named model, one is picked per modality."""
+by `srnode enhance`; without a named model, one is picked per modality.
+
+The node keeps the choices of ``backend = "auto"`` (measured at the first load of a model
+on a host) in ``<data_dir>/cache``; ``srnode enhance`` uses the user's cache folder
+(:func:`sr_engine.selection.default_cache_dir`)."""
 
 from __future__ import annotations
 
@@ -19,8 +23,10 @@ class EngineCache:
         threads: int = 0,
         model_dirs: Iterable[Path] = (),
         model: str | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
         self.backend = backend
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.threads = threads
         self.model_dirs = tuple(Path(p) for p in model_dirs)
         self.model = model
@@ -32,7 +38,12 @@ class EngineCache:
     @classmethod
     def from_settings(cls, settings: Any) -> EngineCache:
         e = settings.engine
-        return cls(backend=e.backend, threads=e.threads, model_dirs=e.model_dirs)
+        return cls(
+            backend=e.backend,
+            threads=e.threads,
+            model_dirs=e.model_dirs,
+            cache_dir=node_cache_dir(settings.node.data_dir),
+        )
 
     def model_for(self, model: str | None, modality: str | None) -> str:
         """``model`` itself, or the model for ``modality`` from the model folders."""
@@ -50,7 +61,11 @@ class EngineCache:
                 from sr_engine.engine import Engine
 
                 eng = Engine.load(
-                    model, backend=self.backend, threads=self.threads, model_dirs=self.model_dirs
+                    model,
+                    backend=self.backend,
+                    threads=self.threads,
+                    model_dirs=self.model_dirs,
+                    cache_dir=self.cache_dir,
                 )
                 self._engines[key] = eng
             return eng
@@ -78,3 +93,35 @@ class EngineCache:
                 if close is not None:
                     close()
             self._engines.clear()
+
+
+def node_cache_dir(data_dir: str | Path) -> Path:
+    """Where the node keeps the engine choices of ``auto``."""
+    return Path(data_dir) / "cache"
+
+
+def cached_choices(cache_dir: Path) -> list[dict[str, Any]]:
+    """The backends ``auto`` chose, as cached in ``cache_dir`` (newest first): model,
+    chosen path, CPU, threads, tile and when it was measured. Empty if nothing is cached."""
+    import json
+
+    from sr_engine.selection import CACHE_FILE
+
+    try:
+        data = json.loads((Path(cache_dir) / CACHE_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    rows = [
+        {
+            "model": e.get("model"),
+            "sha256": str(e.get("sha256", ""))[:12],
+            "backend": e["chosen"],
+            "cpu": (e.get("host") or {}).get("cpu"),
+            "threads": (e.get("host") or {}).get("threads"),
+            "tile": (e.get("tile") or [None])[0],
+            "measured_at": e.get("measured_at", ""),
+        }
+        for e in (data.values() if isinstance(data, dict) else [])
+        if isinstance(e, dict) and "chosen" in e
+    ]
+    return sorted(rows, key=lambda r: r["measured_at"], reverse=True)

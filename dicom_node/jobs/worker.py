@@ -16,11 +16,11 @@ recorded through :mod:`dicom_node.jobs.errors` (no element values).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -196,8 +196,12 @@ class Worker:
 
     def _enhance_series(self, c: Claimed, ctx: dict[str, Any], model: str) -> _Run:
         """Every instance of the series through the engine, each result written (fsynced)
-        under the derived folder; images the engine refuses are noted, not fatal."""
-        from dicom_node.derive.process import enhance_instance
+        under the derived folder; images the engine refuses are noted, not fatal.
+
+        Decoding, inference (groups of slices per backend call) and derive/encoding run
+        as a pipeline (:mod:`dicom_node.derive.pipeline`); the results are written here,
+        in the series' order, and the first unexpected failure stops the series."""
+        from dicom_node.derive.pipeline import enhance_stream
 
         engine = self.engines.get(model)
         instances = self.db.series_instances(c.series_id)
@@ -212,24 +216,29 @@ class Worker:
             Path(model).stem,
             c.attempts,
         )
-        for sop_uid, path in instances:
-            self._renew(c.id)
-            try:
-                ds = pydicom.dcmread(path)
-                out, enhanced = enhance_instance(ds, engine, self.settings.derive)
-                buf = io.BytesIO()
-                out.save_as(buf, enforce_file_format=True)
-            except UnsupportedInput as e:
-                run.unsupported.append(describe(e, sop_uid=sop_uid))
-                continue
-            except Exception as e:  # recorded as type, tag and SOPInstanceUID only
-                raise InstanceFailed(sop_uid, e) from e
-            run.engine_seconds += enhanced.seconds
-            ENGINE_SECONDS.observe(enhanced.seconds)
-            run.derived_series = str(out.SeriesInstanceUID)
-            target = out_dir / f"{out.SOPInstanceUID}.dcm"
-            atomic_write(target, buf.getbuffer(), fsync=self.settings.spool.fsync)
-            run.written.append(str(target))
+        stream = enhance_stream(
+            instances,
+            lambda row: pydicom.dcmread(row[1]),
+            lambda _ds: engine,
+            self.settings.derive,
+            on_wait=lambda: self._renew(c.id),
+        )
+        with closing(stream):
+            for o in stream:
+                self._renew(c.id)
+                sop_uid = o.source[0]
+                if isinstance(o.error, UnsupportedInput):
+                    run.unsupported.append(describe(o.error, sop_uid=sop_uid))
+                    continue
+                if o.error is not None:  # recorded as type, tag and SOPInstanceUID only
+                    raise InstanceFailed(sop_uid, o.error) from o.error
+                assert o.out is not None and o.data is not None
+                run.engine_seconds += o.result.seconds
+                ENGINE_SECONDS.observe(o.result.seconds)
+                run.derived_series = str(o.out.SeriesInstanceUID)
+                target = out_dir / f"{o.out.SOPInstanceUID}.dcm"
+                atomic_write(target, o.data, fsync=self.settings.spool.fsync)
+                run.written.append(str(target))
         preview.capture(self.settings.node.data_dir, c.id, instances, run.written)
         return run
 

@@ -153,7 +153,7 @@ def node(tmp_path_factory):
     )
     assert r.returncode == 0, r.stderr
     scp = start_storescp(t / "archive", dest_port, t / "storescp.log")
-    proc = start_node(cfg, t / "node.log", port)
+    proc = start_node(t / "node.log", "--config", str(cfg))
     wait_port(web_port, 60, proc)
     yield {
         "t": t,

@@ -34,7 +34,7 @@ def test_test_action_echoes_and_pings_a_real_orthanc(tmp_path):
             assert (echo["ok"], echo["detail"]) == (True, "C-ECHO succeeded")
             assert (qido["ok"], qido["detail"]) == (True, "QIDO-RS 200")
         down = c.post("/api/destinations/orthanc-web/test").json()
-        assert down["ok"] is False and down["detail"] == "ConnectionError"
+        assert down["ok"] is False and "ConnectionError" in down["detail"]
         assert c.post("/api/destinations/orthanc/test").json()["ok"] is False
     finally:
         db.close()
