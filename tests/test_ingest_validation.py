@@ -16,12 +16,12 @@ from pydicom.uid import generate_uid
 
 from dicom_node.jobs import db as dbm
 from dicom_node.jobs.db import Database
-from dicom_node.receive.ingest import (
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.store_status import (
     BAD_IMAGE,
     BAD_PIXEL_DATA,
     CANNOT_UNDERSTAND,
     SUCCESS,
-    Ingestor,
 )
 from dicom_node.receive.wire import Malformed, scan_header
 from dicom_node.spool import Spool

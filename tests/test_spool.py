@@ -11,13 +11,13 @@ from pydicom.data import get_testdata_file
 
 from dicom_node.jobs import db as dbm
 from dicom_node.jobs.db import Database
-from dicom_node.receive.ingest import (
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.store_status import (
     BAD_PIXEL_DATA,
     CANNOT_UNDERSTAND,
     MISSING_UID,
     OUT_OF_RESOURCES,
     SUCCESS,
-    Ingestor,
 )
 from dicom_node.spool import Spool, atomic_write
 from tests.node_helpers import write_series

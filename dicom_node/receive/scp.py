@@ -36,7 +36,8 @@ from dicom_node.jobs.errors import describe
 from dicom_node.net import nodelay, quiet_pynetdicom
 from dicom_node.receive import fastpath
 from dicom_node.receive.access import Allowlist, NodeAE
-from dicom_node.receive.ingest import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Ingestor
+from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.store_status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
 from dicom_node.receive.wire import (
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
