@@ -54,7 +54,7 @@ from dicom_node.receive.stow import (
     split_multipart,
     store_parts,
 )
-from dicom_node.web import api, pages
+from dicom_node.web import api, config_pages, job_pages, pages
 from dicom_node.web.auth import (
     CSRF_COOKIE,
     PUBLIC_PATHS,
@@ -315,6 +315,8 @@ def create_app(
 
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(config_pages.router)
+    app.include_router(job_pages.router)
     app.mount(
         "/static", StaticFiles(directory=str(Path(__file__).parent / "static")), name="static"
     )
