@@ -17,9 +17,9 @@ from fastapi.templating import Jinja2Templates
 
 from dicom_node.admin import audit as audit_log
 from dicom_node.admin import jobs as admin_jobs
+from dicom_node.admin.dry_run import dry_run
 from dicom_node.admin.errors import Actor, AdminError
 from dicom_node.admin.probe import test_destination
-from dicom_node.admin.store import dry_run
 from dicom_node.derive import preview
 from dicom_node.jobs.states import JOB_STATES
 from dicom_node.web.auth import CSRF_COOKIE, SESSION_COOKIE
