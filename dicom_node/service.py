@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.runtime import LiveSync, start_live
-from dicom_node.admin.store import LiveConfig
 from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache

@@ -8,9 +8,10 @@ import json
 import pytest
 
 from dicom_node.admin import audit, users
+from dicom_node.admin.dry_run import dry_run
 from dicom_node.admin.errors import Actor, Conflict, Invalid, NotFound
+from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.passwords import hash_password, verify_password
-from dicom_node.admin.store import LiveConfig, dry_run
 from dicom_node.admin.toml_export import to_toml
 from dicom_node.config import Settings, load_settings
 from dicom_node.jobs.db import Database

@@ -8,7 +8,7 @@ import logging
 import threading
 
 from dicom_node.admin import catalog
-from dicom_node.admin.store import LiveConfig
+from dicom_node.admin.live_config import LiveConfig
 from dicom_node.config import Settings
 
 log = logging.getLogger(__name__)

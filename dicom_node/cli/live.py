@@ -26,7 +26,7 @@ def _actor() -> Actor:
 
 def _live(config: Path | None, data_dir: Path | None) -> Any:
     """The live configuration on the node's database, seeded from the config like a start."""
-    from dicom_node.admin.store import LiveConfig
+    from dicom_node.admin.live_config import LiveConfig
 
     s = _settings_or_exit(config=config, data_dir=data_dir)
     live = LiveConfig(_db(s), s)

@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 
 from dicom_node.admin import audit as audit_log
 from dicom_node.admin import jobs as admin_jobs
+from dicom_node.admin.dry_run import dry_run
 from dicom_node.admin.errors import Actor, AdminError
+from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.probe import test_destination
-from dicom_node.admin.store import LiveConfig, dry_run
 from dicom_node.config import Settings
 from dicom_node.jobs.states import JOB_STATES
 from dicom_node.web.context import Console, actor, console, database, live

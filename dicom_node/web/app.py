@@ -109,14 +109,14 @@ def create_app(
     """The FastAPI app. ``store(data, calling_ae, via="stow") -> status`` defaults to
     :func:`dicom_node.receive.ingest.store`; ``db`` (a :class:`dicom_node.jobs.db.Database`)
     feeds the API and the console and may be None; ``live`` is the node's
-    :class:`dicom_node.admin.store.LiveConfig` (made and seeded from ``settings`` here when
+    :class:`dicom_node.admin.live_config.LiveConfig` (made and seeded from ``settings`` here when
     not given)."""
     if store is None:
         from dicom_node.receive import ingest
 
         store = ingest.store
     if live is None and db is not None:
-        from dicom_node.admin.store import LiveConfig
+        from dicom_node.admin.live_config import LiveConfig
 
         live = LiveConfig(db, settings)
         live.seed(settings)

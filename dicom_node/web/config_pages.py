@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
+from dicom_node.admin.dry_run import dry_run
 from dicom_node.admin.errors import AdminError
 from dicom_node.admin.probe import test_destination
-from dicom_node.admin.store import dry_run
 from dicom_node.web.context import Console, console
 from dicom_node.web.render import _admin_actor, _back, form_of, render
 

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from dicom_node.admin.errors import Actor
-from dicom_node.admin.store import LiveConfig
+from dicom_node.admin.live_config import LiveConfig
 from dicom_node.config import Settings
 from dicom_node.web.auth import Auth
 

@@ -1,0 +1,247 @@
+"""The live configuration: allowed calling AEs, destinations and routes, kept in the
+database and applied to the running node without a restart.
+
+:class:`LiveConfig` is the one implementation behind ``/api/aets``, ``/api/destinations``,
+``/api/routes``, the console's forms and ``srnode aet …``. Every change commits together with
+its audit row (who, when, before, after) and a revision number; a node notices a new revision
+(its own changes at once, another process's within ``refresh`` seconds) and puts the new
+lists on its :class:`~dicom_node.config.Settings`, which routing and export read for every
+series, so the next series is routed with them. The SCP's allowlist reads :meth:`allowed_aes`
+for every association.
+
+The config file and ``--allow`` / ``--destination`` seed the database (:meth:`seed`): an entry
+is written from the file when the file's definition of it is new or has changed since it was
+last seeded; otherwise what was changed at run time stands (deleted entries stay deleted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.engine import Connection
+
+from dicom_node.admin import audit
+from dicom_node.admin.allowed_aes import AllowedAEs
+from dicom_node.admin.destinations_routes import DestinationsAndRoutes
+from dicom_node.admin.errors import Actor
+from dicom_node.admin.tables import ConfigSeed, LiveDestination, LiveRoute, ensure_tables
+from dicom_node.admin.validation import _DEST_LIST, _ROUTE_LIST, _dump, _valid_entries
+from dicom_node.config import Settings
+from dicom_node.jobs.schema import AETitle, Meta
+
+log = logging.getLogger(__name__)
+
+REVISION_KEY = "live_config_revision"
+CONFIG_ACTOR = Actor("config", "admin", None)
+
+
+def _digest(body: Any) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _said(model: Any) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_defaults=True)
+
+
+class LiveConfig(AllowedAEs, DestinationsAndRoutes):
+    """The live lists, their changes and their application to a running node."""
+
+    def __init__(self, db: Any, settings: Settings | None = None, refresh: float = 2.0) -> None:
+        self.db = db
+        self.engine = db.engine
+        self.settings = settings
+        self.refresh = refresh
+        self._lock = threading.Lock()
+        self._revision: int | None = None
+        self._checked = 0.0
+        self._aes: list[tuple[str, str]] = []
+        ensure_tables(self.engine)
+
+    # ------------------------------------------------------------------ revision / apply
+    def _read_revision(self, conn: Connection) -> int:
+        v = conn.execute(select(Meta.value).where(Meta.key == REVISION_KEY)).scalar()
+        return int(v) if v is not None else 0
+
+    def _serialise(self, conn: Connection) -> None:
+        """Serialise writers of the live configuration (SQLite's BEGIN IMMEDIATE already
+        does; on PostgreSQL a transaction-scoped advisory lock)."""
+        if not self.db.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(461717)"))
+
+    def _bump(self, conn: Connection) -> None:
+        rev = self._read_revision(conn)
+        if (
+            rev == 0
+            and conn.execute(select(Meta.key).where(Meta.key == REVISION_KEY)).first() is None
+        ):
+            conn.execute(insert(Meta).values(key=REVISION_KEY, value="1"))
+        else:
+            conn.execute(update(Meta).where(Meta.key == REVISION_KEY).values(value=str(rev + 1)))
+
+    def reload(self) -> None:
+        """Read the lists and put them on the settings (routing and export read them there)."""
+        # one reload at a time: a slower one that read older rows cannot land last
+        with self._lock:
+            self._reload()
+
+    def _reload(self) -> None:
+        with self.engine.connect() as conn:
+            rev = self._read_revision(conn)
+            dests = [
+                json.loads(b)
+                for b in conn.execute(
+                    select(LiveDestination.body).order_by(
+                        LiveDestination.position, LiveDestination.name
+                    )
+                ).scalars()
+            ]
+            routes = [
+                json.loads(b)
+                for b in conn.execute(
+                    select(LiveRoute.body).order_by(LiveRoute.position, LiveRoute.name)
+                ).scalars()
+            ]
+            aes = [
+                (a, h)
+                for a, h in conn.execute(
+                    select(AETitle.ae_title, AETitle.host).order_by(AETitle.ae_title)
+                )
+            ]
+        self._aes = aes
+        if self.settings is not None:
+            # assignment is atomic: a reader sees the old list or the new one
+            self.settings.destinations = _valid_entries(_DEST_LIST, dests, "destination")
+            self.settings.routes = _valid_entries(_ROUTE_LIST, routes, "route")
+        self._revision = rev
+        self._checked = time.monotonic()
+
+    def maybe_reload(self) -> bool:
+        """Reload when another process changed the configuration. True when it did."""
+        if self._revision is not None and time.monotonic() - self._checked < self.refresh:
+            return False
+        with self.engine.connect() as conn:
+            rev = self._read_revision(conn)
+        self._checked = time.monotonic()
+        if rev == self._revision:
+            return False
+        self.reload()
+        return True
+
+    def allowed_aes(self) -> list[tuple[str, str]]:
+        """(AE title, host or "") pairs the SCP accepts: called for every association."""
+        self.maybe_reload()
+        return self._aes
+
+    # ------------------------------------------------------------------ seeding
+    def seed(self, settings: Settings) -> int:
+        """Write the file's entries that are new or changed there since last seeded; returns
+        how many were written. Seeded entries are audited as the user ``config``."""
+        # the digest covers what the file says (not the defaults), so a new version with a
+        # new default does not count as a changed entry
+        entries: list[tuple[str, str, dict[str, Any], str]] = []
+        for a in settings.allow:
+            entries.append(("ae", f"{a.ae_title}@{a.host or ''}", _dump(a), _digest(_said(a))))
+        for pos, d in enumerate(settings.destinations):
+            said = {**_said(d), "_position": pos}
+            entries.append(("destination", d.name, {**_dump(d), "_position": pos}, _digest(said)))
+        for pos, r in enumerate(settings.routes):
+            said = {**_said(r), "_position": pos}
+            entries.append(("route", r.name, {**_dump(r), "_position": pos}, _digest(said)))
+        written = 0
+        with self.engine.begin() as conn:
+            self._serialise(conn)
+            seen = {
+                (k, key): dg
+                for k, key, dg in conn.execute(
+                    select(ConfigSeed.kind, ConfigSeed.key, ConfigSeed.digest)
+                )
+            }
+            for kind, key, body, digest in entries:
+                if seen.get((kind, key)) == digest:
+                    continue
+                body = dict(body)
+                position = body.pop("_position", None)
+                if kind == "ae":
+                    self._seed_ae(conn, body)
+                elif kind == "destination":
+                    self._put(conn, LiveDestination, "destination", body, position)
+                else:
+                    self._put(conn, LiveRoute, "route", body, position)
+                if (kind, key) in seen:
+                    conn.execute(
+                        update(ConfigSeed)
+                        .where(ConfigSeed.kind == kind, ConfigSeed.key == key)
+                        .values(digest=digest)
+                    )
+                else:
+                    conn.execute(insert(ConfigSeed).values(kind=kind, key=key, digest=digest))
+                written += 1
+            if written:
+                self._bump(conn)
+        if written:
+            log.info("config: %d entries seeded into the live configuration", written)
+        self.reload()
+        return written
+
+    def _seed_ae(self, conn: Connection, body: dict[str, Any]) -> None:
+        host = body.get("host") or ""
+        exists = conn.execute(
+            select(AETitle.id).where(AETitle.ae_title == body["ae_title"], AETitle.host == host)
+        ).first()
+        if exists is None:
+            conn.execute(
+                insert(AETitle).values(ae_title=body["ae_title"], host=host, created_at=time.time())
+            )
+            audit.record(
+                conn,
+                CONFIG_ACTOR,
+                "ae.added",
+                body["ae_title"],
+                None,
+                body,
+                ae_title=body["ae_title"],
+            )
+
+    def _put(
+        self, conn: Connection, table: Any, kind: str, body: dict[str, Any], position: int | None
+    ) -> None:
+        name = body["name"]
+        old = conn.execute(select(table.body, table.position).where(table.name == name)).first()
+        if position is None:
+            position = self._next_position(conn, table) if old is None else old.position
+        if old is None:
+            conn.execute(
+                insert(table).values(
+                    name=name, position=position, body=json.dumps(body), updated_at=time.time()
+                )
+            )
+            audit.record(conn, CONFIG_ACTOR, f"{kind}.added", name, None, body)
+        elif json.loads(old.body) != body or old.position != position:
+            conn.execute(
+                update(table)
+                .where(table.name == name)
+                .values(body=json.dumps(body), position=position, updated_at=time.time())
+            )
+            audit.record(conn, CONFIG_ACTOR, f"{kind}.updated", name, json.loads(old.body), body)
+
+    @staticmethod
+    def _next_position(conn: Connection, table: Any) -> int:
+        return (conn.execute(select(func.max(table.position))).scalar() or 0) + 1
+
+    # ------------------------------------------------------------------ bulk
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """The live lists as config sections (what ``srnode config export`` writes)."""
+        return {
+            "allow": [
+                {k: v for k, v in a.items() if k != "created_at" and v is not None}
+                for a in self.list_aes()
+            ],
+            "destinations": self.list_destinations(),
+            "routes": self.list_routes(),
+        }
