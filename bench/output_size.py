@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from dicom_node.config import DimseDestination
+from dicom_node.config_routing import DimseDestination
 from dicom_node.derive.encoding import SYNTAX_NAMES, encode
 from dicom_node.derive.process import enhance_instance, save_derived
 from dicom_node.export.send import send

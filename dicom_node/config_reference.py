@@ -15,7 +15,7 @@ from annotated_types import Ge, Gt, Le, MaxLen, MinLen
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from dicom_node import config
+from dicom_node import config, config_routing
 
 HEADER = """# Configuration reference
 
@@ -117,9 +117,9 @@ def render() -> str:
     sections: list[tuple[str, type[BaseModel]]] = [
         ("[node]", config.NodeSettings),
         ("[[allow]]", config.AllowedAE),
-        ('[[destinations]], kind = "dimse"', config.DimseDestination),
-        ('[[destinations]], kind = "stow"', config.StowDestination),
-        ("[[routes]]", config.Route),
+        ('[[destinations]], kind = "dimse"', config_routing.DimseDestination),
+        ('[[destinations]], kind = "stow"', config_routing.StowDestination),
+        ("[[routes]]", config_routing.Route),
         ("[derive]", config.DeriveSettings),
         ("[engine]", config.EngineSettings),
         ("[scheduler]", config.SchedulerSettings),
@@ -136,7 +136,7 @@ def render() -> str:
             out.append(doc + "\n")
         out.extend(_table(model))
         out.append("")
-        if model is config.Route:
+        if model is config_routing.Route:
             out.append("The routes used when the file has none (the embedded defaults):\n")
             out.append("| name | modality | model | destinations |")
             out.append("|---|---|---|---|")

@@ -28,7 +28,7 @@ from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.scheduler import NodeScheduler
-from dicom_node.jobs.states import Jobs
+from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
 from dicom_node.receive import fastpath, ingest
 from dicom_node.receive.access import REJECT_REASON, Allowlist

@@ -56,7 +56,8 @@ def test_web_token_from_the_environment_and_too_short_a_token_is_named():
 
 
 def test_destinations_are_a_union_by_kind():
-    from dicom_node.config import DimseDestination, Settings, StowDestination
+    from dicom_node.config import Settings
+    from dicom_node.config_routing import DimseDestination, StowDestination
 
     s = Settings.model_validate(
         {

@@ -3,7 +3,7 @@ output of the generator, and name every key."""
 
 from pathlib import Path
 
-from dicom_node import config
+from dicom_node import config, config_routing
 from dicom_node.config_reference import render
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config-reference.md"
@@ -21,9 +21,9 @@ def test_every_key_is_described() -> None:
     for model in (
         config.NodeSettings,
         config.AllowedAE,
-        config.DimseDestination,
-        config.StowDestination,
-        config.Route,
+        config_routing.DimseDestination,
+        config_routing.StowDestination,
+        config_routing.Route,
         config.DeriveSettings,
         config.EngineSettings,
         config.SchedulerSettings,

@@ -9,7 +9,8 @@ import pytest
 
 from dicom_node.jobs import db as dbm
 from dicom_node.jobs.db import Database, Job
-from dicom_node.jobs.states import Jobs, JobState
+from dicom_node.jobs.states import JobState
+from dicom_node.jobs.transitions import Jobs
 from tests.node_helpers import pg_database
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_node.config import DimseDestination, StowDestination
+from dicom_node.config_routing import DimseDestination, StowDestination
 from dicom_node.export.send import next_retry_delay, send
 from tests import pacs_peers as peers
 

@@ -18,14 +18,16 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from dicom_node.config import DimseDestination, Settings
+from dicom_node.config import Settings
+from dicom_node.config_routing import DimseDestination
 from dicom_node.export import dimse
 from dicom_node.jobs import db as dbm
 from dicom_node.jobs.db import Database, Export, Job
 from dicom_node.jobs.errors import describe, scrub
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import tick
-from dicom_node.jobs.states import ExportState, Jobs, JobState
+from dicom_node.jobs.states import ExportState, JobState
+from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
 from tests.node_helpers import STORESCP, free_port, received, start_storescp
 

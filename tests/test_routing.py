@@ -8,7 +8,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dicom_node.config import DeriveSettings, Route, Settings
+from dicom_node.config import DeriveSettings, Settings
+from dicom_node.config_routing import Route
 from dicom_node.jobs.routing import SeriesFacts, decide, is_srnode_derived, route_matches
 
 DESTS = ["PACS", "ARCHIVE"]

@@ -16,7 +16,8 @@ from dicom_node.jobs import db as dbm
 from dicom_node.jobs.db import Database, Export, Job, Series
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import complete_stable_series, route_received_jobs, tick
-from dicom_node.jobs.states import ExportState, Jobs, JobState
+from dicom_node.jobs.states import ExportState, JobState
+from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
 
 

@@ -14,7 +14,8 @@ from dicom_node.admin import audit
 from dicom_node.admin.errors import Actor, Conflict, NotFound
 from dicom_node.admin.tables import SeriesCatalog, ensure_tables
 from dicom_node.jobs.schema import Export, Job, Series, Study
-from dicom_node.jobs.states import ACTIVE, Jobs, JobState
+from dicom_node.jobs.states import ACTIVE, JobState
+from dicom_node.jobs.transitions import Jobs
 
 RETRYABLE = (JobState.FAILED, JobState.SKIPPED, JobState.DONE)
 CANCELLABLE = (JobState.RECEIVED, *ACTIVE)

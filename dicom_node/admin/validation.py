@@ -102,7 +102,7 @@ def validate_destination(data: dict[str, Any]) -> Any:
         missing = [k for k in ("ae_title", "host", "port") if getattr(dest, k) in (None, "")]
         if missing:
             raise Invalid(f"{missing[0]}: required for a DIMSE destination")
-        from dicom_node.config import _check_ae
+        from dicom_node.config_base import _check_ae
 
         try:
             _check_ae(dest.ae_title)

@@ -147,7 +147,7 @@ def _jobs(app: typer.Typer) -> None:
         s = _settings_or_exit(config=config, data_dir=data_dir)
         d = _db(s)
         try:
-            from dicom_node.jobs.states import Jobs
+            from dicom_node.jobs.transitions import Jobs
 
             ids = Jobs(d).retry_failed() if failed else [job_id] if Jobs(d).retry(job_id) else []
         finally:

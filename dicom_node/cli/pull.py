@@ -9,7 +9,8 @@ import typer
 
 def _destination(settings, name: str):
     """A configured destination by name, or an ad-hoc one: ``AE@HOST:PORT`` or a URL."""
-    from dicom_node.config import ConfigError, DimseDestination, StowDestination
+    from dicom_node.config import ConfigError
+    from dicom_node.config_routing import DimseDestination, StowDestination
 
     for d in settings.destinations:
         if d.name == name:

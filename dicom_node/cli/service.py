@@ -11,7 +11,8 @@ from typing import Any
 
 import typer
 
-from dicom_node.config import ConfigError, Settings, ae_title_problem, load_settings
+from dicom_node.config import ConfigError, Settings, load_settings
+from dicom_node.config_base import ae_title_problem
 
 _AE_HOST = re.compile(r"^(?P<ae>[^@]+)(?:@(?P<host>[^:]+))?$")
 _AE_HOST_PORT = re.compile(r"^(?P<ae>[^@]+)@(?P<host>\[[^\]]+\]|[^:]+):(?P<port>\d{1,5})$")

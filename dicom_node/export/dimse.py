@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicom_node.config import DimseDestination
+from dicom_node.config_routing import DimseDestination
 from dicom_node.derive.encoding import encode, syntax_name
 from dicom_node.export.result import SendResult
 from dicom_node.implementation import identify

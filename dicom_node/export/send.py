@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from dicom_node.config import Destination
+from dicom_node.config_routing import Destination
 from dicom_node.export import dimse, stow
 from dicom_node.export.result import SendResult
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dicom_node.config import StowDestination
+from dicom_node.config_routing import StowDestination
 from dicom_node.derive.encoding import encode
 from dicom_node.export.result import SendResult
 from dicom_node.jobs.errors import describe

@@ -1,2 +1,3 @@
-"""The life of a job: database schema and sessions (db), series stability and routing,
-the scheduler tick and the worker that claims, enhances and hands over to export."""
+"""The life of a job: database schema and sessions (db), its states and their allowed moves
+(states) and the updates that make them (transitions, export_rows), series stability and
+routing, the scheduler tick and the worker that claims, enhances and hands over to export."""

@@ -34,7 +34,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from dicom_node.jobs.schema import Instance, Job, Series
-from dicom_node.jobs.states import Jobs, JobState
+from dicom_node.jobs.states import JobState
+from dicom_node.jobs.transitions import Jobs
 
 #: a folder must have been empty this long before it is removed (seconds)
 EMPTY_FOLDER_AGE = 60.0

@@ -24,7 +24,8 @@ from typing import Any, Literal
 
 from pydicom.dataset import Dataset
 
-from dicom_node.config import DeriveSettings, Route, Settings
+from dicom_node.config import DeriveSettings, Settings
+from dicom_node.config_routing import Route
 
 #: Modalities that carry no image to enhance; with no routes configured they are skipped.
 NON_IMAGE_MODALITIES = frozenset(

@@ -70,7 +70,7 @@ class NodeScheduler:
         ``probe_every`` s; one that answers gets its exports retried now. Returns how many
         exports were brought forward."""
         from dicom_node.export.probe import answers
-        from dicom_node.jobs.states import Jobs
+        from dicom_node.jobs.transitions import Jobs
 
         now = time.time() if now is None else now
         dests = {d.name: d for d in self.settings.destinations}

@@ -19,7 +19,8 @@ from typing import Any
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.errors import describe
 from dicom_node.jobs.routing import SeriesFacts, decide
-from dicom_node.jobs.states import Jobs, JobState
+from dicom_node.jobs.states import JobState
+from dicom_node.jobs.transitions import Jobs
 from dicom_node.metrics import count_routed
 
 log = logging.getLogger(__name__)

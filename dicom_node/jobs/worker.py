@@ -32,7 +32,8 @@ from dicom_node.jobs import retention
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.errors import describe, register_safe
-from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, Jobs, JobState
+from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, JobState
+from dicom_node.jobs.transitions import Jobs
 from dicom_node.metrics import ENGINE_SECONDS, count_export
 from dicom_node.spool import Spool, atomic_write
 from sr_engine.errors import UnsupportedInput

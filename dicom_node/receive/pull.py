@@ -22,7 +22,7 @@ from pydicom.uid import (
     UID,
 )
 
-from dicom_node.config import Destination
+from dicom_node.config_routing import Destination
 from dicom_node.implementation import identify
 from dicom_node.net import scu_handlers
 from dicom_node.receive.wire import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES

@@ -19,7 +19,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_node.config import DimseDestination
+from dicom_node.config_routing import DimseDestination
 from dicom_node.derive.process import enhance_instance, save_derived
 from dicom_node.export.send import send
 from sr_engine.model_card import load_card
@@ -150,7 +150,7 @@ def test_stow_sends_the_syntax_asked_for(derived, tmp_path, name) -> None:
     """STOW-RS to Orthanc, which stores what it receives as it came."""
     import io
 
-    from dicom_node.config import StowDestination
+    from dicom_node.config_routing import StowDestination
     from tests import pacs_peers as peers
 
     if not peers.have_orthanc():

@@ -8,7 +8,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_node.config import DimseDestination, Settings, StowDestination
+from dicom_node.config import Settings
+from dicom_node.config_routing import DimseDestination, StowDestination
 from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.pull import PullError, pull

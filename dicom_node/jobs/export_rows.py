@@ -1,0 +1,94 @@
+"""The export rows of a job (one per destination): what is still to send, each attempt's
+outcome, and the destinations whose exports wait for a later attempt."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+
+from dicom_node.jobs.schema import Export, Job
+from dicom_node.jobs.states import ExportState, J, _recordable, check_export
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+
+class ExportRows:
+    """The export side of :class:`~dicom_node.jobs.transitions.Jobs` (mixed into it)."""
+
+    engine: Engine
+
+    def pending_exports(self, job_id: int) -> list[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(
+                    Export.id,
+                    Export.destination,
+                    Export.attempts,
+                    Export.pending,
+                    Export.next_attempt_at,
+                    Export.sent_count,
+                    Export.first_failed_at,
+                ).where(Export.job_id == job_id, Export.state == ExportState.PENDING)
+            ).all()
+
+    def record_export(self, export_id: int, **values: Any) -> None:
+        """One export attempt's outcome (a pending row; ``state`` when it ends)."""
+        to = ExportState(values.pop("state", ExportState.PENDING))
+        check_export(ExportState.PENDING, to)
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Export)
+                .where(Export.id == export_id, Export.state == ExportState.PENDING)
+                .values(state=str(to), **_recordable(values))
+            )
+
+    def waiting_destinations(self, now: float | None = None) -> list[str]:
+        """Destinations with exports waiting for a later attempt (after a failure)."""
+        now = time.time() if now is None else now
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Export.destination)
+                .where(Export.state == ExportState.PENDING, Export.next_attempt_at > now)
+                .distinct()
+            )
+            return [d for (d,) in rows]
+
+    def retry_destination_now(self, destination: str, now: float | None = None) -> int:
+        """The destination answers again: its waiting exports (and their jobs) are due now.
+        Returns how many exports were brought forward."""
+        now = time.time() if now is None else now
+        with self.engine.begin() as conn:
+            waiting = select(Export.job_id).where(
+                Export.destination == destination,
+                Export.state == ExportState.PENDING,
+                Export.next_attempt_at > now,
+            )
+            job_ids = [j for (j,) in conn.execute(waiting)]
+            if not job_ids:
+                return 0
+            n = conn.execute(
+                update(Export)
+                .where(
+                    Export.destination == destination,
+                    Export.state == ExportState.PENDING,
+                    Export.next_attempt_at > now,
+                )
+                .values(next_attempt_at=now)
+            ).rowcount
+            conn.execute(
+                update(Job)
+                .where(Job.id.in_(job_ids), Job.state == str(J.EXPORTING))
+                .values(next_attempt_at=now)
+            )
+            return n
+
+    def exports(self, job_id: int) -> list[Any]:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(
+                    Export.destination, Export.state, Export.next_attempt_at, Export.last_error
+                ).where(Export.job_id == job_id)
+            ).all()
