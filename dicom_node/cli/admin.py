@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import typer
@@ -165,36 +164,26 @@ def _echo(app: typer.Typer) -> None:
 
     @app.command()
     def echo(
-        target: str = typer.Argument(..., help="AE@HOST:PORT"),
-        aet: str = typer.Option("SRNODE", "--aet", help="our (calling) AE title"),
-        timeout: float = typer.Option(10.0, "--timeout"),
+        target: str = typer.Argument(..., metavar="AE@HOST:PORT", help="the peer to C-ECHO"),
+        aet: str | None = typer.Option(
+            None,
+            "--aet",
+            help="our (calling) AE title [default: node.ae_title of --config, else SRNODE]",
+        ),
+        config: Path | None = ConfigOpt,
+        timeout: float = typer.Option(10.0, "--timeout", help="seconds to wait for the peer"),
     ) -> None:
-        """C-ECHO a DICOM peer."""
-        from pynetdicom import AE
-        from pynetdicom.sop_class import Verification
-
-        from dicom_node.net import scu_handlers
+        """C-ECHO a DICOM peer: one line, ok with the round trip, or what went wrong."""
+        from dicom_node.config import DimseDestination
+        from dicom_node.export.probe import check
 
         try:
             p = parse_destination(target)
         except ConfigError as e:
             _fail(str(e).removeprefix("config: destinations: "))
-        ae = AE(ae_title=aet)
-        ae.acse_timeout = ae.network_timeout = ae.dimse_timeout = timeout
-        ae.add_requested_context(Verification)
-        t0 = time.monotonic()
-        assoc = ae.associate(
-            p["host"],
-            p["port"],
-            ae_title=p["ae_title"],
-            evt_handlers=scu_handlers(),
-        )
-        if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "no association"
-            _fail(f"echo {target}: {why}")
-        st = assoc.send_c_echo()
-        assoc.release()
-        code = getattr(st, "Status", None)
-        if code != 0:
-            _fail(f"echo {target}: status {code}")
-        typer.echo(f"echo {target}: ok in {(time.monotonic() - t0) * 1000:.0f} ms")
+        if aet is None:
+            aet = _settings_or_exit(config=config).node.ae_title if config else "SRNODE"
+        probe = check(DimseDestination.model_validate(p), aet, timeout)
+        if not probe.ok:
+            _fail(f"echo {target}: {probe.detail}")
+        typer.echo(f"echo {target}: ok in {probe.ms:.0f} ms")

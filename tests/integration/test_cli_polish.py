@@ -118,6 +118,9 @@ def test_echo_prints_one_line(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert ok.stderr == "" and len(ok.stdout.splitlines()) == 1
     assert ok.stdout.startswith(f"echo DEST@127.0.0.1:{port}: ok in ")
-    down = _srnode("echo", f"DEST@127.0.0.1:{free_port()}", "--timeout", "2")
+    gone = free_port()
+    down = _srnode("echo", f"DEST@127.0.0.1:{gone}", "--timeout", "2")
     assert down.returncode == 2 and down.stdout == ""
-    assert down.stderr.splitlines() == [f"echo {down.args[2]}: no association"]
+    assert down.stderr.splitlines() == [
+        f"echo {down.args[2]}: connection refused by 127.0.0.1:{gone}"
+    ]
