@@ -174,7 +174,7 @@ def _echo(app: typer.Typer) -> None:
         timeout: float = typer.Option(10.0, "--timeout", help="seconds to wait for the peer"),
     ) -> None:
         """C-ECHO a DICOM peer: one line, ok with the round trip, or what went wrong."""
-        from dicom_node.config import DimseDestination
+        from dicom_node.config_routing import DimseDestination
         from dicom_node.export.probe import check
 
         try:
