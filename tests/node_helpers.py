@@ -304,3 +304,58 @@ def wait_for(pred, timeout: float, interval: float = 0.25, what: str = "conditio
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not reached in {timeout} s")
         time.sleep(interval)
+
+
+def add_series(
+    db: Any,
+    *,
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    modality: str = "CT",
+    series_description: str | None = None,
+    derived: bool = False,
+    expected: int | None = None,
+    now: float | None = None,
+) -> int:
+    """One series row as the receive path writes it (tests that start from the database)."""
+    import time
+
+    return db.ensure_series(
+        study_uid=study_uid or generate_uid(),
+        series_uid=series_uid or generate_uid(),
+        study_description=None,
+        modality=modality,
+        body_part=None,
+        series_description=series_description,
+        calling_ae="PACS",
+        via="dimse",
+        derived_by_srnode=derived,
+        expected_count=expected,
+        now=time.time() - 60 if now is None else now,
+    )
+
+
+def put_exporting(db: Any, series_id: int, files: list[Path], destination: str = "D") -> int:
+    """Move the series' job to ``exporting`` with one pending export of ``files`` to
+    ``destination``; returns the job id."""
+    import json
+    import time
+
+    from dicom_node.jobs.schema import Export, Job
+    from dicom_node.jobs.states import ExportState, JobState
+
+    with db.session() as ss:
+        j = ss.query(Job).filter_by(series_id=series_id).one()
+        j.state = JobState.EXPORTING
+        ss.add(
+            Export(
+                job_id=j.id,
+                destination=destination,
+                state=ExportState.PENDING,
+                attempts=0,
+                sent_count=0,
+                pending=json.dumps([str(f) for f in files]),
+                updated_at=time.time(),
+            )
+        )
+        return j.id
