@@ -4,6 +4,7 @@ happened; error text without element values. Real database, real dcmtk storescp.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -21,21 +22,14 @@ from dicom_node.config import Settings
 from dicom_node.config_routing import DimseDestination
 from dicom_node.export import dimse
 from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database, Job
+from dicom_node.jobs.db import Database, Export, Job
 from dicom_node.jobs.errors import describe, scrub
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import tick
-from dicom_node.jobs.states import JobState
+from dicom_node.jobs.states import ExportState, JobState
 from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
-from tests.node_helpers import (
-    STORESCP,
-    add_series,
-    free_port,
-    put_exporting,
-    received,
-    start_storescp,
-)
+from tests.node_helpers import STORESCP, free_port, received, start_storescp
 
 needs_dcmtk = pytest.mark.skipif(not shutil.which(STORESCP), reason="dcmtk storescp missing")
 SECRET = "Probe^Secret"
@@ -59,7 +53,19 @@ def _settings(tmp_path: Path, port: int, **dest) -> Settings:
 
 def _exporting_job(database: Database, tmp_path: Path, settings: Settings) -> tuple[int, str]:
     """A job in ``exporting`` with one derived file pending for destination D."""
-    sid = add_series(database)
+    sid = database.ensure_series(
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        study_description=None,
+        modality="CT",
+        body_part=None,
+        series_description=None,
+        calling_ae="PACS",
+        via="dimse",
+        derived_by_srnode=False,
+        expected_count=None,
+        now=time.time() - 60,
+    )
     database.record_instance(
         series_id=sid,
         sop_uid=generate_uid(),
@@ -78,7 +84,21 @@ def _exporting_job(database: Database, tmp_path: Path, settings: Settings) -> tu
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     f = tmp_path / f"{ds.SOPInstanceUID}.dcm"
     ds.save_as(f, enforce_file_format=True)
-    return put_exporting(database, sid, [f]), str(ds.SOPInstanceUID)
+    with database.session() as ss:
+        j = ss.query(Job).filter_by(series_id=sid).one()
+        j.state = JobState.EXPORTING
+        ss.add(
+            Export(
+                job_id=j.id,
+                destination="D",
+                state=ExportState.PENDING,
+                attempts=0,
+                sent_count=0,
+                pending=json.dumps([str(f)]),
+                updated_at=time.time(),
+            )
+        )
+        return j.id, str(ds.SOPInstanceUID)
 
 
 def _run_until(w: Worker, database: Database, pred, timeout: float = 60.0) -> dict:

@@ -29,7 +29,7 @@ from dicom_node.jobs.states import JobState
 from dicom_node.jobs.worker import Worker
 from sr_engine.engine import Engine
 from sr_engine.errors import UnsupportedInput
-from tests.node_helpers import STORESCP, add_series, free_port, received, start_storescp
+from tests.node_helpers import STORESCP, free_port, received, start_storescp
 from tests.onnx_models import write_test_model
 
 
@@ -153,8 +153,18 @@ def database(tmp_path):
 
 def _queued_job(database: Database, settings: Settings, paths: list[Path]) -> str:
     first = pydicom.dcmread(paths[0], stop_before_pixels=True)
-    sid = add_series(
-        database, study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID)
+    sid = database.ensure_series(
+        study_uid=str(first.StudyInstanceUID),
+        series_uid=str(first.SeriesInstanceUID),
+        study_description=None,
+        modality="CT",
+        body_part=None,
+        series_description=None,
+        calling_ae="PACS",
+        via="dimse",
+        derived_by_srnode=False,
+        expected_count=None,
+        now=time.time() - 60,
     )
     for i, p in enumerate(paths):
         ds = pydicom.dcmread(p, stop_before_pixels=True)

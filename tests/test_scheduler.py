@@ -13,13 +13,12 @@ from pydicom.data import get_testdata_file
 
 from dicom_node.config import Settings
 from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database, Job, Series
+from dicom_node.jobs.db import Database, Export, Job, Series
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import complete_stable_series, route_received_jobs, tick
 from dicom_node.jobs.states import ExportState, JobState
 from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
-from tests.node_helpers import put_exporting
 
 
 @pytest.fixture
@@ -179,7 +178,22 @@ def test_export_retries_back_off_then_fail_at_the_limit(database, tmp_path):
     tick(database, s)
     f = tmp_path / "derived.dcm"
     shutil.copy(get_testdata_file("CT_small.dcm"), f)
-    job_id = put_exporting(database, sid, [f])
+    now = time.time()
+    with database.session() as ss:
+        j = ss.query(Job).filter_by(series_id=sid).one()
+        j.state = JobState.EXPORTING
+        ss.add(
+            Export(
+                job_id=j.id,
+                destination="D",
+                state=ExportState.PENDING,
+                attempts=0,
+                sent_count=0,
+                pending=json.dumps([str(f)]),
+                updated_at=now,
+            )
+        )
+        job_id = j.id
     w = Worker(database, s, "test-worker")
     seen_delays = []
     deadline = time.time() + 30
