@@ -219,8 +219,8 @@ def screenshot(driver, name: str) -> None:
 
 
 def test_console_end_to_end(node, browser):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     d, web = browser, node["web"]
@@ -229,11 +229,24 @@ def test_console_end_to_end(node, browser):
     def find(css: str):
         return d.find_element(By.CSS_SELECTOR, css)
 
+    def click_and_wait(element) -> None:
+        """Click and wait for the next page to load.
+
+        The old page carries a marker in its window object; the new page does not. (Selenium's
+        staleness_of races with chromedriver here: asking about a node of a page being torn down
+        can answer "Node with given id does not belong to the document" instead of "stale".)
+        """
+        d.execute_script("window.__srnodeOldPage = true")
+        element.click()
+        WebDriverWait(d, 60, ignored_exceptions=(WebDriverException,)).until(
+            lambda drv: drv.execute_script(
+                "return !window.__srnodeOldPage && document.readyState === 'complete'"
+            )
+        )
+
     def submit(css: str) -> None:
         """Click and wait for the next page (a form post answers with a new page)."""
-        old = d.find_element(By.TAG_NAME, "html")
-        find(css).click()
-        WebDriverWait(d, 60).until(staleness_of(old))
+        click_and_wait(find(css))
 
     def fill(css: str, value: str) -> None:
         el = find(css)
@@ -281,9 +294,7 @@ def test_console_end_to_end(node, browser):
     d.get(web + "/jobs?accession=ACC-CONSOLE-1&study_date_from=20261101")
     rows = d.find_elements(By.CSS_SELECTOR, "#jobs tr td:first-child a")
     assert len(rows) == 1
-    old = d.find_element(By.TAG_NAME, "html")
-    rows[0].click()
-    WebDriverWait(d, 60).until(staleness_of(old))
+    click_and_wait(rows[0])
     assert "Job " in find("h1").text and "done" in find("h1").text
     for img in ("#before", "#after"):
         size = d.execute_script(

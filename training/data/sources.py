@@ -30,7 +30,7 @@ from training.data.readers import Volume, read_nifti
 
 FILL_CACHE_COMMAND = (
     "mkdir -p ~/srnode-cache && cd ~/srnode-cache && "
-    "pip install numpy setuptools && "
+    "pip install numpy setuptools wheel && "
     "pip download --no-deps --no-binary pyradiomics --no-build-isolation pyradiomics==3.0.1 && "
     "pip download --no-deps --no-binary pycortex pycortex==1.4.0 && "
     "apt-get download heudiconv"
