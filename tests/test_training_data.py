@@ -228,3 +228,43 @@ def test_prepare_volumes_patient_level(tmp_path: Path) -> None:
         assert d["volume"].dtype == np.uint16
     assert all(len(s) == 1 for s in by_subject.values())
     assert json.loads(paths[0].read_text())["split_level"] == "patient"
+
+
+def _band_power(x: np.ndarray, lo: float) -> float:
+    """Share of the (mean-removed) power at spatial frequencies above ``lo`` x Nyquist."""
+    n = x.shape[0]
+    hann = np.hanning(n)[:, None] * np.hanning(n)[None, :]  # no leakage from the patch edges
+    spec = np.abs(np.fft.fftshift(np.fft.fft2((x - x.mean()) * hann))) ** 2
+    k = np.abs(np.arange(n) - n // 2) / (n / 2)
+    r = np.maximum(k[:, None], k[None, :])
+    return float(spec[r > lo].sum() / spec.sum())
+
+
+def test_fourier_upsample_is_band_limited_and_keeps_the_image() -> None:
+    torch = pytest.importorskip("torch")
+    from training.data.dataset import fourier_upsample
+
+    rng = np.random.default_rng(0)
+    img = rng.random((48, 48)).astype(np.float32)  # white noise: power up to Nyquist
+    up = fourier_upsample(torch.from_numpy(img)[None, None], 96)[0, 0].numpy()
+    assert up.shape == (96, 96) and up.min() >= 0
+    assert _band_power(img, 0.6) > 0.4
+    assert _band_power(up, 0.6) < 0.01  # nothing above the small matrix's Nyquist
+    # the samples of the small matrix come back (every other pixel, away from the clamp)
+    assert np.abs(up[::2, ::2] - img).mean() < 0.02
+
+
+def test_patch_sampler_interpolated_share() -> None:
+    torch = pytest.importorskip("torch")
+    from training.data.dataset import Augment, PatchSampler
+
+    rng = np.random.default_rng(1)
+    images = [rng.random((128, 128)).astype(np.float32) for _ in range(2)]
+    aug = Augment(rot_flip=False, scale_range=(1.0, 1.0), interp_prob=1.0, min_std=0.0)
+    patches = PatchSampler(images, 64, augment=aug, seed=0).sample(8).numpy()[:, 0]
+    assert patches.shape == (8, 64, 64)
+    assert max(_band_power(p, 0.75) for p in patches) < 0.01
+    aug = Augment(rot_flip=False, scale_range=(1.0, 1.0), min_std=0.0)
+    plain = PatchSampler(images, 64, augment=aug, seed=0)
+    assert min(_band_power(p, 0.75) for p in plain.sample(4).numpy()[:, 0]) > 0.2
+    del torch

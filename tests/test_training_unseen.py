@@ -20,6 +20,7 @@ from training.unseen import (  # noqa: E402
     UnseenImage,
     area_lr,
     interpolate,
+    own_resolution,
     score,
     summarize,
     unseen_images,
@@ -80,6 +81,22 @@ def test_benchmark_images_are_real_and_deduplicated():
     byname = {i.name: i for i in images}
     assert any("693_UNCR.dcm" in [n, *byname[n].aliases] for n in byname)
     assert byname["RG1_J2KR.dcm"].meta.photometric == "MONOCHROME1"
+    # eCT_Supplemental's frames are stored as 2x2 pixel replicas: benchmarked at 256x256
+    ect = byname["eCT_Supplemental.dcm[0]"]
+    assert ect.hr.shape == (256, 256) and "pixel replicas" in ect.note
+
+
+def test_own_resolution_undoes_pixel_replication_only():
+    rng = np.random.default_rng(2)
+    small = rng.integers(-1000, 1000, (40, 30)).astype(np.int16)
+    rep = np.repeat(np.repeat(small, 2, 0), 2, 1)
+    rep[7, 9] += 1  # replicas with a little noise (as eCT_Supplemental's) still count
+    img, note = own_resolution(rep)
+    assert img.shape == (40, 30) and np.abs(img.astype(int) - small).max() <= 1
+    assert "40x30" in note
+    natural = rng.integers(-1000, 1000, (80, 60)).astype(np.int16)
+    img, note = own_resolution(natural)
+    assert img is natural and note == ""
 
 
 def test_drr_is_a_noisy_quantised_radiograph():

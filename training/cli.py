@@ -164,6 +164,11 @@ def fit(
     channels_last: str = typer.Option("auto", help="NHWC tensors: auto (CUDA) | on | off"),
     noise_prob: float = typer.Option(0.0, help="share of LR inputs with added Gaussian noise"),
     noise_sigma: float = typer.Option(0.01, help="its largest std ([0, 1] units)"),
+    interp_prob: float = typer.Option(
+        0.0,
+        help="share of HR patches zero-filled in k-space by x1.4-2 first, as MR scanners "
+        "display a small acquisition matrix",
+    ),
     ckpt_minutes: float = typer.Option(5.0, help="checkpoint at least this often (minutes)"),
     max_val_images: int = typer.Option(48, help="validation images (evenly spaced)"),
 ) -> None:
@@ -195,7 +200,7 @@ def fit(
         scale_range=[float(v) for v in scale_range.split(",")], val_every=val_every,
         log_every=log_every, train_axes=[int(v) for v in _csv(train_axes)], amp=amp,
         channels_last=channels_last, noise_prob=noise_prob, noise_sigma=noise_sigma,
-        ckpt_minutes=ckpt_minutes, max_val_images=max_val_images,
+        interp_prob=interp_prob, ckpt_minutes=ckpt_minutes, max_val_images=max_val_images,
     )  # fmt: skip
     path = run_fit(cfg)
     typer.echo(f"generator: {path}")

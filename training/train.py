@@ -100,6 +100,7 @@ class TrainConfig:
     noise_prob: float = 0.0
     noise_sigma: float = 0.01
     realistic_prob: float = 0.0
+    interp_prob: float = 0.0  # share of HR patches sinc-interpolated as MR scanners display them
     realistic_kind: str = "mr"  # mr | ct
     progress: bool = True
     amp: str = "auto"  # bf16 autocast: auto (on CUDA) | on | off
@@ -310,6 +311,7 @@ def fit(cfg: TrainConfig) -> Path:
         noise_prob=cfg.noise_prob,
         noise_sigma=cfg.noise_sigma,
         realistic_prob=cfg.realistic_prob,
+        interp_prob=cfg.interp_prob,
     )
     sampler = PatchSampler(train_imgs, cfg.patch, device, aug, seed=cfg.seed)
 

@@ -48,6 +48,8 @@ def per_image_table(rows: Sequence[dict[str, Any]]) -> list[str]:
             )
             cells.append(f"{fmt_db(g)}{' ⚠' if below else ''}")
         name = r["image"] + (f" (= {', '.join(r['aliases'])})" if r["aliases"] else "")
+        if r.get("note"):
+            name += f" ({r['note']})"
         lines.append(
             f"| {name} | {r['modality']} | {r['shape']} | {b:.2f} | " + " | ".join(cells) + " |"
         )

@@ -88,7 +88,27 @@ class Augment:
     noise_prob: float = 0.0  # probability of Gaussian noise on the LR input
     noise_sigma: float = 0.01  # its maximum std
     realistic_prob: float = 0.0  # share of realistic degradations (kspace / blur_noise)
+    # share of HR patches made as MR scanners display a small acquisition matrix: zero-filled
+    # in k-space to a larger one (sinc interpolation), by a factor in interp_factor
+    interp_prob: float = 0.0
+    interp_factor: tuple[float, float] = (1.4, 2.0)
     min_std: float = 0.01  # reject flat (background) patches
+
+
+def fourier_upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``[1, 1, c, c]`` -> ``[1, 1, size, size]`` by zero-filling its centred spectrum, the way
+    MR scanners reconstruct a small acquisition matrix to a larger display matrix (sinc
+    interpolation; magnitude images stay non-negative). Mirrored first, so the periodic FFT
+    sees no jump at the crop's edges."""
+    c = x.shape[-1]
+    m = torch.cat([x, x.flip(-1)], -1)
+    m = torch.cat([m, m.flip(-2)], -2).double()  # 2c, even-symmetric: no wrap-around edge
+    n = 2 * size
+    spec = torch.fft.fftshift(torch.fft.fft2(m), dim=(-2, -1))
+    pad = (n - 2 * c) // 2
+    spec = F.pad(spec, (pad, n - 2 * c - pad, pad, n - 2 * c - pad))
+    up = torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1))).real * (n * n) / (4 * c * c)
+    return up[..., :size, :size].clamp_min(0).to(x.dtype).contiguous()
 
 
 class PatchSampler:
@@ -120,14 +140,19 @@ class PatchSampler:
 
     def _one(self) -> torch.Tensor:
         a, r, p = self.augment, self.rng, self.patch
+        interp = a.interp_prob > 0 and r.random() < a.interp_prob
         for _ in range(10):
             im = self.images[r.choice(len(self.images), p=self.p)]
             h, w = im.shape
             z = r.uniform(*a.scale_range) if a.scale_range != (1.0, 1.0) else 1.0
+            if interp:
+                z = 1.0 / r.uniform(*a.interp_factor)
             c = int(min(round(p * z), h, w))
             y0, x0 = int(r.integers(0, h - c + 1)), int(r.integers(0, w - c + 1))
             crop = im[y0 : y0 + c, x0 : x0 + c][None, None]
-            if c != p:
+            if interp and c < p:
+                crop = fourier_upsample(crop, p)
+            elif c != p:
                 crop = F.interpolate(
                     crop, size=(p, p), mode="bicubic", align_corners=False, antialias=c > p
                 )
