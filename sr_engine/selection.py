@@ -268,8 +268,13 @@ def measure(
     return [rows[n] for n in names], backends
 
 
-def _choose(rows: list[Candidate]) -> str:
-    ok = [r for r in rows if r.passed and r.ms_per_call is not None]
+def _choose(rows: list[Candidate], eligible: list[str] | None = None) -> str:
+    """The fastest path that passed the gate, among ``eligible`` (all by default)."""
+    ok = [
+        r
+        for r in rows
+        if r.passed and r.ms_per_call is not None and (eligible is None or r.name in eligible)
+    ]
     best = min(ok, key=lambda r: r.ms_per_call)  # the reference always passes
     best.chosen = True
     return best.name
@@ -338,10 +343,16 @@ def select_backend(
 
 
 def _measure_selection(
-    card: ModelCard, card_path: Path, names: list[str], threads: int, keep: bool, gate_all: bool
+    card: ModelCard,
+    card_path: Path,
+    names: list[str],
+    threads: int,
+    keep: bool,
+    gate_all: bool,
+    eligible: list[str] | None = None,
 ) -> tuple[Selection, dict[str, Backend]]:
     rows, backends = measure(card, card_path, names, threads, keep=keep, gate_all=gate_all)
-    chosen = _choose(rows)
+    chosen = _choose(rows, eligible)
     sel = Selection(
         model=card.name,
         sha256=card.sha256,
@@ -377,8 +388,10 @@ def bench_candidates(
     card = load_card(card_path, verify=True)
     threads = resolve_threads(threads)
     names = candidate_names(all_paths=all_paths)
-    sel, _ = _measure_selection(card, card_path, names, threads, keep=False, gate_all=True)
-    auto_names = candidate_names()
+    auto_names = candidate_names()  # the table shows every path; auto chooses among its own
+    sel, _ = _measure_selection(
+        card, card_path, names, threads, keep=False, gate_all=True, eligible=auto_names
+    )
     if names == auto_names:
         _write_cache(_cache_path(cache_dir), cache_key(card, threads, names), _entry(sel))
     return sel

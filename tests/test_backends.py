@@ -427,3 +427,20 @@ def test_bench_candidates_table(card_path, tmp_path):
     assert sum(r.chosen for r in sel.rows) == 1
     table = sel.table()
     assert "| onnxruntime |" in table and "ms per 512² slice" in table
+
+
+def test_choice_is_the_fastest_passing_eligible_path():
+    from sr_engine.selection import Candidate, _choose
+
+    def rows():
+        return [
+            Candidate("onnxruntime", ms_per_call=100.0, passed=True),
+            Candidate("openvino-bf16", ms_per_call=20.0, passed=False),  # over the gate
+            Candidate("torch-cpu-fp32", ms_per_call=50.0, passed=True),  # bench table only
+            Candidate("openvino-fp32", ms_per_call=70.0, passed=True),
+        ]
+
+    assert _choose(rows()) == "torch-cpu-fp32"
+    table = rows()
+    assert _choose(table, ["onnxruntime", "openvino-fp32", "openvino-bf16"]) == "openvino-fp32"
+    assert [r.name for r in table if r.chosen] == ["openvino-fp32"]
