@@ -282,7 +282,13 @@ def export_finetuned(
         f"{info.get('config', {}).get('scale_range')}, Gaussian noise on "
         f"{info.get('config', {}).get('noise_prob')} of the inputs (std up to "
         f"{info.get('config', {}).get('noise_sigma')}), padding filled as the engine does"
-        + (", gamma/contrast/window" if info.get("config", {}).get("intensity_aug") else ""),
+        + (", gamma/contrast/window" if info.get("config", {}).get("intensity_aug") else "")
+        + (
+            f", {cfg['interp_prob']} of the HR patches zero-filled in k-space by x1.4-2 first "
+            "(as MR scanners display a small acquisition matrix)"
+            if cfg.get("interp_prob")
+            else ""
+        ),
     }
     version = prev.get("version", "1.0.0").split(".")
     new_version = f"{int(version[0]) + 1}.0.0"
