@@ -66,7 +66,7 @@ def candidate_names(all_paths: bool = False) -> list[str]:
     names = [REFERENCE]
     bf16 = bf16_native()
     if openvino_usable() is None:
-        names += ["openvino-fp32"] + (["openvino-bf16"] if bf16 else [])
+        names += ["openvino-fp32"] + (["openvino-bf16", "openvino-bf16-precise"] if bf16 else [])
         names += ["openvino-fp16"] if fp16_native() else []
     if torch_usable() is None:
         names += (["torch-cpu-fp32"] if all_paths else []) + (["torch-cpu-bf16"] if bf16 else [])

@@ -72,7 +72,7 @@ def test_openvino_fp32_matches_onnxruntime(card_path):
 def test_without_openvino_its_paths_say_why_and_auto_still_loads(card_path, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
     card = load_card(card_path)
-    for name in ("openvino-fp32", "openvino-bf16"):
+    for name in ("openvino-fp32", "openvino-bf16", "openvino-bf16-precise"):
         with pytest.raises(BackendUnavailable, match="openvino package is not installed"):
             create_backend(name, card, card_path.with_suffix(".onnx"), 1)
     assert not any(n.startswith("openvino") for n in candidate_names())
@@ -309,7 +309,7 @@ def card_path_for_split(tmp_path):
     return write_test_model(tmp_path / "plain", "plain-x2").with_suffix(".onnx")
 
 
-@pytest.mark.parametrize("name", ["openvino-bf16", "torch-cpu-bf16"])
+@pytest.mark.parametrize("name", ["openvino-bf16", "openvino-bf16-precise", "torch-cpu-bf16"])
 def test_bf16_paths_keep_the_skip_in_fp32(tmp_path, name):
     """The trunk in bf16, the skip and the sum in fp32: close to fp32 where bf16 is native."""
     from sr_engine.backends.openvino_backend import bf16_native
@@ -444,3 +444,45 @@ def test_choice_is_the_fastest_passing_eligible_path():
     table = rows()
     assert _choose(table, ["onnxruntime", "openvino-fp32", "openvino-bf16"]) == "openvino-fp32"
     assert [r.name for r in table if r.chosen] == ["openvino-fp32"]
+
+
+@pytest.mark.skipif(OV_REASON is not None, reason=f"OpenVINO: {OV_REASON}")
+def test_precision_sensitive_nodes_of_the_bundled_trunk():
+    """bf16-precise keeps fp32 exactly: the input convolution, each residual sum with its
+    scaling, the long skip's convolution and sum; never a dense-block convolution."""
+    import onnx
+    import openvino as ov
+
+    from sr_engine.precision import OV_KEEP_FP32, mark_sensitive_fp32, split_global_skip
+    from sr_engine.registry import bundled_model_dir
+
+    trunk, _ = split_global_skip(onnx.load(str(bundled_model_dir() / "ct-x2.onnx")))
+    model = ov.Core().read_model(trunk.SerializeToString())
+    kept = mark_sensitive_fp32(model)
+    marked = [
+        o.get_friendly_name() for o in model.get_ordered_ops() if OV_KEEP_FP32 in o.get_rt_info()
+    ]
+    assert marked == kept
+    # 6 RRDBs of 3 dense blocks: 24 residual sums, each with its 0.2 scaling
+    assert sum(n.endswith("/Add") and "/body/" in n for n in kept) == 24
+    assert sum(n.endswith("/Mul") for n in kept) == 24
+    assert {"/conv_first/Conv/WithoutBiases", "/conv_first/Conv", "/conv_body/Conv", "/Add"} <= set(
+        kept
+    )
+    assert not any("/conv" in n and "/rdb" in n for n in kept)  # dense convolutions stay bf16
+    assert not any(n.startswith(("/conv_up1", "/conv_hr", "/conv_last")) for n in kept)
+    assert len(kept) == 53
+
+
+def test_bf16_precise_needs_native_bf16(card_path):
+    from sr_engine.backends.openvino_backend import bf16_native
+
+    if OV_REASON is not None:
+        pytest.skip(f"OpenVINO: {OV_REASON}")
+    if bf16_native():
+        pytest.skip("this CPU computes bf16 natively")
+    with pytest.raises(BackendUnavailable, match="neither AMX-BF16 nor AVX512-BF16"):
+        create_backend(
+            "openvino-bf16-precise", load_card(card_path), card_path.with_suffix(".onnx"), 1
+        )
+    assert "openvino-bf16-precise" not in candidate_names()

@@ -164,6 +164,9 @@ def fit(
     channels_last: str = typer.Option("auto", help="NHWC tensors: auto (CUDA) | on | off"),
     noise_prob: float = typer.Option(0.0, help="share of LR inputs with added Gaussian noise"),
     noise_sigma: float = typer.Option(0.01, help="its largest std ([0, 1] units)"),
+    srcnn_residual: bool = typer.Option(
+        True, help="SRCNN: learn the detail over bicubic (the 2014 paper learns the image)"
+    ),
     interp_prob: float = typer.Option(
         0.0,
         help="share of HR patches zero-filled in k-space by x1.4-2 first, as MR scanners "
@@ -187,6 +190,8 @@ def fit(
         params = {"num_feat": nf, "num_block": nb, "num_grow_ch": gc, "global_skip": "bilinear"}
     elif arch == "SRResNet":
         params = {"num_feat": nf, "num_block": nb}
+    elif arch == "SRCNN":
+        params = {"residual": srcnn_residual}
     else:
         params = {}
     cfg = TrainConfig(

@@ -1,9 +1,10 @@
 """Inference backends behind one interface: ``run(batch NCHW float32) -> NCHW float32``.
 
 * ``onnxruntime`` - CPU, fp32, the reference and the one every install has;
-* ``openvino-fp32`` / ``openvino-bf16`` / ``openvino-fp16`` - OpenVINO on the CPU (see
-  :mod:`.openvino_backend`); bf16 only where the CPU has AMX-BF16 or AVX512-BF16, fp16
-  only with AVX512-FP16 or AMX-FP16;
+* ``openvino-fp32`` / ``openvino-bf16`` / ``openvino-bf16-precise`` / ``openvino-fp16`` -
+  OpenVINO on the CPU (see :mod:`.openvino_backend`); bf16 only where the CPU has AMX-BF16
+  or AVX512-BF16 (``-precise``: the precision-sensitive nodes in fp32), fp16 only with
+  AVX512-FP16 or AMX-FP16;
 * ``tensorrt`` - a serialized TensorRT 10 engine built from the ONNX file for the card's
   tile shape (fp16, fp32 where fp16 would overflow), cached beside the ONNX file;
 * ``torch`` - PyTorch on CUDA in fp16 (``torch``, ``torch-cuda-fp16``), bf16
@@ -37,6 +38,7 @@ BACKEND_NAMES = (
     "onnxruntime",
     "openvino-fp32",
     "openvino-bf16",
+    "openvino-bf16-precise",
     "openvino-fp16",
     "tensorrt",
     "torch",
@@ -49,7 +51,12 @@ BACKEND_NAMES = (
 )
 
 # CPU paths that compute in reduced precision: the fidelity gate decides whether they run
-REDUCED_PRECISION_CPU = ("openvino-bf16", "openvino-fp16", "torch-cpu-bf16")
+REDUCED_PRECISION_CPU = (
+    "openvino-bf16",
+    "openvino-bf16-precise",
+    "openvino-fp16",
+    "torch-cpu-bf16",
+)
 
 
 class Backend(ABC):
@@ -191,7 +198,8 @@ def _mixed_precision(name: str, onnx_path: Path, threads: int) -> Backend:
     if name.startswith("openvino"):
         from sr_engine.backends.openvino_backend import OpenVINOBackend
 
-        inner: Backend = OpenVINOBackend(onnx_path, name.split("-")[1], threads, model=trunk)
+        precision = name.removeprefix("openvino-")
+        inner: Backend = OpenVINOBackend(onnx_path, precision, threads, model=trunk)
     else:
         from sr_engine.backends.torch_backend import TorchBackend
 

@@ -1,6 +1,9 @@
 """OpenVINO on the CPU: fp32, or bf16 / fp16 where the CPU computes in them natively.
 
 bf16 is offered only where the CPU has AMX-BF16 or AVX512-BF16 (:func:`bf16_native`),
+in two forms: ``bf16`` (every operation of the trunk) and ``bf16-precise`` (the input
+convolution, the residual sums and the long skip's convolution kept in fp32:
+:func:`sr_engine.precision.mark_sensitive_fp32`);
 fp16 only with AVX512-FP16 or AMX-FP16 (:func:`fp16_native`: 3 more mantissa bits than
 bf16); elsewhere OpenVINO would emulate them and gain nothing. In reduced precision the
 network is split at its global skip (:mod:`sr_engine.precision`): the trunk runs in
@@ -52,8 +55,13 @@ def fp16_native() -> bool:
     return bool({"avx512_fp16", "amx_fp16"} & cpu_flags())
 
 
-_NATIVE = {"fp32": lambda: True, "bf16": bf16_native, "fp16": fp16_native}
-_OV_TYPE = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+_NATIVE = {
+    "fp32": lambda: True,
+    "bf16": bf16_native,
+    "bf16-precise": bf16_native,
+    "fp16": fp16_native,
+}
+_OV_TYPE = {"fp32": "f32", "bf16": "bf16", "bf16-precise": "bf16", "fp16": "f16"}
 
 
 class OpenVINOBackend(Backend):
@@ -72,7 +80,7 @@ class OpenVINOBackend(Backend):
         if precision not in _NATIVE:
             raise BackendUnavailable(f"backend openvino: unknown precision {precision!r}")
         if not _NATIVE[precision]():
-            up = precision.upper()
+            up = "BF16" if precision.startswith("bf16") else precision.upper()
             raise BackendUnavailable(
                 f"backend openvino-{precision}: this CPU has neither AMX-{up} nor AVX512-{up}"
             )
@@ -88,6 +96,11 @@ class OpenVINOBackend(Backend):
             raise BackendUnavailable(
                 f"backend openvino: cannot read {onnx_path.name}: {msg}"
             ) from None
+        if precision.endswith("-precise"):
+            from sr_engine.precision import mark_sensitive_fp32
+
+            kept = mark_sensitive_fp32(self.model)
+            log.debug("openvino-%s: %d precision-sensitive nodes in fp32", precision, len(kept))
         self.config = {
             "INFERENCE_PRECISION_HINT": _OV_TYPE[precision],
             "PERFORMANCE_HINT": "LATENCY",
