@@ -273,6 +273,27 @@ def test_self_check_keeps_a_good_network_and_drops_a_bad_one():
     assert selfcheck.detail_weights(noisy, small, 2, -32768, 32767) == [1.0]  # too small to judge
 
 
+def test_self_check_wants_a_clear_gain_before_it_keeps_network_detail():
+    from sr_engine import selfcheck
+    from sr_engine.resample import upsample_spline
+
+    rng = np.random.default_rng(4)
+    base = np.rint(rng.uniform(0, 1000, (32, 32))).astype(np.int16)
+    frames = np.repeat(np.repeat(base, 4, 0), 4, 1)[None]
+
+    def towards_truth(share):  # cubic, moved ``share`` of the way to the (blocky) truth
+        def net(c):
+            near = np.repeat(np.repeat(c, 2, 1), 2, 2).astype(np.float64)
+            cub = np.stack([upsample_spline(f, 2) for f in c])
+            return cub + share * (near - cub)
+
+        return net
+
+    assert selfcheck.detail_weights(towards_truth(0.5), frames, 2, -32768, 32767) == [1.0]
+    # a gain under MIN_GAIN_DB on the downsampled copy is no evidence: the floor
+    assert selfcheck.detail_weights(towards_truth(0.02), frames, 2, -32768, 32767) == [0.0]
+
+
 def test_engine_self_check_is_never_worse_than_the_floor_on_its_own_scale(tmp_path):
     from sr_engine import consistency as dc
     from sr_engine.resample import upsample_spline
