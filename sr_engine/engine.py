@@ -27,6 +27,7 @@ from sr_engine.meta import PixelMeta
 from sr_engine.model_card import ModelCard, load_card
 from sr_engine.padding import find_padding
 from sr_engine.registry import resolve_model
+from sr_engine.resample import upsample_spline
 from sr_engine.tiling import AxisPlan, Blender, TilePlan, cut, plan_axis
 
 log = logging.getLogger(__name__)
@@ -260,10 +261,15 @@ class Engine:
             for m, y, pad, f, (n, k, fr) in zip(maps, ys, pads, seen, group, strict=True):
                 pixels, meta = items[n]
                 lo, hi = stored_limits(meta, pixels.dtype)
-                z = _pass_through_outside(m.inverse(y), f, m, s)
-                z = selfcheck.blend(z, f, weights[n][k], s)
-                if pad is not None:
-                    z = pad.restore(z, fr, s)
+                if weights[n][k] > 0.0:
+                    z = _pass_through_outside(m.inverse(y), f, m, s)
+                    z = selfcheck.blend(z, f, weights[n][k], s)
+                    if pad is not None:
+                        z = pad.restore(z, fr, s)
+                else:  # the floor: cubic of the stored frame as it is, padding kept exact
+                    z = upsample_spline(fr, s)
+                    if pad is not None:
+                        z = pad.keep_pure(z, s)
                 if consistency:
                     o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
                 else:

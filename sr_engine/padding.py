@@ -125,6 +125,14 @@ class PaddingPlan:
         """The frame the network sees (stored units, float64)."""
         return fill_masked(frame, self.fill)
 
+    def keep_pure(self, z: np.ndarray, s: int) -> np.ndarray:
+        """``z`` (sH, sW) with the pure padding blocks set to the padding value exactly."""
+        z = np.asarray(z, np.float64).copy()
+        h, w = self.pure.shape
+        blocks = z.reshape(h, s, w, s).transpose(0, 2, 1, 3)  # a view: writes go to z
+        blocks[self.pure] = self.value
+        return z
+
     def restore(self, z: np.ndarray, frame: np.ndarray, s: int) -> np.ndarray:
         """Network output ``z`` (sH, sW, stored units float) with the padding put back.
 

@@ -316,6 +316,32 @@ def test_engine_self_check_is_never_worse_than_the_floor_on_its_own_scale(tmp_pa
     assert np.abs(dc.area_down(on, 2) - lr).max() <= 0.5  # still consistent with the input
 
 
+def test_a_frame_the_self_check_gives_the_floor_is_exactly_the_floor(tmp_path, monkeypatch):
+    """Weight 0 means the floor: the cubic interpolation of the stored frame as it is, data
+    consistent, with only the pure padding blocks set to the padding value."""
+    from sr_engine import consistency as dc
+    from sr_engine import selfcheck
+    from sr_engine.resample import upsample_spline
+
+    yy, xx = np.mgrid[:96, :96]
+    rng = np.random.default_rng(5)
+    lr = np.where((yy - 48) ** 2 + (xx - 48) ** 2 < 40**2, rng.normal(40, 30, (96, 96)), -2000)
+    lr = np.rint(lr).astype(np.int16)
+    meta = PixelMeta("CT", 16, 1, rescale_intercept=0.0)
+    plan = find_padding(lr, meta)
+    assert plan is not None and plan.pure.any()
+    card = write_test_model(
+        tmp_path, "ct-floor", intensity={"model": "ct_hu", "window": [-1024, 3071]}
+    )
+    eng = Engine.load(card, backend="onnxruntime")
+    monkeypatch.setattr(selfcheck, "detail_weights", lambda *a, **k: [0.0])
+    out = eng.enhance(lr, meta).pixels.astype(np.float64)
+    floor = dc.project(upsample_spline(lr, 2), lr, 2, -32768, 32767)
+    pure = np.repeat(np.repeat(plan.pure, 2, 0), 2, 1)
+    assert np.all(out[pure] == -2000)
+    np.testing.assert_allclose(out[~pure], np.rint(floor[~pure]), atol=1.0)
+
+
 def test_spline_upsampling_is_scipys_order_3_zoom():
     ndimage = pytest.importorskip("scipy.ndimage")
     from sr_engine.resample import upsample_spline
