@@ -160,14 +160,21 @@ def test_bf16_channels_last_noise_and_time_checkpoints(data_dir: Path, tmp_path:
 
 
 def test_sigterm_asks_the_loop_to_stop_and_is_restored() -> None:
-    import os
-    import signal
+    """A real SIGTERM, in a child process: signalling the test process itself would hit every
+    native thread pool earlier tests left in it."""
+    import subprocess
+    import sys
 
-    from training.train import _StopOnSignal
-
-    before = signal.getsignal(signal.SIGTERM)
-    stop = _StopOnSignal()
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert stop.requested
-    stop.restore()
-    assert signal.getsignal(signal.SIGTERM) == before
+    code = (
+        "import os, signal\n"
+        "from training.train import _StopOnSignal\n"
+        "before = signal.getsignal(signal.SIGTERM)\n"
+        "stop = _StopOnSignal()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "assert stop.requested, 'not requested'\n"
+        "stop.restore()\n"
+        "assert signal.getsignal(signal.SIGTERM) == before, 'not restored'\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
