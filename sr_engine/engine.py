@@ -238,14 +238,34 @@ class Engine:
             self._detail_weights(p, m, untiled, consistency and self_check) for p, m in items
         ]
         batch = self._batch()
+
         # a few frames at a time (enough to fill one backend batch): bounded memory
+        def store(n: int, k: int, fr: np.ndarray, z: np.ndarray) -> None:
+            pixels, meta = items[n]
+            lo, hi = stored_limits(meta, pixels.dtype)
+            if consistency:
+                o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
+            else:
+                o = to_stored(z, meta, pixels.dtype)
+            outs[n][k] = o
+            err = dc.errors(o, fr, s, op)
+            worst[n] = (max(worst[n][0], err[0]), max(worst[n][1], err[1]))
+
+        # frames the self-check gives the floor need no network: the cubic interpolation of
+        # the stored frame as it is, padding kept exact
+        for n, k, fr in frames:
+            if weights[n][k] <= 0.0:
+                pad = find_padding(fr, items[n][1])
+                z = upsample_spline(fr, s)
+                store(n, k, fr, z if pad is None else pad.keep_pure(z, s))
+        todo = [(n, k, fr) for n, k, fr in frames if weights[n][k] > 0.0]
         g0 = 0
-        while g0 < len(frames):
+        while g0 < len(todo):
             g1, tiles = g0, 0
-            while g1 < len(frames) and tiles < batch:
-                tiles += self.plan(*frames[g1][2].shape, untiled).count
+            while g1 < len(todo) and tiles < batch:
+                tiles += self.plan(*todo[g1][2].shape, untiled).count
                 g1 += 1
-            group = frames[g0:g1]
+            group = todo[g0:g1]
             # padding is never seen as tissue: filled before, restored after
             pads = [find_padding(fr, items[n][1]) for n, _, fr in group]
             seen = [
@@ -259,24 +279,11 @@ class Engine:
             x = [m.forward(f) for m, f in zip(maps, seen, strict=True)]
             ys = self.infer_frames(x, untiled)
             for m, y, pad, f, (n, k, fr) in zip(maps, ys, pads, seen, group, strict=True):
-                pixels, meta = items[n]
-                lo, hi = stored_limits(meta, pixels.dtype)
-                if weights[n][k] > 0.0:
-                    z = _pass_through_outside(m.inverse(y), f, m, s)
-                    z = selfcheck.blend(z, f, weights[n][k], s)
-                    if pad is not None:
-                        z = pad.restore(z, fr, s)
-                else:  # the floor: cubic of the stored frame as it is, padding kept exact
-                    z = upsample_spline(fr, s)
-                    if pad is not None:
-                        z = pad.keep_pure(z, s)
-                if consistency:
-                    o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
-                else:
-                    o = to_stored(z, meta, pixels.dtype)
-                outs[n][k] = o
-                err = dc.errors(o, fr, s, op)
-                worst[n] = (max(worst[n][0], err[0]), max(worst[n][1], err[1]))
+                z = _pass_through_outside(m.inverse(y), f, m, s)
+                z = selfcheck.blend(z, f, weights[n][k], s)
+                if pad is not None:
+                    z = pad.restore(z, fr, s)
+                store(n, k, fr, z)
             g0 = g1
         seconds = time.perf_counter() - t0
         results = []
