@@ -117,13 +117,17 @@ class SkipSplit:
 
 
 # -- precision-sensitive nodes (OpenVINO) ---------------------------------------------------
-OV_KEEP_FP32 = "disable_fp16_compression_0"  # rt_info key: the CPU plugin keeps the node fp32
+# OpenVINO's CPU plugin runs a node in its original precision (fp32) under a bf16 or fp16
+# inference hint when the node carries the ``DisablePrecisionConversion`` runtime attribute.
+# OpenVINO's Python API cannot create that attribute, but its IR reader can: the model goes
+# through the IR (serialised, annotated, read back), see :func:`keep_fp32`.
+OV_KEEP_FP32 = "DisablePrecisionConversion"
+_KEEP_ANY = "dynamic:dynamic"  # no conversion from any type to any type
 
 
-def mark_sensitive_fp32(model: Any) -> list[str]:
-    """Mark the nodes of an OpenVINO model (a residual trunk) whose rounding costs the most
-    fidelity in bf16, so OpenVINO's CPU plugin keeps them in fp32 while the other
-    convolutions run in bf16; returns their names.
+def sensitive_nodes(model: Any) -> list[str]:
+    """The friendly names of the nodes of an OpenVINO model (a residual trunk) whose
+    rounding costs the most fidelity in bf16, for :func:`keep_fp32`:
 
     - the convolutions that read the graph input (rounded to bf16, the input alone is
       about 16 HU off on a 4095-HU window), with their bias;
@@ -186,6 +190,43 @@ def mark_sensitive_fp32(model: Any) -> list[str]:
                 conv = biased_conv(n)
                 if conv is not None:
                     conv_with_bias(conv)
-    for node in keep.values():
-        node.get_rt_info()[OV_KEEP_FP32] = ""
     return [n.get_friendly_name() for n in ops if id(n) in keep]
+
+
+def keep_fp32(model: Any, names: list[str]) -> Any:
+    """A copy of the OpenVINO ``model`` whose nodes named ``names`` carry
+    ``DisablePrecisionConversion``, so the CPU plugin runs them in fp32 under a bf16 or
+    fp16 inference hint (the other nodes as hinted). Raises ``ValueError`` if a name is
+    not in the model."""
+    import tempfile
+    import xml.etree.ElementTree as ET
+
+    import openvino as ov
+
+    wanted = set(names)
+    with tempfile.TemporaryDirectory(prefix="srnode-ov-") as tmp:
+        xml_path = Path(tmp) / "model.xml"
+        ov.save_model(model, str(xml_path), compress_to_fp16=False)
+        root = ET.parse(xml_path).getroot()
+        weights = np.fromfile(xml_path.with_suffix(".bin"), dtype=np.uint8)
+    found = set()
+    for layer in root.iter("layer"):
+        name = layer.get("name")
+        if name not in wanted:
+            continue
+        found.add(name)
+        rt = layer.find("rt_info")
+        if rt is None:
+            rt = ET.Element("rt_info")
+            layer.insert(0, rt)
+        ET.SubElement(rt, "attribute", name=OV_KEEP_FP32, version="0", value=_KEEP_ANY)
+    missing = wanted - found
+    if missing:
+        raise ValueError(f"not in the model: {', '.join(sorted(missing)[:3])}")
+    return ov.Core().read_model(ET.tostring(root, encoding="unicode"), ov.Tensor(weights))
+
+
+def kept_fp32(model: Any) -> list[str]:
+    """The friendly names of the nodes of ``model`` that :func:`keep_fp32` marked."""
+    key = f"{OV_KEEP_FP32}_0"
+    return [op.get_friendly_name() for op in model.get_ordered_ops() if key in op.get_rt_info()]

@@ -449,20 +449,23 @@ def test_choice_is_the_fastest_passing_eligible_path():
 @pytest.mark.skipif(OV_REASON is not None, reason=f"OpenVINO: {OV_REASON}")
 def test_precision_sensitive_nodes_of_the_bundled_trunk():
     """bf16-precise keeps fp32 exactly: the input convolution, each residual sum with its
-    scaling, the long skip's convolution and sum; never a dense-block convolution."""
+    scaling, the long skip's convolution and sum; never a dense-block convolution. The
+    marks survive into the model OpenVINO compiles (through the IR)."""
     import onnx
     import openvino as ov
 
-    from sr_engine.precision import OV_KEEP_FP32, mark_sensitive_fp32, split_global_skip
+    from sr_engine.precision import keep_fp32, kept_fp32, sensitive_nodes, split_global_skip
     from sr_engine.registry import bundled_model_dir
 
     trunk, _ = split_global_skip(onnx.load(str(bundled_model_dir() / "ct-x2.onnx")))
     model = ov.Core().read_model(trunk.SerializeToString())
-    kept = mark_sensitive_fp32(model)
-    marked = [
-        o.get_friendly_name() for o in model.get_ordered_ops() if OV_KEEP_FP32 in o.get_rt_info()
-    ]
-    assert marked == kept
+    kept = sensitive_nodes(model)
+    assert kept_fp32(model) == []
+    marked = keep_fp32(model, kept)
+    assert kept_fp32(marked) == kept
+    clone = marked.clone()
+    clone.reshape([1, 1, 32, 32])
+    assert kept_fp32(clone) == kept  # what the backend compiles, per tile shape
     # 6 RRDBs of 3 dense blocks: 24 residual sums, each with its 0.2 scaling
     assert sum(n.endswith("/Add") and "/body/" in n for n in kept) == 24
     assert sum(n.endswith("/Mul") for n in kept) == 24
@@ -472,6 +475,33 @@ def test_precision_sensitive_nodes_of_the_bundled_trunk():
     assert not any("/conv" in n and "/rdb" in n for n in kept)  # dense convolutions stay bf16
     assert not any(n.startswith(("/conv_up1", "/conv_hr", "/conv_last")) for n in kept)
     assert len(kept) == 53
+    with pytest.raises(ValueError, match="not in the model"):
+        keep_fp32(model, ["no such node"])
+
+
+@pytest.mark.skipif(OV_REASON is not None, reason=f"OpenVINO: {OV_REASON}")
+def test_bf16_precise_runs_the_marked_nodes_in_fp32(card_path):
+    """On a CPU with native bf16, OpenVINO runs the marked convolutions and sums in fp32
+    and the rest in bf16 (its runtime model says which precision each node ran in)."""
+    from sr_engine.backends.openvino_backend import bf16_native
+
+    if not bf16_native():
+        pytest.skip("this CPU has neither AMX-BF16 nor AVX512-BF16")
+    from sr_engine.registry import bundled_model_dir
+
+    onnx_path = bundled_model_dir() / "ct-x2.onnx"
+    runs = {}
+    for name in ("openvino-bf16", "openvino-bf16-precise"):
+        backend = create_backend(name, load_card(onnx_path.with_suffix(".json")), onnx_path, 1)
+        backend.run(np.zeros((1, 1, 24, 24), np.float32))
+        request = next(iter(backend.inner._requests.values()))
+        ops = request.get_compiled_model().get_runtime_model().get_ordered_ops()
+        info = [o.get_rt_info() for o in ops]
+        runs[name] = {(i["layerType"].astype(str), i["runtimePrecision"].astype(str)) for i in info}
+        backend.close()
+    assert ("Convolution", "f32") not in runs["openvino-bf16"]
+    assert ("Convolution", "f32") in runs["openvino-bf16-precise"]
+    assert ("Convolution", "bf16") in runs["openvino-bf16-precise"]
 
 
 def test_bf16_precise_needs_native_bf16(card_path):

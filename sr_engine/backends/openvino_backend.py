@@ -3,7 +3,8 @@
 bf16 is offered only where the CPU has AMX-BF16 or AVX512-BF16 (:func:`bf16_native`),
 in two forms: ``bf16`` (every operation of the trunk) and ``bf16-precise`` (the input
 convolution, the residual sums and the long skip's convolution kept in fp32:
-:func:`sr_engine.precision.mark_sensitive_fp32`);
+:func:`sr_engine.precision.sensitive_nodes`,
+:func:`sr_engine.precision.keep_fp32`);
 fp16 only with AVX512-FP16 or AMX-FP16 (:func:`fp16_native`: 3 more mantissa bits than
 bf16); elsewhere OpenVINO would emulate them and gain nothing. In reduced precision the
 network is split at its global skip (:mod:`sr_engine.precision`): the trunk runs in
@@ -97,9 +98,10 @@ class OpenVINOBackend(Backend):
                 f"backend openvino: cannot read {onnx_path.name}: {msg}"
             ) from None
         if precision.endswith("-precise"):
-            from sr_engine.precision import mark_sensitive_fp32
+            from sr_engine.precision import keep_fp32, sensitive_nodes
 
-            kept = mark_sensitive_fp32(self.model)
+            kept = sensitive_nodes(self.model)
+            self.model = keep_fp32(self.model, kept)
             log.debug("openvino-%s: %d precision-sensitive nodes in fp32", precision, len(kept))
         self.config = {
             "INFERENCE_PRECISION_HINT": _OV_TYPE[precision],
