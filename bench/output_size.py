@@ -13,10 +13,8 @@ identical.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import platform
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,37 +22,18 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from dicom_node.config_routing import DimseDestination
-from dicom_node.derive.encoding import SYNTAX_NAMES, encode
-from dicom_node.derive.process import enhance_instance, save_derived
-from dicom_node.export.send import send
-from sr_engine.engine import Engine
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dicom_node.config_routing import DimseDestination  # noqa: E402
+from dicom_node.derive.encoding import SYNTAX_NAMES, encode  # noqa: E402
+from dicom_node.derive.process import enhance_instance, save_derived  # noqa: E402
+from dicom_node.export.send import send  # noqa: E402
+from sr_engine.cpu import cpu_model  # noqa: E402
+from sr_engine.engine import Engine  # noqa: E402
+from tests.node_helpers import free_port, wait_port  # noqa: E402
 
 STORESCP = "/usr/bin/storescp"
 SOURCES = [("CT", "693_J2KR.dcm", "ct-x2"), ("CR", "RG3_J2KR.dcm", "general-x2")]
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _cpu() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def _wait_port(port: int) -> None:
-    for _ in range(100):
-        with contextlib.closing(socket.socket()) as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"storescp did not listen on {port}")
 
 
 def main() -> None:
@@ -85,7 +64,7 @@ def main() -> None:
             t0 = time.perf_counter()
             encode(pydicom.dcmread(stored), SYNTAX_NAMES[syntax])
             enc = time.perf_counter() - t0
-            port = _free_port()
+            port = free_port()
             inbox = work / modality / syntax
             inbox.mkdir(parents=True)
             scp = subprocess.Popen(
@@ -94,7 +73,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
             try:
-                _wait_port(port)
+                wait_port(port, 10)
                 dest = DimseDestination(
                     name="d", ae_title="DEST", host="127.0.0.1", port=port, transfer_syntax=syntax
                 )
@@ -106,7 +85,7 @@ def main() -> None:
             (got,) = [p for p in inbox.iterdir() if p.is_file()]
             same = np.array_equal(pydicom.dcmread(got).pixel_array, want)
             rows.append((modality, syntax, got.stat().st_size, enc, same))
-    print(f"\nCPU: {_cpu()}\n")
+    print(f"\nCPU: {cpu_model()}\n")
     print("| series | transfer syntax | received file | vs explicit LE | transcode s | pixels |")
     print("|---|---|---:|---:|---:|---|")
     base = {m: size for m, s, size, _, _ in rows if s == "explicit-vr-little-endian"}

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,15 +31,13 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.node_helpers import free_port, wait_port  # noqa: E402
+
 SRNODE = ROOT / ".venv" / "bin" / "srnode"
 STORESCU, STORESCP = "/usr/bin/storescu", "/usr/bin/storescp"
 ORTHANC = "/usr/sbin/Orthanc"
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env() -> dict[str, str]:
@@ -73,18 +70,6 @@ def make_instances(out: Path, count: int) -> list[Path]:
         ds.save_as(p, enforce_file_format=True)
         files.append(p)
     return files
-
-
-def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"receiver exited ({proc.returncode})")
-        with contextlib.closing(socket.socket()) as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"port {port}")
 
 
 def send(port: int, files: list[Path], assocs: int, called: str) -> float:
@@ -138,7 +123,7 @@ def start_srnode(
             stderr=log,
         )
     try:
-        wait_port(port, p)
+        wait_port(port, 60, p)
     except (RuntimeError, TimeoutError) as e:
         tail = (work / "srnode.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"srnode did not start: {e}\n{tail}") from None
@@ -154,7 +139,7 @@ def start_storescp(work: Path, port: int) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    wait_port(port, p)
+    wait_port(port, 60, p)
     return p
 
 
@@ -180,7 +165,7 @@ def start_orthanc(work: Path, port: int) -> subprocess.Popen:
         p = subprocess.Popen(
             [ORTHANC, str(work / "orthanc.json")], env=env(), stdout=log, stderr=log
         )
-    wait_port(port, p)
+    wait_port(port, 60, p)
     return p
 
 

@@ -33,6 +33,9 @@ EXPORTS = Counter(
     "Exports of a job to a destination that ended",
     ["destination", "result"],
 )
+JOBS_FAILED = Counter(
+    "srnode_jobs_failed_total", "Jobs that ended failed (see srnode status)", ["stage"]
+)
 EXPORT_RETRIES = Counter(
     "srnode_export_retries_total",
     "Export attempts that failed and were scheduled again",
@@ -54,3 +57,8 @@ def count_export(destination: str, state: str | None) -> None:
         EXPORT_RETRIES.labels(destination).inc()
     else:
         EXPORTS.labels(destination, state).inc()
+
+
+def count_failed(stage: str) -> None:
+    """A job ended failed at ``stage``: ``processing`` or ``export``."""
+    JOBS_FAILED.labels(stage).inc()

@@ -20,10 +20,10 @@ from pydicom.uid import generate_uid
 
 from dicom_node.config import Settings
 from dicom_node.config_routing import DimseDestination
+from dicom_node.error_text import describe, scrub
 from dicom_node.export import dimse
 from dicom_node.jobs import db as dbm
 from dicom_node.jobs.db import Database, Export, Job
-from dicom_node.jobs.errors import describe, scrub
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import tick
 from dicom_node.jobs.states import ExportState, JobState

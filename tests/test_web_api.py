@@ -185,7 +185,11 @@ def test_models_audit_metrics_health(node):
     ready = c.get("/readyz")
     assert ready.status_code == 200 and ready.json()["checks"]["database"].startswith("ok")
     assert c.get("/openapi.json").json()["paths"]["/api/aets"]
-    assert "swagger" in c.get("/docs").text.lower()
+    docs = c.get("/docs").text
+    assert "swagger" in docs.lower() and "cdn" not in docs and "https://" not in docs
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert f"/docs/assets/{asset}" in docs
+        assert c.get(f"/docs/assets/{asset}").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -238,3 +242,48 @@ def test_warnings_of_one_request_are_logged_once(node, caplog):
     loud = [x for x in caplog.records if x.levelno == logging.WARNING]
     # two lines a part before (ingest and STOW each said why): one line now
     assert len(loud) == 1 and loud[0].getMessage().startswith("600 warnings while serving POST")
+
+
+def test_readyz_is_503_below_the_disk_reserve(node, tmp_path):
+    """Below storage.min_free_gb the receiver refuses instances (0xA700): /readyz says so."""
+    from dicom_node.receive.reserve import GB, free_bytes
+
+    free_gb = free_bytes(tmp_path) / GB
+    settings = Settings.model_validate(
+        {
+            "node": {"data_dir": str(tmp_path / "data")},
+            "storage": {"min_free_gb": round(free_gb * 2 + 1)},
+            "routes": [],
+        }
+    )
+    app = create_app(settings, lambda *a, **k: 0, node["db"])
+    ready = TestClient(app, client=("127.0.0.1", 50000)).get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["disk"].startswith("low:")
+    assert node["client"].get("/readyz").json()["checks"]["disk"].startswith("ok:")
+
+
+def test_models_report_what_auto_chose_on_this_host(node):
+    """/api/models lists the backend auto chose per model, from the node's own cache."""
+    import json
+
+    from dicom_node.jobs.engines import node_cache_dir
+    from sr_engine.selection import CACHE_FILE
+
+    c = node["client"]
+    assert c.get("/api/models").json()["engines"] == []
+    cache = node_cache_dir(node["settings"].node.data_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "model": "ct-x2",
+        "sha256": "ab" * 32,
+        "chosen": "openvino-bf16-precise",
+        "host": {"cpu": "Some CPU", "threads": 2},
+        "tile": [288, 2],
+        "measured_at": "2026-11-29 21:00:00 UTC",
+    }
+    (cache / CACHE_FILE).write_text(json.dumps({"key": entry}))
+    engines = c.get("/api/models").json()["engines"]
+    assert [(e["model"], e["backend"], e["tile"]) for e in engines] == [
+        ("ct-x2", "openvino-bf16-precise", 288)
+    ]

@@ -157,6 +157,18 @@ def retry(engine: Any, db: Any, actor: Actor, job_id: int) -> dict[str, Any]:
     return get(engine, job_id)
 
 
+def retry_failed(db: Any, actor: Actor) -> list[int]:
+    """Every failed job queued again, each audited; their ids."""
+    ids = []
+    for job_id in Jobs(db).failed_ids():
+        try:
+            retry(db.engine, db, actor, job_id)
+        except (Conflict, NotFound):  # changed meanwhile
+            continue
+        ids.append(job_id)
+    return ids
+
+
 def cancel(db: Any, actor: Actor, job_id: int) -> dict[str, Any]:
     """Stop a job that is waiting or running: it becomes ``skipped`` (reason: cancelled)
     and its open exports ``failed``; a worker holding it loses its claim."""

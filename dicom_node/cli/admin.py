@@ -144,18 +144,21 @@ def _jobs(app: typer.Typer) -> None:
         if (job_id is None) == (not failed):
             _fail("give a job id or --failed")
         s = _settings_or_exit(config=config, data_dir=data_dir)
+        from dicom_node.admin import jobs as admin_jobs
+        from dicom_node.admin.errors import AdminError
+        from dicom_node.cli.live import cli_actor
+
         d = _db(s)
         try:
-            from dicom_node.jobs.transitions import Jobs
-
-            ids = Jobs(d).retry_failed() if failed else [job_id] if Jobs(d).retry(job_id) else []
+            if failed:
+                ids = admin_jobs.retry_failed(d, cli_actor())
+                typer.echo(f"{len(ids)} failed job(s) queued again")
+                return
+            admin_jobs.retry(d.engine, d, cli_actor(), job_id)
+        except AdminError as e:
+            _fail(str(e))
         finally:
             d.close()
-        if failed:
-            typer.echo(f"{len(ids)} failed job(s) queued again")
-            return
-        if not ids:
-            _fail(f"no job {job_id}")
         typer.echo(f"job {job_id} queued again")
 
 

@@ -16,7 +16,7 @@ from dicom_node.cli.service import ConfigOpt, DataDirOpt, _db, _fail, _settings_
 from dicom_node.config import ConfigError
 
 
-def _actor() -> Actor:
+def cli_actor() -> Actor:
     try:
         user = getpass.getuser()
     except Exception:  # no user name in this environment
@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
             _fail(str(e))
         _, live = _live(config, data_dir)
         try:
-            live.add_ae(_actor(), p["ae_title"], p["host"])
+            live.add_ae(cli_actor(), p["ae_title"], p["host"])
         except AdminError as e:
             if e.status == 409:
                 typer.echo(f"{entry}: already present")
@@ -84,7 +84,7 @@ def register(app: typer.Typer) -> None:
             _fail(str(e))
         _, live = _live(config, data_dir)
         try:
-            live.delete_ae(_actor(), p["ae_title"], p["host"])
+            live.delete_ae(cli_actor(), p["ae_title"], p["host"])
         except AdminError as e:
             _fail(f"{entry}: {e.message}")
         finally:
@@ -115,7 +115,7 @@ def register(app: typer.Typer) -> None:
         s = _settings_or_exit(config=config, data_dir=data_dir)
         d = _db(s, create=True)  # may come before the node's first start
         try:
-            new = users.set_password(d.engine, _actor(), user, password, role)
+            new = users.set_password(d.engine, cli_actor(), user, password, role)
         except AdminError as e:
             _fail(f"set-password: {e.message}")
         finally:

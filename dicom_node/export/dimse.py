@@ -22,9 +22,9 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_node.config_routing import DimseDestination
 from dicom_node.derive.encoding import encode, syntax_name
+from dicom_node.error_text import describe
 from dicom_node.export.result import SendResult
 from dicom_node.implementation import identify
-from dicom_node.jobs.errors import describe
 from dicom_node.net import quiet_pynetdicom, scu_handlers
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from pydicom.dataset import Dataset
 
 from dicom_node.config_routing import StowDestination
 from dicom_node.derive.encoding import encode
+from dicom_node.error_text import describe
 from dicom_node.export.result import SendResult
-from dicom_node.jobs.errors import describe
 
 #: STOW-RS request size (bytes of DICOM) before starting a new request.
 STOW_BATCH_BYTES = 64 * 1024 * 1024

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
-from dicom_node.jobs.errors import scrub
+from dicom_node.error_text import scrub
 from dicom_node.jobs.schema import (  # noqa: F401  (re-exported: the tables)
     MIGRATIONS,
     SCHEMA_VERSION,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dicom_node.error_text import describe
 from dicom_node.jobs.db import Database
-from dicom_node.jobs.errors import describe
 from dicom_node.jobs.routing import SeriesFacts, decide
 from dicom_node.jobs.states import JobState
 from dicom_node.jobs.transitions import Jobs

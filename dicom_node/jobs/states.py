@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from dicom_node.jobs.errors import scrub
+from dicom_node.error_text import scrub
 
 
 class SeriesState(StrEnum):

@@ -373,11 +373,14 @@ class Jobs(ExportRows):
         )
         return delay
 
-    def retry_failed(self) -> list[int]:
-        """``srnode jobs retry --failed``: every failed job queued again; their ids."""
+    def failed_ids(self) -> list[int]:
+        """The ids of the failed jobs."""
         with self.engine.connect() as conn:
-            ids = [i for (i,) in conn.execute(select(Job.id).where(Job.state == str(J.FAILED)))]
-        return [i for i in ids if self.retry(i)]
+            return [i for (i,) in conn.execute(select(Job.id).where(Job.state == str(J.FAILED)))]
+
+    def retry_failed(self) -> list[int]:
+        """Every failed job queued again; their ids."""
+        return [i for i in self.failed_ids() if self.retry(i)]
 
     # ---------------------------------------------------------------- retention
     def source_files(self, job_id: int) -> list[Any]:

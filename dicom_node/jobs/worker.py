@@ -11,7 +11,7 @@ the time of the first failure and of the next attempt (capped exponential backof
 jitter, :func:`dicom_node.export.send.next_retry_delay`). Retries go on for the
 destination's ``retry_for_hours`` after the first failure (and, if set, up to its
 ``max_attempts``); all of it is in the rows, so a restart keeps the schedule. Errors are
-recorded through :mod:`dicom_node.jobs.errors` (no element values).
+recorded through :mod:`dicom_node.error_text` (no element values).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from typing import Any
 import pydicom
 
 from dicom_node.derive import preview
-from dicom_node.jobs import retention
+from dicom_node.error_text import describe, register_safe
+from dicom_node.jobs import export_outcome, retention
 from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
-from dicom_node.jobs.errors import describe, register_safe
 from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, JobState
 from dicom_node.jobs.transitions import Jobs
-from dicom_node.metrics import ENGINE_SECONDS, count_export
+from dicom_node.metrics import ENGINE_SECONDS, count_export, count_failed
 from dicom_node.spool import Spool, atomic_write
 from sr_engine.errors import UnsupportedInput
 
@@ -249,7 +249,7 @@ class Worker:
             c, self.name, error, s.job_max_attempts, s.job_retry_delay
         )
         if delay is None:
-            _metric_failed("processing")
+            count_failed("processing")
             log.error("job %d failed after %d attempts: %s", c.id, c.attempts, error)
         else:
             log.warning(
@@ -258,93 +258,37 @@ class Worker:
 
     # ------------------------------------------------------------------ export
     def _export(self, job_id: int) -> None:
-        from dicom_node.export.send import next_retry_delay, send
+        """One attempt for each export of the job that is due; then settle the job."""
+        from dicom_node.export.send import send
 
         dests = {d.name: d for d in self.settings.destinations}
-        rows = self.jobs.pending_exports(job_id)
         ctx = self.jobs.context(job_id)
-        for r in rows:
+        for r in self.jobs.pending_exports(job_id):
             if r.next_attempt_at is not None and r.next_attempt_at > time.time():
                 continue
             self._renew(job_id)
             pending = json.loads(r.pending or "[]")
             dest = dests.get(r.destination)
-            values: dict[str, Any] = {"updated_at": time.time()}
             if dest is None:
-                values.update(
-                    state=ExportState.FAILED,
-                    last_error=f"destination {r.destination} not configured",
-                )
+                out = export_outcome.not_configured(r.destination, time.time())
             elif not pending:
-                values.update(state=ExportState.DONE)
+                out = export_outcome.nothing_left(time.time())
             else:
-                res = send(dest, pending, self.settings.node.ae_title)
-                ok = set(res.ok)
-                permanent = set(getattr(res, "permanent", []) or [])
-                left = [p for p in pending if p not in ok and p not in permanent]
-                attempts = r.attempts + 1
-                now = time.time()
-                values.update(
-                    attempts=attempts,
-                    pending=json.dumps(left),
-                    sent_count=r.sent_count + len(ok & set(pending)),
+                result = send(dest, pending, self.settings.node.ae_title)
+                out = export_outcome.after_attempt(r, dest, pending, result, time.time())
+            if out.level:
+                log.log(out.level, "job %d export to %s: %s", job_id, r.destination, out.message)
+            if out.state == ExportState.DONE:
+                log.info(
+                    "job %d exported study=%s series=%s to %s: %d instances",
+                    job_id,
+                    ctx["study_uid"],
+                    ctx["series_uid"],
+                    r.destination,
+                    out.values.get("sent_count", r.sent_count),
                 )
-                err = res.failed[0][1] if res.failed else None
-                first_failed = r.first_failed_at or now
-                budget = dest.retry_for_hours * 3600.0
-                if permanent:
-                    values.update(
-                        state=ExportState.FAILED,
-                        last_error=f"{len(permanent)} refused: {err}"[:4000],
-                    )
-                elif not left:
-                    values.update(
-                        state=ExportState.DONE,
-                        last_error=None,
-                        next_attempt_at=None,
-                        first_failed_at=None,
-                    )
-                elif now - first_failed >= budget or (
-                    dest.max_attempts is not None and attempts >= dest.max_attempts
-                ):
-                    why = (
-                        f"gave up after {attempts} attempts over {_duration(now - first_failed)}"
-                        f" (retry_for_hours {dest.retry_for_hours:g}"
-                        + (f", max_attempts {dest.max_attempts}" if dest.max_attempts else "")
-                        + f"): {err}"
-                    )
-                    values.update(state=ExportState.FAILED, last_error=why[:4000])
-                    log.error("job %d export to %s failed: %s", job_id, dest.name, why)
-                else:
-                    # capped backoff, never past the end of the retry budget
-                    delay = min(next_retry_delay(attempts, dest), first_failed + budget - now)
-                    values.update(
-                        last_error=(err or "")[:4000],
-                        next_attempt_at=now + max(delay, 0.0),
-                        first_failed_at=first_failed,
-                    )
-                    log.warning(
-                        "job %d export to %s: %d left, attempt %d, again in %.1f s"
-                        " (retrying until %s): %s",
-                        job_id,
-                        dest.name,
-                        len(left),
-                        attempts,
-                        delay,
-                        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(first_failed + budget)),
-                        err,
-                    )
-                if values.get("state") == ExportState.DONE:
-                    log.info(
-                        "job %d exported study=%s series=%s to %s: %d instances",
-                        job_id,
-                        ctx["study_uid"],
-                        ctx["series_uid"],
-                        dest.name,
-                        values["sent_count"],
-                    )
-            count_export(r.destination, values.get("state"))
-            self.jobs.record_export(r.id, **values)
+            count_export(r.destination, out.state)
+            self.jobs.record_export(r.id, **out.values)
         self._settle(job_id, ctx)
 
     def _settle(self, job_id: int, ctx: dict[str, Any]) -> None:
@@ -361,7 +305,7 @@ class Worker:
             return
         if failed:
             self.jobs.finish(job_id, JobState.FAILED, self.name, last_error=_summary(failed))
-            _metric_failed("export")
+            count_failed("export")
             log.error("job %d failed: %s", job_id, _summary(failed))
             return
         self.jobs.finish(job_id, JobState.DONE, self.name, next_attempt_at=None, last_error=None)
@@ -383,29 +327,6 @@ class Worker:
             spool_root = Path(self.settings.node.data_dir) / "spool"
             for folder in {Path(r.path).parent for r in rows}:  # empty series/study folders
                 retention.remove_empty_parents(folder, spool_root)
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"
-
-
-try:
-    from prometheus_client import Counter
-
-    _FAILED = Counter(
-        "srnode_jobs_failed_total", "Jobs that ended failed (see srnode status)", ["stage"]
-    )
-except Exception:  # pragma: no cover - duplicate registration on reload
-    _FAILED = None
-
-
-def _metric_failed(stage: str) -> None:
-    if _FAILED is not None:
-        _FAILED.labels(stage).inc()
 
 
 def _summary(exps: list[Any]) -> str:

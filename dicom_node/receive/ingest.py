@@ -31,8 +31,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 
 from dicom_node.config import Settings
+from dicom_node.error_text import describe, scrub
 from dicom_node.jobs.db import Database
-from dicom_node.jobs.errors import describe, scrub
 from dicom_node.jobs.routing import SeriesFacts
 from dicom_node.receive.instance_checks import (
     check_instance,

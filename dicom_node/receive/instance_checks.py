@@ -10,7 +10,7 @@ from typing import Any
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 
-from dicom_node.jobs.errors import describe
+from dicom_node.error_text import describe
 from dicom_node.receive.store_status import (
     BAD_IMAGE,
     BAD_PIXEL_DATA,

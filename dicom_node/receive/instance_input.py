@@ -10,7 +10,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dicom_node.jobs.errors import describe
+from dicom_node.error_text import describe
 from dicom_node.receive.store_status import CANNOT_UNDERSTAND, Rejected
 from dicom_node.receive.wire import transfer_syntax
 

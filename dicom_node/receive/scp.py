@@ -31,8 +31,8 @@ from pynetdicom.sop_class import Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicom_node.config import Settings
+from dicom_node.error_text import describe
 from dicom_node.implementation import identify
-from dicom_node.jobs.errors import describe
 from dicom_node.net import nodelay, quiet_pynetdicom
 from dicom_node.receive import fastpath
 from dicom_node.receive.access import Allowlist, NodeAE

@@ -22,7 +22,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from dicom_node.jobs.errors import describe
+from dicom_node.error_text import describe
 from dicom_node.receive.wire import _PDATA, parse_command
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ the checks with the code and reason of a refusal)."""
 
 from __future__ import annotations
 
-from dicom_node.jobs.errors import register_safe
+from dicom_node.error_text import register_safe
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700

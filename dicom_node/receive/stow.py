@@ -13,7 +13,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from dicom_node.jobs.errors import describe
+from dicom_node.error_text import describe
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from starlette.requests import ClientDisconnect
 from dicom_node import __version__
 from dicom_node.admin.errors import Actor
 from dicom_node.config import Settings
+from dicom_node.receive.reserve import GB, free_bytes
 from dicom_node.receive.stow import (
     DICOM_JSON,
     BadRequest,
@@ -55,6 +55,7 @@ from dicom_node.receive.stow import (
     store_parts,
 )
 from dicom_node.web import api, config_pages, job_pages, pages
+from dicom_node.web.api_docs import mount_api_docs
 from dicom_node.web.auth import (
     CSRF_COOKIE,
     PUBLIC_PATHS,
@@ -69,7 +70,7 @@ log = logging.getLogger(__name__)
 
 API_BODY_LIMIT = 1024 * 1024
 BODY_READ_TIMEOUT = 30.0  # seconds a request body may stall before 408
-MIN_FREE_BYTES = 256 * 1024 * 1024
+MIN_FREE_BYTES = 256 * 1024 * 1024  # /readyz says "low" below this, or below storage.min_free_gb
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -125,9 +126,10 @@ def create_app(
         version=__version__,
         description="The REST API of an srnode DICOM node: calling AE titles, destinations, "
         "routes, jobs, models and the audit log. Changes apply at once and are audited.",
-        docs_url="/docs",
+        docs_url=None,  # served from this node: mount_api_docs
         redoc_url=None,
     )
+    mount_api_docs(app)
     auth = Auth(settings, db)
     app.state.console = Console(settings=settings, db=db, live=live, auth=auth)
     store_fn: StoreFn = store
@@ -293,12 +295,15 @@ def create_app(
                 checks["database"] = f"failing: {type(e).__name__}"
         else:
             checks["database"] = "none"
-        data_dir = Path(settings.node.data_dir)
+        reserve = max(MIN_FREE_BYTES, int(settings.storage.min_free_gb * GB))
         try:
-            free = shutil.disk_usage(data_dir if data_dir.exists() else data_dir.parent or ".").free
-            enough = free >= MIN_FREE_BYTES
+            free = free_bytes(settings.node.data_dir)
+            enough = free >= reserve
             ok = ok and enough
-            checks["disk"] = f"{'ok' if enough else 'low'}: {free / 2**30:.1f} GiB free"
+            checks["disk"] = (
+                f"{'ok' if enough else 'low'}: {free / GB:.1f} GiB free"
+                f" (storage.min_free_gb {settings.storage.min_free_gb:g})"
+            )
         except OSError as e:
             ok = False
             checks["disk"] = f"failing: {type(e).__name__}"

@@ -11,6 +11,9 @@ import threading
 
 import pytest
 
+from dicom_node.admin import audit
+from dicom_node.config import Settings
+from dicom_node.jobs.db import Database
 from tests.node_helpers import (
     SRNODE,
     STORESCP,
@@ -111,6 +114,14 @@ def test_serve_from_flags_echo_status_and_aet(tmp_path, srnode_node):
         assert "MODALITY1" not in _run("aet", "list", *dd).stdout
         assert _run("jobs", "retry", "1", *dd).returncode == 0
         assert _run("jobs", "retry", "999", *dd).returncode != 0
+        db = Database.from_settings(
+            Settings.model_validate({"node": {"data_dir": str(tmp_path / "data")}})
+        )
+        try:  # audited like the API's retry
+            _, rows = audit.query(db.engine, kind="job.retried")
+        finally:
+            db.close()
+        assert [(r["user"].startswith("cli:"), r["target"]) for r in rows] == [(True, "1")]
         bad = _run("serve", "--destination", "no-port-here", *dd)
         assert bad.returncode == 2 and "destinations" in bad.stderr
     finally:

@@ -126,14 +126,7 @@ def read_dicom_series(folder: str | Path, subject: str | None = None) -> Volume:
     if len(shapes) != 1:
         raise ValueError(f"{folder}: images of different sizes {sorted(shapes)}")
     arr = np.stack(frames) if frames[0].ndim == 2 else frames[0]
-    meta = StoredMeta(
-        modality=str(first.get("Modality", "OT")),
-        bits_stored=int(first.get("BitsStored", 16)),
-        pixel_representation=int(first.get("PixelRepresentation", 0)),
-        rescale_slope=float(first.get("RescaleSlope", 1.0) or 1.0),
-        rescale_intercept=float(first.get("RescaleIntercept", 0.0) or 0.0),
-        photometric=str(first.get("PhotometricInterpretation", "MONOCHROME2")),
-    )
+    meta = StoredMeta.from_dataset(first)
     ps = [float(v) for v in first.get("PixelSpacing", [1.0, 1.0])]
     if len(items) > 1:
         dz = abs(position(items[1]) - position(items[0])) or 1.0
