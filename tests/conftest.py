@@ -35,3 +35,11 @@ def srnode_node():
     yield start
     for node in started:
         node.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests belong to the integration tier: ``pytest -m "not integration"`` is the
+    fast tier (under a minute), the README's test command runs both."""
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.integration)

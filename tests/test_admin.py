@@ -166,6 +166,7 @@ def test_passwords_are_scrypt_hashes_and_never_audited(live):
     assert "correct horse" not in json.dumps(rows) and "scrypt" not in json.dumps(rows)
 
 
+@pytest.mark.slow
 def test_cli_aet_and_config_export_share_the_store(tmp_path):
     """`srnode aet add` and `srnode config export` go through the same store as the API."""
     import subprocess

@@ -356,6 +356,7 @@ class _Slow(OnnxRuntimeBackend):
         return super().run(batch)
 
 
+@pytest.mark.slow
 def test_the_gate_refuses_a_path_that_fails_it(card_path, tmp_path, monkeypatch):
     from sr_engine import selection
 
@@ -389,6 +390,7 @@ def test_a_configured_reduced_precision_path_must_pass_the_gate(card_path, tmp_p
     check_gate("torch-cpu-bf16", good, card, card_path, 1, tmp_path)
 
 
+@pytest.mark.slow
 def test_auto_choice_is_cached_per_host_model_tile_and_threads(card_path, tmp_path, caplog):
     import json
     import logging
@@ -419,6 +421,7 @@ def test_auto_choice_is_cached_per_host_model_tile_and_threads(card_path, tmp_pa
     assert not fresh.cached
 
 
+@pytest.mark.slow
 def test_bench_candidates_table(card_path, tmp_path):
     from sr_engine.selection import bench_candidates
 
@@ -479,6 +482,7 @@ def test_precision_sensitive_nodes_of_the_bundled_trunk():
         keep_fp32(model, ["no such node"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(OV_REASON is not None, reason=f"OpenVINO: {OV_REASON}")
 def test_bf16_precise_runs_the_marked_nodes_in_fp32(card_path):
     """On a CPU with native bf16, OpenVINO runs the marked convolutions and sums in fp32

@@ -72,6 +72,7 @@ def _outputs(out: Path) -> list[Path]:
     return sorted(out.rglob("*.dcm"))
 
 
+@pytest.mark.slow
 def test_enhance_folder_all_done(model: Path, inputs: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = _run("enhance", str(inputs), "--out", str(out), "--model", str(model), "--threads", "1")
@@ -154,6 +155,7 @@ def test_rerun_is_deterministic_and_no_consistency_differs(
     assert "data consistency not applied" in pydicom.dcmread(only).DerivationDescription
 
 
+@pytest.mark.slow
 def test_single_file_input_and_x4(tmp_path: Path) -> None:
     card = write_test_model(tmp_path / "m4", "test-x4", scale=4)
     out = tmp_path / "out"

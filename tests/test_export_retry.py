@@ -111,6 +111,7 @@ def _run_until(w: Worker, database: Database, pred, timeout: float = 60.0) -> di
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @needs_dcmtk
 def test_a_destination_down_past_the_old_attempt_limit_still_gets_the_series(database, tmp_path):
     """The old default gave up after 8 attempts; the budget is time, so attempt 12 still
@@ -133,6 +134,7 @@ def test_a_destination_down_past_the_old_attempt_limit_still_gets_the_series(dat
         assert ss.get(Job, job_id).state == JobState.DONE
 
 
+@pytest.mark.slow
 def test_past_the_retry_budget_the_export_fails_visibly_and_retry_failed_requeues(
     database, tmp_path
 ):
@@ -208,6 +210,7 @@ def _ct() -> list[str]:
     return [get_testdata_file("CT_small.dcm")]
 
 
+@pytest.mark.slow
 def test_export_failures_are_named_for_what_happened(tmp_path, caplog):
     # connection refused, with no ERROR lines of pynetdicom's own
     with caplog.at_level(logging.DEBUG):

@@ -116,6 +116,7 @@ def _flattest_block(hu: np.ndarray, size: int = 32) -> tuple[int, int]:
     return where
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("consistency", [True, False])
 def test_flat_ct_region_keeps_mean_hu(tmp_path, consistency):
     ds = pydicom.dcmread(data_store_file("693_UNCR.dcm"))

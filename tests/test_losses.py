@@ -178,6 +178,7 @@ def test_esrgan_losses_with_vgg(vgg_file):
     assert set(losses) == {"pixel", "perceptual", "gan"}
 
 
+@pytest.mark.slow
 def test_discriminator_learns_to_separate():
     """A few Adam steps of the relativistic D loss separate flat from noisy patches."""
     torch.manual_seed(0)

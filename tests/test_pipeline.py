@@ -184,6 +184,7 @@ def _queued_job(database: Database, settings: Settings, paths: list[Path]) -> st
     return str(first.SeriesInstanceUID)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which(STORESCP), reason="dcmtk storescp missing")
 def test_worker_delivers_what_one_by_one_gives_around_an_unsupported_slice(
     database, card: Path, engine, tmp_path: Path
@@ -216,6 +217,7 @@ def test_worker_delivers_what_one_by_one_gives_around_an_unsupported_slice(
         _same(ds, reference[uid])
 
 
+@pytest.mark.slow
 def test_enhance_command_output_equals_one_by_one(card: Path, engine, tmp_path: Path) -> None:
     import typer
 

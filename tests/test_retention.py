@@ -182,6 +182,7 @@ def _gc(data: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_srnode_gc_is_a_dry_run_unless_asked(data) -> None:
     db = Database(dbm.default_url(data))
     try:
@@ -201,6 +202,7 @@ def test_srnode_gc_is_a_dry_run_unless_asked(data) -> None:
     assert not any(f.exists() for f in spool + derived)
 
 
+@pytest.mark.slow
 def test_srnode_gc_never_creates_a_data_dir(tmp_path) -> None:
     r = _gc(tmp_path / "nowhere")
     assert r.returncode == 2

@@ -171,6 +171,7 @@ def test_completion_survives_a_restart(tmp_path):
     assert len(queued_seen) == 1
 
 
+@pytest.mark.slow
 def test_export_retries_back_off_then_fail_at_the_limit(database, tmp_path):
     """Destination D (port 9, nothing listens): attempts counted, backoff, failed at 3."""
     s = _settings(tmp_path)

@@ -223,6 +223,7 @@ def test_engine_runner_round_trip_and_ct_encoding(cards, tmp_path):
     assert sr.shape == x.shape and dc < 1e-3  # node output reproduces its input
 
 
+@pytest.mark.slow
 def test_evaluate_report_and_targets(cards, tmp_path):
     _, p, g = cards
     samples = [(smooth_image(s, (64, 72)), {"id": f"syn{s}", "modality": "MR"}) for s in range(6)]
@@ -350,6 +351,7 @@ def test_frechet_distance_closed_form():
     assert fid_from_features(f + 2.0, f) == pytest.approx(12.0, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_inception_features_from_a_local_file(tmp_path):
     torch = pytest.importorskip("torch")
     from training.fid import InceptionFeatures, InceptionV3Pool
@@ -421,6 +423,7 @@ def test_command_line_shortens_notes():
     assert _command_line(["train", "evaluate", "a b"]) == "srnode train evaluate 'a b'"
 
 
+@pytest.mark.slow
 def test_smoke_train_export_evaluate(tmp_path):
     """CI smoke: a few iterations of both stages of a tiny RRDBNet, export, evaluate."""
     pytest.importorskip("onnxruntime")

@@ -65,6 +65,7 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_stages_resume_interpolate_export(data_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "runs"
     # PSNR stage, then resume it for more iterations
@@ -129,6 +130,7 @@ def test_srcnn_psnr_stage(data_dir: Path, tmp_path: Path) -> None:
     assert info["arch"] == "SRCNN" and math.isfinite(info["val_psnr"])
 
 
+@pytest.mark.slow
 def test_cli_imports_no_torch_and_lists_train() -> None:
     code = (
         "import sys\n"
@@ -144,6 +146,7 @@ def test_cli_imports_no_torch_and_lists_train() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_noise_and_time_checkpoints(data_dir: Path, tmp_path: Path) -> None:
     """The CPU recipe: bf16 autocast + channels_last, noisy inputs, a checkpoint at every
     iteration when ckpt_minutes is 0, warm start from a generator."""
@@ -159,6 +162,7 @@ def test_bf16_channels_last_noise_and_time_checkpoints(data_dir: Path, tmp_path:
     assert ck["iter"] == 4
 
 
+@pytest.mark.slow
 def test_sigterm_asks_the_loop_to_stop_and_is_restored() -> None:
     """A real SIGTERM, in a child process: signalling the test process itself would hit every
     native thread pool earlier tests left in it."""

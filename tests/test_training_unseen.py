@@ -70,6 +70,7 @@ def test_summary_counts_images_below_the_floor():
     assert s["m"]["gain_median"] == pytest.approx(2.0) and s["m"]["gain_min"] == pytest.approx(0.2)
 
 
+@pytest.mark.slow
 def test_benchmark_images_are_real_and_deduplicated():
     pytest.importorskip("data_store")
     images, _ = unseen_images()

@@ -139,6 +139,7 @@ def test_a_forged_session_cookie_is_refused(setup):
     assert c.get("/api/aets").status_code == 401
 
 
+@pytest.mark.slow
 def test_a_new_password_or_a_removed_user_ends_its_sessions(setup):
     _, db, app = setup
     users.set_password(db.engine, CLI, "admin", PASSWORD)

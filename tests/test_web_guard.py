@@ -45,6 +45,7 @@ def _records(caplog) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name.startswith(("dicom_node", "uvicorn"))]
 
 
+@pytest.mark.slow
 def test_a_stalled_body_gets_408(server, caplog):
     port, stored = server
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -54,6 +55,7 @@ def test_a_stalled_body_gets_408(server, caplog):
     assert not any(r.exc_info for r in _records(caplog))
 
 
+@pytest.mark.slow
 def test_a_client_gone_mid_body_is_one_line(server, caplog):
     port, stored = server
     caplog.set_level(logging.INFO, logger="dicom_node")
