@@ -30,7 +30,7 @@ import pydicom  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from tests import pacs_peers as peers  # noqa: E402
-from tests.node_helpers import SRNODE, Proc, nodelay_env, write_config  # noqa: E402
+from tests.node_helpers import nodelay_env, start_node, write_config  # noqa: E402
 
 CRANIUM = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -38,7 +38,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 def head_ct(out: Path, n: int = 3) -> list[Path]:
     """``n`` axial slices of a head CT as a new series (fresh UIDs)."""
-    files = peers.write_series(out, "CT", n=n, size=128)
+    files = peers.write_phantom_series(out, "CT", n=n, size=128)
     if not CRANIUM.exists():
         return files
     from training.data.readers import read_inv3
@@ -106,10 +106,9 @@ def main() -> int:
                 t / "srnode.toml", data_dir=t / "data", port=node_port, model_card=card,
                 destinations=[dest], allow=[("ORTHANC", "127.0.0.1")], stable_age=1.0,
             )  # fmt: skip
-            node = Proc([SRNODE, "serve", "--config", str(cfg)], t / "node.log", nodelay_env())
+            node = start_node(t / "node.log", "--config", str(cfg), env=nodelay_env())
             try:
-                peers.wait_node_started(node)
-                peers.storescu(o.dicom_port, files, called_ae="ORTHANC", calling_ae="MODALITY")
+                peers.storescu(o.dicom_port, files, "MODALITY", called_ae="ORTHANC", check=True)
                 client = o.client()
 
                 def both() -> list[dict] | None:
