@@ -55,3 +55,45 @@ def generator_from_onnx(card_path: str | Path, out: str | Path, tol: float = 1e-
     out.parent.mkdir(parents=True, exist_ok=True)
     save_generator(out, model, info)
     return out
+
+
+def change_depth(generator: str | Path, num_block: int, out: str | Path, seed: int = 0) -> Path:
+    """An RRDBNet ``generator.pt`` with ``num_block`` RRDBs instead of its own number: the
+    first blocks are kept, blocks beyond the end are dropped, and new blocks are added so
+    that the network still computes exactly the same function (their dense blocks' last
+    convolution zero, so each new RRDB multiplies by 1.2, and the trunk's closing
+    convolution divided by 1.2 per new block); training then uses them. To compare model
+    sizes on equal terms (the quality/cost frontier), each starts from one trained model."""
+    import torch
+
+    from training.archs import build_generator
+    from training.train import load_generator, save_generator
+
+    model, info = load_generator(generator)
+    if info.get("arch") != "RRDBNet":
+        raise ValueError(f"{generator}: change_depth needs an RRDBNet, not {info.get('arch')}")
+    params = dict(info["arch_params"])
+    old = int(params["num_block"])
+    params["num_block"] = int(num_block)
+    torch.manual_seed(seed)
+    new = build_generator("RRDBNet", **params)
+    sd, src = new.state_dict(), model.state_dict()
+    for k in sd:
+        if not k.startswith("body.") or int(k.split(".")[1]) < old:
+            sd[k] = src[k].clone()
+    added = max(0, num_block - old)
+    for i in range(old, num_block):
+        for r in ("rdb1", "rdb2", "rdb3"):
+            sd[f"body.{i}.{r}.conv5.weight"].zero_()
+            sd[f"body.{i}.{r}.conv5.bias"].zero_()
+    sd["conv_body.weight"] = sd["conv_body.weight"] / 1.2**added
+    new.load_state_dict(sd)
+    info = {
+        **info,
+        "arch_params": params,
+        "resized_from": {"num_block": old, "path": str(generator)},
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_generator(out, new, info)
+    return out
