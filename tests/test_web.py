@@ -16,8 +16,9 @@ from pydicom.dataset import Dataset
 from dicom_node.config import Settings
 from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
+from dicom_node.receive.stow import split_multipart
 from dicom_node.spool import Spool
-from dicom_node.web.app import create_app, split_multipart
+from dicom_node.web.app import create_app
 from tests import pacs_peers as peers
 
 BOUNDARY = "srnode-test-boundary"
