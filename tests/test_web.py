@@ -14,10 +14,8 @@ from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
-from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.stow import split_multipart
-from dicom_node.spool import Spool
+from dicom_node.service import open_intake
 from dicom_node.web.app import create_app
 from tests import pacs_peers as peers
 
@@ -40,11 +38,9 @@ def node(tmp_path):
             ],
         }
     )
-    db = Database.from_settings(settings)
-    db.create_or_migrate()
-    spool = Spool(tmp_path / "data" / "spool")
-    ingestor = Ingestor(db, spool)
-    app = create_app(settings, ingestor.store, db)
+    intake = open_intake(settings)  # database, spool and ingest wired as the node does
+    db, spool = intake.db, intake.spool
+    app = create_app(settings, intake.ingestor.store, db)
     yield {"app": app, "db": db, "spool": spool, "settings": settings, "t": tmp_path}
     db.close()
 

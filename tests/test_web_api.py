@@ -13,10 +13,8 @@ from fastapi.testclient import TestClient
 
 from dicom_node.admin import catalog
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
 from dicom_node.jobs.stability import tick
-from dicom_node.receive.ingest import Ingestor
-from dicom_node.spool import Spool
+from dicom_node.service import open_intake
 from dicom_node.web.app import create_app
 from tests import node_helpers as nh
 from tests import pacs_peers as peers
@@ -43,9 +41,8 @@ def node(tmp_path):
             "routes": [],  # the routes these tests add, not the embedded defaults
         }
     )
-    db = Database.from_settings(settings)
-    db.create_or_migrate()
-    ingestor = Ingestor(db, Spool(tmp_path / "data" / "spool"))
+    intake = open_intake(settings)
+    db, ingestor = intake.db, intake.ingestor
     app = create_app(settings, ingestor.store, db)
     client = TestClient(app, client=("127.0.0.1", 50000))
     yield {"app": app, "db": db, "settings": settings, "client": client, "t": tmp_path}

@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
-from dicom_node.receive.ingest import Ingestor
-from dicom_node.spool import Spool
+from dicom_node.service import open_intake
 from dicom_node.web.app import create_app
 from tests import node_helpers as nh
 from tests import pacs_peers as peers
@@ -53,9 +51,8 @@ def server(tmp_path):
             "routes": [{"name": "ct", "modality": ["CT"], "destinations": ["pacs"]}],
         }
     )
-    db = Database.from_settings(settings)
-    db.create_or_migrate()
-    ingestor = Ingestor(db, Spool(tmp_path / "data" / "spool"))
+    intake = open_intake(settings)
+    db, ingestor = intake.db, intake.ingestor
     for p in peers.write_phantom_series(tmp_path / "s", "CT", n=2, size=32):
         ingestor.store(p.read_bytes(), "PACS", "stow")
     app = create_app(settings, ingestor.store, db)
