@@ -17,7 +17,7 @@ from starlette.requests import ClientDisconnect
 
 from dicom_node.web.guard import mark_logged
 
-log = logging.getLogger("dicom_node.web.app")
+log = logging.getLogger(__name__)
 
 
 def wants_html(request: Request) -> bool:

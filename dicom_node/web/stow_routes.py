@@ -16,7 +16,7 @@ from dicom_node.receive.stow import DICOM_JSON, BadRequest, _params, split_multi
 from dicom_node.web.context import Console
 from dicom_node.web.errors import problem
 
-log = logging.getLogger("dicom_node.web.app")
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["DICOMweb"])
 
