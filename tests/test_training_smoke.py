@@ -122,6 +122,24 @@ def test_two_stages_resume_interpolate_export(data_dir: Path, tmp_path: Path) ->
     assert card.architecture.name == "RRDBNet"
     assert card.training_data["interpolation"]["alpha"] == 0.0
     assert json.loads(card_path.read_text())["metrics"]["split"] == "test"
+    by_source = metrics["gain_over_bicubic_by_source"]
+    assert sum(v["n_images"] for v in by_source.values()) == metrics["n_images"]
+
+    # the next version of a bundled -gan model, its GAN stage started from a PSNR model
+    from training.bundled import export_finetuned
+
+    prev = {"name": "ct-x2-gan", "version": "1.0.0", "sha256": "0" * 64, "description": "d",
+            "training_data": {"history": [{"step": "old GAN stage"}], "datasets": []}}  # fmt: skip
+    (tmp_path / "prev.json").write_text(json.dumps(prev))
+    new = json.loads(
+        export_finetuned("ct-x2-gan", g_gan, tmp_path / "prev.json", tmp_path / "v2", data_dir,
+                         init_card=card_path).read_text()
+    )  # fmt: skip
+    assert new["version"] == "2.0.0" and new["name"] == "ct-x2-gan"
+    steps = new["training_data"]["history"]
+    assert steps[-1]["step"].startswith("GAN stage from tiny-x2 1.0.0")
+    assert "old GAN stage" not in [h["step"] for h in steps]  # the lineage is the PSNR model's
+    assert "feature matching" in steps[-1]["losses"]
 
 
 def test_srcnn_psnr_stage(data_dir: Path, tmp_path: Path) -> None:

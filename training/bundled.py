@@ -252,28 +252,44 @@ def export_finetuned(
     data_dir: str | Path = "runs/data",
     command: str = "",
     prepare_command: str = "srnode train prepare --out runs/data --cache ~/srnode-cache",
+    init_card: str | Path | None = None,
 ) -> Path:
-    """Export a bundled model fine-tuned from ``previous_card``'s weights: ONNX, held-out
-    metrics, a card whose history keeps the earlier steps and whose licence names every
-    source it has ever been trained on."""
+    """Export a new version of the bundled model ``previous_card``: ONNX, held-out metrics,
+    and a card one major version up. ``init_card`` is the model whose weights the generator
+    started from (default ``previous_card``; a ``-gan`` model's GAN stage starts from its
+    PSNR model): the card keeps that model's history, adds this step, and its licence names
+    every source the weights were ever trained on."""
     from training.export import export_all
     from training.train import load_generator
 
     prev = json.loads(Path(previous_card).read_text())
+    init = json.loads(Path(init_card).read_text()) if init_card else prev
     _, info = load_generator(generator)
     datasets = info.get("datasets", [])
-    prev_sources = prev.get("training_data", {}).get("datasets", [])
+    prev_sources = init.get("training_data", {}).get("datasets", [])
     licences = sorted({d.get("license", "") for d in [*datasets, *prev_sources]} - {""})
     cfg = info.get("config", {})
-    history = list(prev.get("training_data", {}).get("history", []))
-    history.append({
-        "step": f"fine-tuned from {prev['name']} {prev['version']} (sha256 {prev['sha256'][:12]})",
-        "command": command, "device": info.get("device"), "iterations": info.get("iters"),
-        "batch": info.get("batch"), "patch": info.get("patch"),
-        "lr": info.get("config", {}).get("lr"), "wall_s": info.get("wall_s"),
+    history = list(init.get("training_data", {}).get("history", []))
+    how = "GAN stage from" if info.get("stage") == "gan" else "fine-tuned from"
+    step = {
+        "step": f"{how} {init['name']} {init['version']} (sha256 {init['sha256'][:12]})",
+        "command": command or cfg.get("command", ""), "device": info.get("device"),
+        "iterations": info.get("iters"), "batch": info.get("batch"),
+        "patch": info.get("patch"), "lr": cfg.get("lr"), "wall_s": info.get("wall_s"),
         "bf16_autocast": info.get("amp_bf16", cfg.get("amp") == "on"),
         "channels_last": info.get("channels_last", cfg.get("channels_last") == "on"),
-    })  # fmt: skip
+    }  # fmt: skip
+    if info.get("stage") == "gan":
+        percep = (
+            f"VGG19 perceptual {cfg.get('perceptual_weight')}"
+            if cfg.get("vgg_weights")
+            else f"discriminator feature matching {cfg.get('perceptual_weight')} (no VGG19 weights)"
+        )
+        step["losses"] = (
+            f"L1 {cfg.get('pixel_weight')} + {percep} + relativistic GAN {cfg.get('gan_weight')}, "
+            f"{cfg.get('discriminator', 'vgg').upper()}-style discriminator"
+        )
+    history.append(step)
     extra = {
         "prepare_command": prepare_command,
         "history": history,

@@ -7,6 +7,9 @@ command says plainly when torch is missing.
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import sys
 from pathlib import Path
 
 import typer
@@ -206,6 +209,7 @@ def fit(
         log_every=log_every, train_axes=[int(v) for v in _csv(train_axes)], amp=amp,
         channels_last=channels_last, noise_prob=noise_prob, noise_sigma=noise_sigma,
         interp_prob=interp_prob, ckpt_minutes=ckpt_minutes, max_val_images=max_val_images,
+        command="srnode train fit " + shlex.join(sys.argv[3:]),
     )  # fmt: skip
     path = run_fit(cfg)
     typer.echo(f"generator: {path}")
@@ -244,12 +248,31 @@ def export(
     modalities: str = typer.Option("", help="DICOM modalities it serves, comma separated"),
     data: Path | None = typer.Option(None, "--data", help="prepared data: held-out metrics"),
     tensorrt: bool = typer.Option(False, help="also build a TensorRT engine (GPU host)"),
+    update: Path | None = typer.Option(
+        None,
+        help="the card of the bundled model this replaces: one major version up, its "
+        "history and sources kept (the modalities are the bundled model's)",
+    ),
+    init_card: Path | None = typer.Option(
+        None,
+        help="with --update: the card whose weights the run started from, when it is "
+        "another model (a -gan model's GAN stage starts from its PSNR model)",
+    ),
 ) -> None:
     """ONNX (dynamic H/W, parity-checked) + model card; optionally a TensorRT engine."""
     _need_torch()
     from training.export import build_tensorrt_engine, export_all
 
-    onnx_path, card, metrics = export_all(generator, out, name, _csv(modalities), data)
+    if update is not None:
+        from training.bundled import export_finetuned
+
+        card = export_finetuned(
+            name, generator, update, out, data or Path("runs/data"), init_card=init_card
+        )
+        onnx_path = card.with_suffix(".onnx")
+        metrics = json.loads(card.read_text())["metrics"]
+    else:
+        onnx_path, card, metrics = export_all(generator, out, name, _csv(modalities), data)
     typer.echo(f"{onnx_path}\n{card}\n{json.dumps(metrics, indent=1)}")
     if tensorrt:
         try:
@@ -301,7 +324,15 @@ def benchmark(
     models: list[Path] = typer.Option(
         None, "--model", help="model card (.json); repeat it (default: the bundled models)"
     ),
-    srcnn: list[Path] = typer.Option(None, "--srcnn", help="SRCNN card(s) to compare"),
+    srcnn: list[Path] = typer.Option(
+        None, "--srcnn", help="SRCNN card(s) to compare (default: the bundled baselines)"
+    ),
+    baselines: bool = typer.Option(
+        True, help="the bundled SRCNN baselines (sr_engine/models/baselines) when no --srcnn"
+    ),
+    update_cards: bool = typer.Option(
+        False, help="record each model's numbers in its card's metrics.unseen_benchmark"
+    ),
     out: Path = typer.Option(Path("runs/unseen"), "--out", help="report folder"),
     only: str = typer.Option("", help="image names to run (comma separated; all by default)"),
     noise: bool = typer.Option(True, help="noise in flat CT patches (needs a CT model)"),
@@ -311,12 +342,11 @@ def benchmark(
     pydicom-data (>= 128², decompressed), area x2; nearest, bicubic, the floor (bicubic +
     exact area projection), SRCNN and each model through the node's own path (Engine with
     data consistency). Writes unseen.md (tables, crops) and unseen.json into --out."""
-    import shlex
-    import sys
     import time
 
     from rich.progress import Progress
 
+    from sr_engine.registry import bundled_model_dir
     from training.unseen import (
         ModelRunner,
         noise_in_flat_patches,
@@ -328,9 +358,9 @@ def benchmark(
 
     t0 = time.perf_counter()
     if not models:
-        from sr_engine.registry import bundled_model_dir
-
         models = [bundled_model_dir() / f"{n}.json" for n in ("ct-x2", "mr-x2", "general-x2")]
+    if not srcnn and baselines:
+        srcnn = sorted((bundled_model_dir() / "baselines").glob("srcnn-*.json"))
     runners = [ModelRunner(c, threads=threads) for c in models]
     runners += [ModelRunner(c, f"SRCNN ({c.stem})", threads) for c in srcnn or []]
     labels = [r.label for r in runners]
@@ -347,11 +377,18 @@ def benchmark(
               None)  # fmt: skip
     noise_rows = noise_in_flat_patches(images, ct) if noise and ct else []
     labels = [r.label for r in runners]
+    summary = summarize(rows)
     report = write_report(
-        out, rows, summarize(rows), noise_rows, images, outputs, labels, skipped,
+        out, rows, summary, noise_rows, images, outputs, labels, skipped,
         "srnode train benchmark " + shlex.join(sys.argv[3:]), time.perf_counter() - t0,
     )  # fmt: skip
     typer.echo(f"report: {report}")
+    if update_cards:
+        from training.unseen_report import add_to_card
+
+        for r, card in zip(runners, models, strict=False):  # the models come first
+            add_to_card(card, summary, r.label, os.path.relpath(report, card.parent))
+            typer.echo(f"card: {card}")
 
 
 @train_app.command("residual-scale")

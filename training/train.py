@@ -40,9 +40,11 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from training.archs import build_generator, count_params
+from training.checkpoint import load_checkpoint, save_checkpoint
 from training.data.dataset import Augment, PatchSampler, split_images
 from training.data.prepare import load_prepared
-from training.degradations import crop_to_multiple, degrade, random_realistic
+from training.degradations import crop_to_multiple, degrade
+from training.steps import Adversary, degraded_batch, gan_step, psnr_step
 
 CSV_FIELDS = [
     "iter", "stage", "lr", "l_pix", "l_percep", "l_fm", "l_gan", "l_d", "d_real", "d_fake",
@@ -105,6 +107,7 @@ class TrainConfig:
     progress: bool = True
     amp: str = "auto"  # bf16 autocast: auto (on CUDA) | on | off
     channels_last: str = "auto"  # NHWC tensors: auto (on CUDA) | on | off
+    command: str = ""  # the command line that started the run (the card's history names it)
 
     @property
     def run_dir(self) -> Path:
@@ -337,34 +340,26 @@ def fit(cfg: TrainConfig) -> Path:
     opt_g = torch.optim.Adam(g.parameters(), lr=cfg.resolved_lr(), betas=(0.9, 0.99))
     pix_loss = nn.L1Loss() if cfg.pixel_loss == "l1" else nn.MSELoss()
 
-    d = opt_d = gan_losses = None
+    adv: Adversary | None = None
     if cfg.stage == "gan":
         from training.losses import build_esrgan_losses
 
         d = _build_discriminator(cfg).to(device, memory_format=mem_fmt)
-        opt_d = torch.optim.Adam(d.parameters(), lr=cfg.d_lr, betas=(0.9, 0.99))
-        gan_losses = {
-            k: v.to(device)
-            for k, v in build_esrgan_losses(
-                cfg.vgg_weights, cfg.pixel_weight, cfg.perceptual_weight, cfg.gan_weight
-            ).items()
-        }
+        losses = build_esrgan_losses(
+            cfg.vgg_weights, cfg.pixel_weight, cfg.perceptual_weight, cfg.gan_weight
+        )
+        adv = Adversary(
+            d,
+            torch.optim.Adam(d.parameters(), lr=cfg.d_lr, betas=(0.9, 0.99)),
+            {k: v.to(device) for k, v in losses.items()},
+        )
 
     # resume ----------------------------------------------------------------------------
     start_it, elapsed0 = 0, 0.0
     ckpt_path = run_dir / "ckpt_last.pt"
     log_path = run_dir / "log.csv"
     if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        g.load_state_dict(ck["g"])
-        g_ema.load_state_dict(ck["g_ema"])
-        opt_g.load_state_dict(ck["opt_g"])
-        if d is not None and ck.get("d") is not None:
-            d.load_state_dict(ck["d"])
-            opt_d.load_state_dict(ck["opt_d"])  # type: ignore[union-attr]
-        start_it, elapsed0 = int(ck["iter"]), float(ck["elapsed_s"])
-        sampler.rng.bit_generator.state = ck["sampler_rng"]
-        torch.set_rng_state(ck["torch_rng"])
+        start_it, elapsed0 = load_checkpoint(ckpt_path, device, g, g_ema, opt_g, adv, sampler.rng)
     elif log_path.exists():
         log_path.unlink()
     new_log = not log_path.exists()
@@ -374,21 +369,7 @@ def fit(cfg: TrainConfig) -> Path:
         writer.writeheader()
 
     def save_ckpt(it: int, elapsed: float) -> None:
-        ck = {
-            "g": g.state_dict(),
-            "g_ema": g_ema.state_dict(),
-            "opt_g": opt_g.state_dict(),
-            "d": d.state_dict() if d is not None else None,
-            "opt_d": opt_d.state_dict() if opt_d is not None else None,
-            "iter": it,
-            "elapsed_s": elapsed,
-            "sampler_rng": sampler.rng.bit_generator.state,
-            "torch_rng": torch.get_rng_state(),
-            "config": asdict(cfg),
-        }
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(ck, tmp)
-        tmp.replace(ckpt_path)
+        save_checkpoint(ckpt_path, g, g_ema, opt_g, adv, it, elapsed, sampler.rng, asdict(cfg))
 
     # loop ------------------------------------------------------------------------------
     from tqdm import tqdm
@@ -420,66 +401,14 @@ def fit(cfg: TrainConfig) -> Path:
             pg["lr"] = lr
 
         hr = sampler.sample(cfg.batch).contiguous(memory_format=mem_fmt)
-        with torch.no_grad():
-            lr_img = degrade(hr, cfg.degradation, cfg.scale)
-            if cfg.realistic_prob > 0 and random.random() < cfg.realistic_prob:
-                lr_img = random_realistic(hr, cfg.scale, cfg.realistic_kind)
-            if cfg.noise_prob > 0:
-                m = (torch.rand(hr.shape[0], 1, 1, 1, device=device) < cfg.noise_prob).float()
-                s = torch.rand(hr.shape[0], 1, 1, 1, device=device) * cfg.noise_sigma
-                lr_img = lr_img + m * s * torch.randn_like(lr_img)
-
-        logs: dict[str, torch.Tensor] = {}
-        if cfg.stage == "psnr":
-            with autocast():
-                sr = g(lr_img)
-            loss = pix_loss(sr.float(), hr)
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            logs["l_pix"] = loss.detach()
+        lr_img = degraded_batch(
+            hr, cfg.degradation, cfg.scale, cfg.realistic_prob, cfg.realistic_kind,
+            cfg.noise_prob, cfg.noise_sigma,
+        )  # fmt: skip
+        if adv is None:
+            logs = psnr_step(g, opt_g, pix_loss, lr_img, hr, autocast)
         else:
-            assert d is not None and opt_d is not None and gan_losses is not None
-            for p in d.parameters():
-                p.requires_grad_(False)
-            with autocast():
-                sr = g(lr_img)
-                with torch.no_grad():
-                    real_logits, real_feats = d.forward_features(hr)
-                fake_logits, fake_feats = d.forward_features(sr)
-            sr = sr.float()
-            real_logits, fake_logits = real_logits.float(), fake_logits.float()
-            real_feats = [f.float() for f in real_feats]
-            fake_feats = [f.float() for f in fake_feats]
-            l_pix = gan_losses["pixel"](sr, hr)
-            l_gan = gan_losses["gan"].generator_loss(real_logits, fake_logits)
-            loss = l_pix + l_gan
-            if "perceptual" in gan_losses:
-                l_p = gan_losses["perceptual"](sr, hr)
-                logs["l_percep"] = l_p.detach()
-            else:
-                l_p = gan_losses["feature_matching"](real_feats, fake_feats)
-                logs["l_fm"] = l_p.detach()
-            loss = loss + l_p
-            opt_g.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_g.step()
-            for p in d.parameters():
-                p.requires_grad_(True)
-            with autocast():
-                real_logits = d(hr).float()
-                fake_logits = d(sr.detach()).float()
-            l_d = gan_losses["gan"].discriminator_loss(real_logits, fake_logits)
-            opt_d.zero_grad(set_to_none=True)
-            l_d.backward()
-            opt_d.step()
-            logs.update(
-                l_pix=l_pix.detach(),
-                l_gan=l_gan.detach(),
-                l_d=l_d.detach(),
-                d_real=real_logits.detach().mean(),
-                d_fake=fake_logits.detach().mean(),
-            )
+            logs = gan_step(g, opt_g, adv, lr_img, hr, autocast)
         ema_update(g_ema, g, cfg.ema_decay if it >= 100 else 0.0)
         for k, v in logs.items():
             acc.setdefault(k, []).append(v)
