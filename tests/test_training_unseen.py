@@ -143,4 +143,3 @@ def test_mosaic_split_and_deb_reader(tmp_path: Path):
     deb = tmp_path / "x.deb"
     deb.write_bytes(b"!<arch>\n" + head + payload + (b"\n" if len(payload) % 2 else b""))
     assert deb_members(deb) == {"usr/x/tests/data/b0dwiForFmap/a.dcm": b"DICM"}
-
