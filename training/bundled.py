@@ -260,7 +260,7 @@ def export_finetuned(
     PSNR model): the card keeps that model's history, adds this step, and its licence names
     every source the weights were ever trained on."""
     from training.export import export_all
-    from training.train import load_generator
+    from training.train import TrainConfig, load_generator
 
     prev = json.loads(Path(previous_card).read_text())
     init = json.loads(Path(init_card).read_text()) if init_card else prev
@@ -275,7 +275,8 @@ def export_finetuned(
         "step": f"{how} {init['name']} {init['version']} (sha256 {init['sha256'][:12]})",
         "command": command or cfg.get("command", ""), "device": info.get("device"),
         "iterations": info.get("iters"), "batch": info.get("batch"),
-        "patch": info.get("patch"), "lr": cfg.get("lr"), "wall_s": info.get("wall_s"),
+        "patch": info.get("patch"), "wall_s": info.get("wall_s"),
+        "lr": TrainConfig(stage=info.get("stage", "psnr"), lr=cfg.get("lr")).resolved_lr(),
         "bf16_autocast": info.get("amp_bf16", cfg.get("amp") == "on"),
         "channels_last": info.get("channels_last", cfg.get("channels_last") == "on"),
     }  # fmt: skip
