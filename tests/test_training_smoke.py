@@ -122,6 +122,7 @@ def test_two_stages_resume_interpolate_export(data_dir: Path, tmp_path: Path) ->
     assert card.architecture.name == "RRDBNet"
     assert card.training_data["interpolation"]["alpha"] == 0.0
     assert json.loads(card_path.read_text())["metrics"]["split"] == "test"
+    assert card.license.startswith("Apache-2.0 weights")
     by_source = metrics["gain_over_bicubic_by_source"]
     assert sum(v["n_images"] for v in by_source.values()) == metrics["n_images"]
 

@@ -248,6 +248,7 @@ def export(
     modalities: str = typer.Option("", help="DICOM modalities it serves, comma separated"),
     data: Path | None = typer.Option(None, "--data", help="prepared data: held-out metrics"),
     tensorrt: bool = typer.Option(False, help="also build a TensorRT engine (GPU host)"),
+    description: str = typer.Option("", help="one line for the card: what the model is for"),
     update: Path | None = typer.Option(
         None,
         help="the card of the bundled model this replaces: one major version up, its "
@@ -272,7 +273,9 @@ def export(
         onnx_path = card.with_suffix(".onnx")
         metrics = json.loads(card.read_text())["metrics"]
     else:
-        onnx_path, card, metrics = export_all(generator, out, name, _csv(modalities), data)
+        onnx_path, card, metrics = export_all(
+            generator, out, name, _csv(modalities), data, description=description
+        )
     typer.echo(f"{onnx_path}\n{card}\n{json.dumps(metrics, indent=1)}")
     if tensorrt:
         try:

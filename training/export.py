@@ -264,7 +264,10 @@ def export_all(
     license: str = "",
     tile: dict[str, int] | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
-    """ONNX + parity + (held-out metrics when ``data_dir``) + card. Returns paths, report."""
+    """ONNX + parity + (held-out metrics when ``data_dir``) + card. Returns paths, report.
+
+    Without ``license`` the card's licence names the weights' (the project's, Apache-2.0)
+    and every training source's."""
     out_dir = Path(out_dir)
     onnx_path = out_dir / f"{name}.onnx"
     par = export_onnx(generator_path, onnx_path)
@@ -295,6 +298,11 @@ def export_all(
     }
     if "interpolation" in info:
         td["interpolation"] = info["interpolation"]
+    if command := info.get("config", {}).get("command"):
+        td.setdefault("command", command)
+    if not license:
+        sources = sorted({d["license"] for d in info.get("datasets", []) if d.get("license")})
+        license = "Apache-2.0 weights" + (f"; trained on {'; '.join(sources)}" if sources else "")
     card = write_card(
         onnx_path, name, info, modalities, metrics, json.loads(json.dumps(td, default=str)),
         description=description, license=license, tile=tile,
