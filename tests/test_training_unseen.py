@@ -143,3 +143,30 @@ def test_mosaic_split_and_deb_reader(tmp_path: Path):
     deb = tmp_path / "x.deb"
     deb.write_bytes(b"!<arch>\n" + head + payload + (b"\n" if len(payload) % 2 else b""))
     assert deb_members(deb) == {"usr/x/tests/data/b0dwiForFmap/a.dcm": b"DICM"}
+
+
+@pytest.mark.slow
+def test_benchmark_command_compares_the_bundled_baseline_and_updates_the_card(tmp_path: Path):
+    """`srnode train benchmark` on one CT image: the bundled SRCNN baseline is in the
+    table by default, and --update-cards records the model's numbers in its card."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from dicom_node.cli.main import app
+    from sr_engine.registry import bundled_model_dir
+
+    for ext in (".json", ".onnx"):
+        shutil.copy(bundled_model_dir() / f"ct-x2{ext}", tmp_path / f"ct-x2{ext}")
+    card = tmp_path / "ct-x2.json"
+    out = str(tmp_path / "rep")
+    args = ["train", "benchmark", "--model", str(card), "--only", "CT_small.dcm",
+            "--no-noise", "--update-cards", "--threads", "1", "--out", out]  # fmt: skip
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    report = (tmp_path / "rep" / "unseen.md").read_text()
+    assert "| CT | SRCNN (srcnn-ct-x2) | 1 |" in report
+    unseen = json.loads(card.read_text())["metrics"]["unseen_benchmark"]
+    assert unseen["per_modality"]["CT"]["n"] == 1 and unseen["report"] == "rep/unseen.md"
+    assert unseen["per_modality"]["CT"]["below_floor"] == 0
