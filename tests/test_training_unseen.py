@@ -154,16 +154,16 @@ def test_benchmark_command_compares_the_bundled_baseline_and_updates_the_card(tm
 
     from typer.testing import CliRunner
 
-    from dicom_node.cli.main import app
     from sr_engine.registry import bundled_model_dir
+    from training.cli import train_app
 
     for ext in (".json", ".onnx"):
         shutil.copy(bundled_model_dir() / f"ct-x2{ext}", tmp_path / f"ct-x2{ext}")
     card = tmp_path / "ct-x2.json"
     out = str(tmp_path / "rep")
-    args = ["train", "benchmark", "--model", str(card), "--only", "CT_small.dcm",
+    args = ["benchmark", "--model", str(card), "--only", "CT_small.dcm",
             "--no-noise", "--update-cards", "--threads", "1", "--out", out]  # fmt: skip
-    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    res = CliRunner().invoke(train_app, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     report = (tmp_path / "rep" / "unseen.md").read_text()
     assert "| CT | SRCNN (srcnn-ct-x2) | 1 |" in report
