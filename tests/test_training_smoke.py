@@ -130,6 +130,7 @@ def test_two_stages_resume_interpolate_export(data_dir: Path, tmp_path: Path) ->
     from training.bundled import export_finetuned
 
     prev = {"name": "ct-x2-gan", "version": "1.0.0", "sha256": "0" * 64, "description": "d",
+            "modalities": ["CT", "OT"],
             "training_data": {"history": [{"step": "old GAN stage"}], "datasets": []}}  # fmt: skip
     (tmp_path / "prev.json").write_text(json.dumps(prev))
     new = json.loads(
@@ -137,6 +138,7 @@ def test_two_stages_resume_interpolate_export(data_dir: Path, tmp_path: Path) ->
                          init_card=card_path).read_text()
     )  # fmt: skip
     assert new["version"] == "2.0.0" and new["name"] == "ct-x2-gan"
+    assert new["modalities"] == ["CT", "OT"]  # the model it replaces serves them
     steps = new["training_data"]["history"]
     assert steps[-1]["step"].startswith("GAN stage from tiny-x2 1.0.0")
     assert "old GAN stage" not in [h["step"] for h in steps]  # the lineage is the PSNR model's

@@ -310,8 +310,9 @@ def export_finetuned(
     version = prev.get("version", "1.0.0").split(".")
     new_version = f"{int(version[0]) + 1}.0.0"
     lic = "Apache-2.0 weights; trained on " + "; ".join(licences)
+    modalities = prev.get("modalities") or MODALITIES[name.removesuffix("-gan")]
     onnx_path, card, _ = export_all(
-        generator, out_dir, name, MODALITIES[name.removesuffix("-gan")], data_dir,
+        generator, out_dir, name, modalities, data_dir,
         training_data_extra=extra, description=prev.get("description", ""), license=lic,
         tile=prev.get("tile"),
     )  # fmt: skip
