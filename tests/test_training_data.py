@@ -268,3 +268,40 @@ def test_patch_sampler_interpolated_share() -> None:
     plain = PatchSampler(images, 64, augment=aug, seed=0)
     assert min(_band_power(p, 0.75) for p in plain.sample(4).numpy()[:, 0]) > 0.2
     del torch
+
+
+def test_fourier_upsample_of_a_rectangular_matrix_is_band_limited_per_axis() -> None:
+    torch = pytest.importorskip("torch")
+    from training.data.dataset import fourier_upsample
+
+    rng = np.random.default_rng(2)
+    img = rng.random((24, 48)).astype(np.float32)  # 24 phase lines, 48 readout samples
+    up = fourier_upsample(torch.from_numpy(img)[None, None], 96)[0, 0].numpy()
+    spec = np.abs(np.fft.fftshift(np.fft.fft2(up - up.mean()))) ** 2
+    f = np.abs(np.fft.fftshift(np.fft.fftfreq(96)))
+    rows, cols = spec.sum(1), spec.sum(0)  # power by vertical / horizontal frequency
+    # vertical detail ends at 24/96 of the sampling rate, horizontal at 48/96
+    assert rows[f > 0.15].sum() / rows.sum() < 0.03  # (the clamp at 0 leaks a little)
+    assert cols[(f > 0.15) & (f < 0.24)].sum() / cols.sum() > 0.1
+    assert cols[f > 0.27].sum() / cols.sum() < 0.03
+    assert np.abs(up[::4, ::2] - img).mean() < 0.03  # the acquired samples come back
+
+
+def test_patch_sampler_anisotropic_interpolation_smooths_one_axis_more() -> None:
+    pytest.importorskip("torch")
+    from training.data.dataset import Augment, PatchSampler
+
+    rng = np.random.default_rng(3)
+    images = [rng.random((256, 256)).astype(np.float32) for _ in range(2)]
+    aug = Augment(rot_flip=False, scale_range=(1.0, 1.0), interp_prob=1.0,
+                  interp_factor=(2.0, 2.0), interp_anisotropic=1.0, min_std=0.0)  # fmt: skip
+    patches = PatchSampler(images, 64, augment=aug, seed=0).sample(16).numpy()[:, 0]
+    dy = np.abs(np.diff(patches, axis=1)).mean(axis=(1, 2))
+    dx = np.abs(np.diff(patches, axis=2)).mean(axis=(1, 2))
+    ratio = np.maximum(dy, dx) / np.minimum(dy, dx)
+    assert (ratio > 1.15).mean() > 0.6  # most patches: one axis is smoother than the other
+    iso = Augment(rot_flip=False, scale_range=(1.0, 1.0), interp_prob=1.0,
+                  interp_factor=(2.0, 2.0), min_std=0.0)  # fmt: skip
+    p2 = PatchSampler(images, 64, augment=iso, seed=0).sample(16).numpy()[:, 0]
+    r2 = np.abs(np.diff(p2, axis=1)).mean() / np.abs(np.diff(p2, axis=2)).mean()
+    assert 0.9 < r2 < 1.1

@@ -175,6 +175,11 @@ def fit(
         help="share of HR patches zero-filled in k-space by x1.4-2 first, as MR scanners "
         "display a small acquisition matrix",
     ),
+    interp_anisotropic: float = typer.Option(
+        0.0,
+        help="share of those with fewer phase-encoding lines: one axis interpolated by a "
+        "further x1-2 (a 256x134 acquisition shown at 484²)",
+    ),
     ckpt_minutes: float = typer.Option(5.0, help="checkpoint at least this often (minutes)"),
     max_val_images: int = typer.Option(48, help="validation images (evenly spaced)"),
 ) -> None:
@@ -208,7 +213,8 @@ def fit(
         scale_range=[float(v) for v in scale_range.split(",")], val_every=val_every,
         log_every=log_every, train_axes=[int(v) for v in _csv(train_axes)], amp=amp,
         channels_last=channels_last, noise_prob=noise_prob, noise_sigma=noise_sigma,
-        interp_prob=interp_prob, ckpt_minutes=ckpt_minutes, max_val_images=max_val_images,
+        interp_prob=interp_prob, interp_anisotropic=interp_anisotropic,
+        ckpt_minutes=ckpt_minutes, max_val_images=max_val_images,
         command="srnode train fit " + shlex.join(sys.argv[3:]),
     )  # fmt: skip
     path = run_fit(cfg)

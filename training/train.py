@@ -103,6 +103,7 @@ class TrainConfig:
     noise_sigma: float = 0.01
     realistic_prob: float = 0.0
     interp_prob: float = 0.0  # share of HR patches sinc-interpolated as MR scanners display them
+    interp_anisotropic: float = 0.0  # share of those interpolated further along one axis
     realistic_kind: str = "mr"  # mr | ct
     progress: bool = True
     amp: str = "auto"  # bf16 autocast: auto (on CUDA) | on | off
@@ -315,6 +316,7 @@ def fit(cfg: TrainConfig) -> Path:
         noise_sigma=cfg.noise_sigma,
         realistic_prob=cfg.realistic_prob,
         interp_prob=cfg.interp_prob,
+        interp_anisotropic=cfg.interp_anisotropic,
     )
     sampler = PatchSampler(train_imgs, cfg.patch, device, aug, seed=cfg.seed)
 

@@ -92,22 +92,25 @@ class Augment:
     # in k-space to a larger one (sinc interpolation), by a factor in interp_factor
     interp_prob: float = 0.0
     interp_factor: tuple[float, float] = (1.4, 2.0)
+    # share of those with fewer phase-encoding lines than readout samples: one axis (at
+    # random) is interpolated by a further factor of 1-2 (a 256x134 matrix shown at 484²)
+    interp_anisotropic: float = 0.0
     min_std: float = 0.01  # reject flat (background) patches
 
 
 def fourier_upsample(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``[1, 1, c, c]`` -> ``[1, 1, size, size]`` by zero-filling its centred spectrum, the way
-    MR scanners reconstruct a small acquisition matrix to a larger display matrix (sinc
+    """``[1, 1, ch, cw]`` -> ``[1, 1, size, size]`` by zero-filling its centred spectrum, the
+    way MR scanners reconstruct a small acquisition matrix to a larger display matrix (sinc
     interpolation; magnitude images stay non-negative). Mirrored first, so the periodic FFT
     sees no jump at the crop's edges."""
-    c = x.shape[-1]
+    ch, cw = x.shape[-2:]
     m = torch.cat([x, x.flip(-1)], -1)
-    m = torch.cat([m, m.flip(-2)], -2).double()  # 2c, even-symmetric: no wrap-around edge
+    m = torch.cat([m, m.flip(-2)], -2).double()  # even-symmetric: no wrap-around edge
     n = 2 * size
     spec = torch.fft.fftshift(torch.fft.fft2(m), dim=(-2, -1))
-    pad = (n - 2 * c) // 2
-    spec = F.pad(spec, (pad, n - 2 * c - pad, pad, n - 2 * c - pad))
-    up = torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1))).real * (n * n) / (4 * c * c)
+    py, px = (n - 2 * ch) // 2, (n - 2 * cw) // 2
+    spec = F.pad(spec, (px, n - 2 * cw - px, py, n - 2 * ch - py))
+    up = torch.fft.ifft2(torch.fft.ifftshift(spec, dim=(-2, -1))).real * (n * n) / (4 * ch * cw)
     return up[..., :size, :size].clamp_min(0).to(x.dtype).contiguous()
 
 
@@ -145,16 +148,24 @@ class PatchSampler:
             im = self.images[r.choice(len(self.images), p=self.p)]
             h, w = im.shape
             z = r.uniform(*a.scale_range) if a.scale_range != (1.0, 1.0) else 1.0
+            zy = zx = z
             if interp:
-                z = 1.0 / r.uniform(*a.interp_factor)
-            c = int(min(round(p * z), h, w))
-            y0, x0 = int(r.integers(0, h - c + 1)), int(r.integers(0, w - c + 1))
-            crop = im[y0 : y0 + c, x0 : x0 + c][None, None]
-            if interp and c < p:
+                zy = zx = 1.0 / r.uniform(*a.interp_factor)
+                if a.interp_anisotropic > 0 and r.random() < a.interp_anisotropic:
+                    k = r.uniform(1.0, 2.0)
+                    zy, zx = (zy / k, zx) if r.random() < 0.5 else (zy, zx / k)
+            ch, cw = int(min(round(p * zy), h, w)), int(min(round(p * zx), h, w))
+            y0, x0 = int(r.integers(0, h - ch + 1)), int(r.integers(0, w - cw + 1))
+            crop = im[y0 : y0 + ch, x0 : x0 + cw][None, None]
+            if interp and ch <= p and cw <= p and (ch, cw) != (p, p):
                 crop = fourier_upsample(crop, p)
-            elif c != p:
+            elif (ch, cw) != (p, p):
                 crop = F.interpolate(
-                    crop, size=(p, p), mode="bicubic", align_corners=False, antialias=c > p
+                    crop,
+                    size=(p, p),
+                    mode="bicubic",
+                    align_corners=False,
+                    antialias=max(ch, cw) > p,
                 )
             if float(crop.std()) >= a.min_std:
                 break
