@@ -259,7 +259,7 @@ def export_finetuned(
     started from (default ``previous_card``; a ``-gan`` model's GAN stage starts from its
     PSNR model): the card keeps that model's history, adds this step, and its licence names
     every source the weights were ever trained on."""
-    from training.export import export_all
+    from training.export import export_all, licence_text
     from training.train import TrainConfig, load_generator
 
     prev = json.loads(Path(previous_card).read_text())
@@ -267,7 +267,6 @@ def export_finetuned(
     _, info = load_generator(generator)
     datasets = info.get("datasets", [])
     prev_sources = init.get("training_data", {}).get("datasets", [])
-    licences = sorted({d.get("license", "") for d in [*datasets, *prev_sources]} - {""})
     cfg = info.get("config", {})
     history = list(init.get("training_data", {}).get("history", []))
     how = "GAN stage from" if info.get("stage") == "gan" else "fine-tuned from"
@@ -309,7 +308,7 @@ def export_finetuned(
     }
     version = prev.get("version", "1.0.0").split(".")
     new_version = f"{int(version[0]) + 1}.0.0"
-    lic = "Apache-2.0 weights; trained on " + "; ".join(licences)
+    lic = licence_text([*datasets, *prev_sources])
     modalities = prev.get("modalities") or MODALITIES[name.removesuffix("-gan")]
     onnx_path, card, _ = export_all(
         generator, out_dir, name, modalities, data_dir,

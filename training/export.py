@@ -252,6 +252,12 @@ def build_tensorrt_engine(
     return engine_path
 
 
+def licence_text(datasets: Sequence[dict[str, Any]]) -> str:
+    """A card's licence: the weights' (the project's) and every training source's."""
+    sources = sorted({d["license"] for d in datasets if d.get("license")})
+    return "Apache-2.0 weights" + (f"; trained on {'; '.join(sources)}" if sources else "")
+
+
 def export_all(
     generator_path: str | Path,
     out_dir: str | Path,
@@ -300,9 +306,7 @@ def export_all(
         td["interpolation"] = info["interpolation"]
     if command := info.get("config", {}).get("command"):
         td.setdefault("command", command)
-    if not license:
-        sources = sorted({d["license"] for d in info.get("datasets", []) if d.get("license")})
-        license = "Apache-2.0 weights" + (f"; trained on {'; '.join(sources)}" if sources else "")
+    license = license or licence_text(info.get("datasets", []))
     card = write_card(
         onnx_path, name, info, modalities, metrics, json.loads(json.dumps(td, default=str)),
         description=description, license=license, tile=tile,
