@@ -27,7 +27,6 @@ from sr_engine.meta import PixelMeta
 from sr_engine.model_card import ModelCard, load_card
 from sr_engine.padding import find_padding
 from sr_engine.registry import resolve_model
-from sr_engine.resample import upsample_spline
 from sr_engine.tiling import AxisPlan, Blender, TilePlan, cut, plan_axis
 
 log = logging.getLogger(__name__)
@@ -41,12 +40,15 @@ class Enhanced:
 
     ``consistency_rmse``/``consistency_max_abs``: the degradation operator of the card
     applied to ``pixels`` versus the input, in stored units, for the worst frame.
+    ``detail_weights``: per frame, the share of the network's detail the self-check kept
+    (0: the frame is the floor, :func:`sr_engine.selfcheck.floor_frame`, bit for bit).
     """
 
     pixels: np.ndarray
     consistency_rmse: float
     consistency_max_abs: float
     seconds: float
+    detail_weights: tuple[float, ...] = ()
 
 
 class Engine:
@@ -247,17 +249,19 @@ class Engine:
                 o = dc.project(z, fr, s, lo, hi, op).astype(pixels.dtype)
             else:
                 o = to_stored(z, meta, pixels.dtype)
+            record(n, k, fr, o)
+
+        def record(n: int, k: int, fr: np.ndarray, o: np.ndarray) -> None:
             outs[n][k] = o
             err = dc.errors(o, fr, s, op)
             worst[n] = (max(worst[n][0], err[0]), max(worst[n][1], err[1]))
 
-        # frames the self-check gives the floor need no network: the cubic interpolation of
-        # the stored frame as it is, padding kept exact
+        # frames the self-check gives the floor need no network: the floor, bit for bit
         for n, k, fr in frames:
             if weights[n][k] <= 0.0:
-                pad = find_padding(fr, items[n][1])
-                z = upsample_spline(fr, s)
-                store(n, k, fr, z if pad is None else pad.keep_pure(z, s))
+                pixels, meta = items[n]
+                lo, hi = stored_limits(meta, pixels.dtype)
+                record(n, k, fr, selfcheck.floor_frame(fr, meta, s, lo, hi, op))
         todo = [(n, k, fr) for n, k, fr in frames if weights[n][k] > 0.0]
         g0 = 0
         while g0 < len(todo):
@@ -293,6 +297,7 @@ class Engine:
                 consistency_rmse=worst[n][0],
                 consistency_max_abs=worst[n][1],
                 seconds=seconds * outs[n].shape[0] / len(frames),
+                detail_weights=tuple(weights[n]),
             )
             log.debug(
                 "enhance: %s -> %s with %s on %s in %.3f s, consistency RMSE %.3f max %.3f",

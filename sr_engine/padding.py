@@ -10,16 +10,23 @@ What is padding (in the low-resolution input, stored units):
   image's lowest or highest stored value in regions that touch the border and cover at
   least ``MIN_BACKGROUND`` of the image (zero-filled MR, radiograph shutters).
 
-How it is used (:class:`PaddingPlan`): before inference the padded pixels and a one-pixel
-ring around them are filled with the nearby tissue (:func:`fill_masked`), so the scan-circle
-edge is a smooth continuation instead of a 2000 HU step that would ring; after inference
-every high-resolution pixel of a block that was pure padding gets the padding value back
-bit-exact, and a block that straddles the edge (its stored mean lies between the padding
-and the tissue next to it) is unmixed: the number of its sub-pixels that are padding
-follows from the block mean, their place from the upsampled padding fraction (the edge is
-smooth), and the other sub-pixels keep the network's tissue shifted so the block mean is
-the input again. Training applies the same fill (:func:`fill_masked`) to the same masks,
-so what the network sees agrees between training and the node.
+How it is used (:class:`PaddingPlan`): after inference every high-resolution pixel of a
+block that was pure padding gets the padding value back bit-exact. Only CT padding (values
+below -1024 HU, outside anything the network is meant to see) is also hidden from the
+network: before inference the padded pixels and a one-pixel ring around them are filled
+with the nearby tissue (:func:`fill_masked`), so the scan-circle edge is a smooth
+continuation instead of a 2000 HU step that would ring, and a block that straddles the edge
+(its stored mean lies between the padding and the tissue next to it) is unmixed: the number
+of its sub-pixels that are padding follows from the block mean, their place from the
+upsampled padding fraction (the edge is smooth), and the other sub-pixels keep the network's
+tissue shifted so the block mean is the input again.
+
+A constant background of any other image (the zero outside an MR head, a radiograph's
+shutter) is part of the image: the network sees it as stored, because the edge between
+tissue and background is anatomy (skin against air) that it must resolve like any other.
+Filling it with tissue hid that edge and cost up to 3 dB on MR with a zero background.
+Training applies the same plan (:func:`fill_masked` on the same masks), so what the network
+sees agrees between training and the node.
 """
 
 from __future__ import annotations
@@ -289,5 +296,6 @@ def find_padding(frame: np.ndarray, meta: PixelMeta) -> PaddingPlan | None:
     pure = region & (frame == value)
     if not pure.any():
         return None
-    fill = dilate(region, 1) if unmix else pure
+    # only CT padding is hidden from the network; any other background is seen as stored
+    fill = dilate(region, 1) if unmix else np.zeros_like(pure)
     return PaddingPlan(pure=pure, fill=fill, value=value, unmix=unmix)

@@ -46,14 +46,14 @@ def test_floor_is_bicubic_projected_onto_the_input():
     img = _img()
     lr = area_lr(img)
     assert lr.dtype == img.hr.dtype and lr.shape == (32, 32)
-    bic = interpolate("bicubic", lr, -32768, 32767)
-    floor = interpolate("floor", lr, -32768, 32767)
+    bic = interpolate("bicubic", lr, img.meta)
+    floor = interpolate("floor", lr, img.meta)
     assert np.array_equal(floor, np.rint(floor))  # stored integers
     assert np.abs(dc.area_down(floor, 2) - lr).max() <= 0.5  # consistent with the input
     assert not np.abs(dc.area_down(bic, 2) - lr).max() <= 0.5
     # the floor is the nearest consistent image to bicubic: it beats bicubic on the truth
     assert score(floor, img.hr)["psnr"] > score(bic, img.hr)["psnr"]
-    near = interpolate("nearest", lr, -32768, 32767)
+    near = interpolate("nearest", lr, img.meta)
     assert np.array_equal(near[::2, ::2], lr)
 
 

@@ -345,17 +345,23 @@ def benchmark(
     out: Path = typer.Option(Path("runs/unseen"), "--out", help="report folder"),
     only: str = typer.Option("", help="image names to run (comma separated; all by default)"),
     noise: bool = typer.Option(True, help="noise in flat CT patches (needs a CT model)"),
+    variants: bool = typer.Option(
+        True, help="storage variants: the same crops in each container real archives use"
+    ),
     threads: int = typer.Option(2, help="ONNX Runtime threads"),
 ) -> None:
     """The unseen benchmark: every CT, MR, CR/DX/MG image of pydicom's test files and
     pydicom-data (>= 128², decompressed), area x2; nearest, bicubic, the floor (bicubic +
     exact area projection), SRCNN and each model through the node's own path (Engine with
-    data consistency). Writes unseen.md (tables, crops) and unseen.json into --out."""
+    data consistency); noise by frequency band in flat patches; the same crops in each
+    storage container (--variants). Writes unseen.md (tables, crops) and unseen.json into
+    --out."""
     import time
 
     from rich.progress import Progress
 
     from sr_engine.registry import bundled_model_dir
+    from training.storage_variants import run_variants, variants_table
     from training.unseen import (
         ModelRunner,
         noise_in_flat_patches,
@@ -363,6 +369,7 @@ def benchmark(
         summarize,
         unseen_images,
     )
+    from training.unseen_noise import noise_bands, noise_table
     from training.unseen_report import write_report
 
     t0 = time.perf_counter()
@@ -387,9 +394,17 @@ def benchmark(
     noise_rows = noise_in_flat_patches(images, ct) if noise and ct else []
     labels = [r.label for r in runners]
     summary = summarize(rows)
+    bands = noise_bands(images, outputs)
+    sections, extra = [noise_table(bands)], {"noise_bands": bands}
+    if variants:
+        models_only = [r for r in runners if not r.label.startswith("SRCNN")]
+        var_rows = run_variants(images, models_only)
+        sections.append(variants_table(var_rows))
+        extra["storage_variants"] = var_rows
     report = write_report(
         out, rows, summary, noise_rows, images, outputs, labels, skipped,
         "srnode train benchmark " + shlex.join(sys.argv[3:]), time.perf_counter() - t0,
+        sections, extra,
     )  # fmt: skip
     typer.echo(f"report: {report}")
     if update_cards:

@@ -39,8 +39,10 @@ from typing import Any
 import numpy as np
 
 from sr_engine import consistency as dc
+from sr_engine.intensity import stored_limits
 from sr_engine.meta import PixelMeta
 from sr_engine.resample import upsample_spline
+from sr_engine.selfcheck import floor_frame
 from training.metrics import psnr, ssim
 
 log = logging.getLogger(__name__)
@@ -163,11 +165,6 @@ def unseen_images(
 
 
 # -- methods -------------------------------------------------------------------------------
-def stored_range(img: UnseenImage) -> tuple[int, int]:
-    info = np.iinfo(img.hr.dtype)
-    return max(img.meta.stored_min, int(info.min)), min(img.meta.stored_max, int(info.max))
-
-
 def area_lr(img: UnseenImage) -> np.ndarray:
     return np.rint(dc.area_down(img.hr, 2)).astype(img.hr.dtype)
 
@@ -177,16 +174,17 @@ def spline_bicubic(lr: np.ndarray, s: int = 2) -> np.ndarray:
     return upsample_spline(lr, s)
 
 
-def interpolate(name: str, lr: np.ndarray, lo: int, hi: int, s: int = 2) -> np.ndarray:
-    """``nearest``, ``bicubic`` or ``floor`` (bicubic + exact area projection) in stored
-    integers."""
+def interpolate(name: str, lr: np.ndarray, meta: PixelMeta, s: int = 2) -> np.ndarray:
+    """``nearest``, ``bicubic`` or ``floor`` in stored integers. The floor is the node's own
+    (:func:`sr_engine.selfcheck.floor_frame`: bicubic, padding kept, exact area projection),
+    so a frame the self-check gives the floor scores exactly the floor."""
     if name == "nearest":
         return np.repeat(np.repeat(lr, s, 0), s, 1).astype(np.float64)
-    bic = spline_bicubic(lr, s)
+    lo, hi = stored_limits(meta, lr.dtype)
     if name == "bicubic":
-        return np.clip(np.rint(bic), lo, hi)
+        return np.clip(np.rint(spline_bicubic(lr, s)), lo, hi)
     if name == "floor":
-        return dc.project(bic, lr, s, lo, hi, "area")
+        return floor_frame(lr, meta, s, lo, hi, "area").astype(np.float64)
     raise ValueError(f"unknown interpolation {name!r}")
 
 
@@ -225,7 +223,6 @@ def run_benchmark(
     outputs: dict[str, dict[str, np.ndarray]] = {}
     for img in images:
         lr = area_lr(img)
-        lo, hi = stored_range(img)
         row: dict[str, Any] = {"image": img.name, "modality": img.modality, "group": img.group,
                                "shape": f"{img.hr.shape[0]}x{img.hr.shape[1]}",
                                "aliases": img.aliases, "note": img.note,
@@ -233,7 +230,7 @@ def run_benchmark(
         outs: dict[str, np.ndarray] = {}
         for name in INTERPOLATION:
             t0 = time.perf_counter()
-            outs[name] = interpolate(name, lr, lo, hi)
+            outs[name] = interpolate(name, lr, img.meta)
             row["methods"][name] = score(outs[name], img.hr) | {"seconds": time.perf_counter() - t0}
         for r in runners:
             if not r.serves(img.modality):

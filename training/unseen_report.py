@@ -115,11 +115,15 @@ def write_report(
     skipped: Sequence[dict[str, str]],
     command: str,
     seconds: float,
+    sections: Sequence[Sequence[str]] = (),
+    extra: dict[str, Any] | None = None,
 ) -> Path:
+    """``sections``: more markdown (lines each), after the noise tables; ``extra``: more
+    keys of unseen.json."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "unseen.json").write_text(
         json.dumps(
-            {"rows": list(rows), "summary": list(summary), "noise": list(noise)},
+            {"rows": list(rows), "summary": list(summary), "noise": list(noise)} | (extra or {}),
             indent=1,
             default=float,
         )
@@ -141,8 +145,9 @@ def write_report(
         "byte-identical pixel arrays count once). Input: the 2x2 block mean of the stored "
         "image (area x2), rounded to the stored type. PSNR over the whole image with the "
         "data range max(HR) − min(HR) of each image; SSIM with the same range. bicubic = "
-        "order-3 spline; floor = bicubic, then the exact area projection (what the node's "
-        "data-consistency step makes of bicubic). Models run through `sr_engine.Engine` "
+        "order-3 spline; floor = the node's own fallback (bicubic, padding kept, then the "
+        "exact area projection): a frame the self-check gives the floor scores it exactly. "
+        "Models run through `sr_engine.Engine` "
         "with data consistency, as the node runs them, on the modalities their card serves.",
         "",
         f"Command: `{command}`  ",
@@ -185,6 +190,8 @@ def write_report(
                       f"downsampled {med['std_from_lr']:.2f} HU ({worse} of {len(noise)} "
                       f"patches noisier than the original), node on the original "
                       f"{med['std_derived']:.2f} HU.", ""]  # fmt: skip
+    for section in sections:
+        lines += [*section, ""]
     if skipped:
         lines += ["## Left out", "", *[f"- {s['file']}: {s['reason']}" for s in skipped], ""]
     lines += ["## Crops", "", "Where the first model differs most from the floor.", ""]
