@@ -17,7 +17,7 @@ def dry_run(
     """Which route a series (by UID, from what the node recorded) or a set of attributes
     would take with the live routes and destinations; nothing is changed."""
     from dicom_node.jobs.routing import SeriesFacts, decide
-    from dicom_node.jobs.schema import Series, Study
+    from dicom_node.store.schema import Series, Study
 
     if series_uid is not None:
         with live.engine.connect() as conn:

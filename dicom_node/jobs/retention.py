@@ -33,9 +33,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from dicom_node.jobs.schema import Instance, Job, Series
-from dicom_node.jobs.states import JobState
-from dicom_node.jobs.transitions import Jobs
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.schema import Instance, Job, Series
+from dicom_node.store.states import JobState
 
 #: a folder must have been empty this long before it is removed (seconds)
 EMPTY_FOLDER_AGE = 60.0
