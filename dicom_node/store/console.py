@@ -194,3 +194,21 @@ def add_to_catalog(engine: Any, rows: list[dict[str, Any]]) -> None:
             ).first()
             if exists is None:
                 conn.execute(insert(SeriesCatalog).values(**values))
+
+
+def series_facts(engine: Any, series_uid: str) -> Any:
+    """What routing reads of a received series (its row and its study's description); None
+    when the node has no such series."""
+    with engine.connect() as conn:
+        return conn.execute(
+            select(
+                Series.modality,
+                Series.body_part,
+                Series.series_description,
+                Series.calling_ae,
+                Series.derived_by_srnode,
+                Study.study_description,
+            )
+            .join(Study, Study.id == Series.study_id)
+            .where(Series.series_uid == series_uid)
+        ).first()

@@ -21,8 +21,9 @@ from sqlalchemy import delete, select, update
 from dicom_node.store import audit
 from dicom_node.store.claims import ClaimRows
 from dicom_node.store.exports import ExportRows
-from dicom_node.store.schema import Export, Instance, Job, Series, Study
+from dicom_node.store.schema import Export, Job, Series, Study
 from dicom_node.store.series import SeriesRows
+from dicom_node.store.spool_rows import SpoolRows
 from dicom_node.store.states import (
     CANCEL_FROM,
     RETRY_FROM,
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from dicom_node.store.database import Database
 
 
-class Jobs(ClaimRows, SeriesRows, ExportRows):
+class Jobs(ClaimRows, SeriesRows, ExportRows, SpoolRows):
     """The job and export rows of one database: every transition, as one conditional
     update (so several processes on one database never take the same step twice)."""
 
@@ -307,23 +308,3 @@ class Jobs(ClaimRows, SeriesRows, ExportRows):
     def retry_failed(self, actor: Who | None = None) -> list[int]:
         """Every failed job queued again (each audited, with ``actor``); their ids."""
         return [i for i in self.failed_ids() if self.retry(i, expect=J.FAILED, actor=actor)]
-
-    # ---------------------------------------------------------------- retention
-    def source_files(self, job_id: int) -> list[Any]:
-        """The job's source instances received before it started (id, path)."""
-        with self.engine.connect() as conn:
-            return conn.execute(
-                select(Instance.id, Instance.path)
-                .join(Job, Job.series_id == Instance.series_id)
-                .where(
-                    Job.id == job_id,
-                    Instance.removed.is_(False),
-                    Instance.received_at <= Job.started_at,
-                )
-            ).all()
-
-    def mark_removed(self, instance_ids: Sequence[int]) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                update(Instance).where(Instance.id.in_(list(instance_ids))).values(removed=True)
-            )
