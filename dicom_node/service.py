@@ -215,7 +215,11 @@ class Node:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         if s.node.fast_receive:  # the SCP's receive path, and exports (see fastpath)
             fastpath.install()
-        intake = open_intake(s)
+        try:
+            intake = open_intake(s)
+        except StartupError:  # the database refused: nothing started, nothing to stop
+            self._stopped.set()
+            raise
         self.db, self.spool = intake.db, intake.spool
         self.live, self._live_sync = start_live(self.db, s, catalog_series=self.role == "serve")
         if self.role == "serve":

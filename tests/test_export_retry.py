@@ -26,8 +26,9 @@ from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import tick
 from dicom_node.jobs.worker import Worker
 from dicom_node.store import database as dbm
-from dicom_node.store.database import Database, Export, Job
+from dicom_node.store.database import Database
 from dicom_node.store.jobs import Jobs
+from dicom_node.store.schema import Export, Job
 from dicom_node.store.states import ExportState, JobState
 from tests.node_helpers import STORESCP, free_port, received, start_storescp
 

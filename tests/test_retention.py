@@ -15,7 +15,8 @@ from dicom_node.config import Settings
 from dicom_node.jobs import retention
 from dicom_node.jobs.stability import tick
 from dicom_node.store import database as dbm
-from dicom_node.store.database import Database, Instance, Job
+from dicom_node.store.database import Database
+from dicom_node.store.schema import Instance, Job
 from dicom_node.store.states import JobState
 from tests.node_helpers import SRNODE
 

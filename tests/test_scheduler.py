@@ -16,8 +16,9 @@ from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import complete_stable_series, route_received_jobs, tick
 from dicom_node.jobs.worker import Worker
 from dicom_node.store import database as dbm
-from dicom_node.store.database import Database, Export, Job, Series
+from dicom_node.store.database import Database
 from dicom_node.store.jobs import Jobs
+from dicom_node.store.schema import Export, Job, Series
 from dicom_node.store.states import ExportState, JobState
 
 

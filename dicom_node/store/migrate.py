@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicom_node.store.schema import Meta
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger(__name__)
+# Alembic says what it sets up and which context it runs in at INFO, on every start (and
+# when imported: it is imported where it runs); our line says what was upgraded
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: the PostgreSQL advisory lock that serialises starters upgrading one database
@@ -33,6 +35,8 @@ class SchemaError(RuntimeError):
 
 
 def config(conn: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = conn
@@ -41,17 +45,23 @@ def config(conn: Connection | None = None) -> Config:
 
 def head() -> str:
     """The newest revision this srnode knows."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(config()).get_current_head()
 
 
 def current(conn: Connection) -> str | None:
     """The database's revision; None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine) -> str:
     """Bring the database to :func:`head`; returns it. SchemaError when it is newer than this
     srnode, not srnode's, or cannot be reached."""
+    from alembic import command
+
     newest = head()
     try:
         with engine.begin() as conn:
@@ -73,6 +83,9 @@ def upgrade(engine: Engine) -> str:
 
 
 def _check_known(at: str, newest: str) -> None:
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     try:
         ScriptDirectory.from_config(config()).get_revision(at)
     except CommandError:
