@@ -111,3 +111,33 @@ def _check_unversioned(conn: Connection) -> None:
             f"database: schema version {v} without a migration history; "
             "restore it from a backup made by srnode"
         )
+
+
+def new_revision(message: str) -> str:
+    """Write the next revision (``NNNN_<message>.py`` in ``migrations/versions``), its
+    operations found by comparing the models with a scratch database at :func:`head`;
+    returns its path. Review it (and ruff format it) before committing: Alembic does not
+    see every change, nor data to move."""
+    import tempfile
+
+    from alembic import command
+
+    from dicom_node.store.database import Database
+
+    with tempfile.TemporaryDirectory() as scratch:
+        d = Database(f"sqlite:///{scratch}/scratch.db")
+        try:
+            upgrade(d.engine)
+            with d.engine.begin() as conn:
+                script = command.revision(
+                    config(conn), message, autogenerate=True, rev_id=f"{int(head()) + 1:04d}"
+                )
+        finally:
+            d.close()
+    return script.path
+
+
+if __name__ == "__main__":  # python -m dicom_node.store.migrate "what the revision does"
+    import sys
+
+    print(new_revision(" ".join(sys.argv[1:]) or "change"))
