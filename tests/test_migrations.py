@@ -209,3 +209,32 @@ def test_a_database_of_another_program_is_refused(url):
     with d.engine.connect() as c:
         assert set(inspect(c).get_table_names()) == {"invoices"}  # nothing was written
     d.close()
+
+
+def test_processes_starting_together_upgrade_once(url):
+    """Several starters on one new database: one creates the schema, the others wait for it
+    (PostgreSQL: an advisory lock; SQLite: the write lock) and find it done."""
+    import threading
+
+    dbs = [Database(url) for _ in range(3)]
+    start = threading.Barrier(len(dbs))
+    results: list[object] = []
+
+    def starter(d: Database) -> None:
+        start.wait()
+        try:
+            results.append(d.create_or_migrate())
+        except Exception as e:  # reported below
+            results.append(e)
+
+    threads = [threading.Thread(target=starter, args=(d,)) for d in dbs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == [migrate.head()] * len(dbs)
+    with dbs[0].engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM alembic_version")).scalar() == 1
+        assert c.execute(text("SELECT count(*) FROM srnode_meta")).scalar() == 1
+    for d in dbs:
+        d.close()

@@ -22,8 +22,11 @@ from dicom_node.store.schema import AuditEvent
 class Who(Protocol):
     """Who made a change (:class:`dicom_node.admin.errors.Actor`)."""
 
-    user: str
-    address: str | None
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def address(self) -> str | None: ...
 
 
 def entry(
