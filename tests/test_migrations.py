@@ -238,3 +238,30 @@ def test_processes_starting_together_upgrade_once(url):
         assert c.execute(text("SELECT count(*) FROM srnode_meta")).scalar() == 1
     for d in dbs:
         d.close()
+
+
+@pytest.mark.integration
+def test_srnode_on_a_0_1_0_data_dir_upgrades_it_and_shows_its_jobs(tmp_path):
+    """What an operator does after installing the new release over the old one: the first
+    command on the old data dir upgrades its database in place."""
+    import subprocess
+
+    from tests.node_helpers import SRNODE
+
+    data = tmp_path / "data"
+    _make_0_1_0(default_url(data))
+    r = subprocess.run(
+        [SRNODE, "status", "--data-dir", str(data), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    status = json.loads(r.stdout)
+    assert status["queue"] == {str(s): 0 for s in JobState} | {"done": 1, "failed": 1, "queued": 1}
+    assert sorted(j["series_uid"] for j in status["jobs"]) == ["1.2.9.1"] * 3
+    assert [e["state"] for e in status["exports"]] == ["failed", "done"]
+    d = Database(default_url(data))
+    with d.engine.connect() as c:
+        assert migrate.current(c) == migrate.head()
+    d.close()
