@@ -25,15 +25,16 @@ from typing import Any
 from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.runtime import LiveSync, start_live
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.scheduler import NodeScheduler
-from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
 from dicom_node.receive import fastpath, ingest
 from dicom_node.receive.access import REJECT_REASON, Allowlist
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
+from dicom_node.store.database import Database
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.migrate import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,11 @@ def open_intake(settings: Settings, *, migrate: bool = True) -> Intake:
     data_dir.mkdir(parents=True, exist_ok=True)
     db = Database.from_settings(settings)
     if migrate:
-        db.create_or_migrate()
+        try:
+            db.create_or_migrate()
+        except SchemaError as e:
+            db.close()
+            raise StartupError(str(e)) from None
     spool = Spool(data_dir / "spool", fsync=settings.spool.fsync)
     return Intake(db, spool, Ingestor(db, spool, settings=settings))
 
@@ -210,7 +215,11 @@ class Node:
             logging.getLogger(noisy).setLevel(logging.WARNING)
         if s.node.fast_receive:  # the SCP's receive path, and exports (see fastpath)
             fastpath.install()
-        intake = open_intake(s)
+        try:
+            intake = open_intake(s)
+        except StartupError:  # the database refused: nothing started, nothing to stop
+            self._stopped.set()
+            raise
         self.db, self.spool = intake.db, intake.spool
         self.live, self._live_sync = start_live(self.db, s, catalog_series=self.role == "serve")
         if self.role == "serve":

@@ -7,14 +7,15 @@ import json
 
 import pytest
 
-from dicom_node.admin import audit, users
+from dicom_node.admin import users
 from dicom_node.admin.dry_run import dry_run
 from dicom_node.admin.errors import Actor, Conflict, Invalid, NotFound
 from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.passwords import hash_password, verify_password
 from dicom_node.admin.toml_export import to_toml
 from dicom_node.config import Settings, load_settings
-from dicom_node.jobs.db import Database
+from dicom_node.store import audit
+from dicom_node.store.database import Database
 
 ADMIN = Actor("alice", "admin", "127.0.0.1")
 
@@ -210,7 +211,7 @@ def test_cli_aet_and_config_export_share_the_store(tmp_path):
 def test_a_stored_field_this_version_does_not_know_is_ignored(live, caplog):
     from sqlalchemy import update
 
-    from dicom_node.admin.tables import LiveDestination
+    from dicom_node.store.schema import LiveDestination
 
     body = {**live.get_destination("pacs"), "retired_option": 3}
     with live.engine.begin() as conn:

@@ -10,13 +10,13 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_node.config import Settings
-from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.reserve import GB, free_bytes
 from dicom_node.receive.scp import StorageSCP
 from dicom_node.receive.store_status import OUT_OF_RESOURCES, SUCCESS
 from dicom_node.spool import Spool
+from dicom_node.store import database as dbm
+from dicom_node.store.database import Database
 from tests.node_helpers import free_port, write_series
 
 

@@ -22,13 +22,14 @@ from dicom_node.config import Settings
 from dicom_node.config_routing import DimseDestination
 from dicom_node.error_text import describe, scrub
 from dicom_node.export import dimse
-from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database, Export, Job
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import tick
-from dicom_node.jobs.states import ExportState, JobState
-from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
+from dicom_node.store import database as dbm
+from dicom_node.store.database import Database
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.schema import Export, Job
+from dicom_node.store.states import ExportState, JobState
 from tests.node_helpers import STORESCP, free_port, received, start_storescp
 
 needs_dcmtk = pytest.mark.skipif(not shutil.which(STORESCP), reason="dcmtk storescp missing")

@@ -14,8 +14,6 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.store_status import (
     BAD_IMAGE,
@@ -25,6 +23,8 @@ from dicom_node.receive.store_status import (
 )
 from dicom_node.receive.wire import Malformed, scan_header
 from dicom_node.spool import Spool
+from dicom_node.store import database as dbm
+from dicom_node.store.database import Database
 
 SECRET = b"Probe^Secret"
 

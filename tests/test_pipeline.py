@@ -21,12 +21,12 @@ from dicom_node.config import DeriveSettings, Settings
 from dicom_node.derive.pipeline import enhance_stream
 from dicom_node.derive.pixels import read_pixels
 from dicom_node.derive.process import enhance_instance
-from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.stability import tick
-from dicom_node.jobs.states import JobState
 from dicom_node.jobs.worker import Worker
+from dicom_node.store import database as dbm
+from dicom_node.store.database import Database
+from dicom_node.store.states import JobState
 from sr_engine.engine import Engine
 from sr_engine.errors import UnsupportedInput
 from tests.node_helpers import STORESCP, free_port, received, start_storescp

@@ -12,11 +12,12 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom_node.config import Settings
-from dicom_node.jobs import db as dbm
 from dicom_node.jobs import retention
-from dicom_node.jobs.db import Database, Instance, Job
 from dicom_node.jobs.stability import tick
-from dicom_node.jobs.states import JobState
+from dicom_node.store import database as dbm
+from dicom_node.store.database import Database
+from dicom_node.store.schema import Instance, Job
+from dicom_node.store.states import JobState
 from tests.node_helpers import SRNODE
 
 CT = Path(get_testdata_file("CT_small.dcm"))

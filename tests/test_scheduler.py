@@ -12,13 +12,14 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from dicom_node.config import Settings
-from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database, Export, Job, Series
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import complete_stable_series, route_received_jobs, tick
-from dicom_node.jobs.states import ExportState, JobState
-from dicom_node.jobs.transitions import Jobs
 from dicom_node.jobs.worker import Worker
+from dicom_node.store import database as dbm
+from dicom_node.store.database import Database
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.schema import Export, Job, Series
+from dicom_node.store.states import ExportState, JobState
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from dicom_node.jobs import db as dbm
-from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.store_status import (
     BAD_PIXEL_DATA,
@@ -20,6 +18,8 @@ from dicom_node.receive.store_status import (
     SUCCESS,
 )
 from dicom_node.spool import Spool, atomic_write
+from dicom_node.store import database as dbm
+from dicom_node.store.database import Database
 from tests.node_helpers import write_series
 
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from dicom_node.admin import users
 from dicom_node.admin.errors import Actor
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
+from dicom_node.store.database import Database
 from dicom_node.web.app import create_app
 from dicom_node.web.auth import bind_host
 

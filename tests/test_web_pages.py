@@ -4,12 +4,15 @@ with a message, and delete (the browser test covers the flow; this covers every 
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from fastapi.testclient import TestClient
 
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
+from dicom_node.store.database import Database
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.states import ExportState, JobState
 from dicom_node.web.app import create_app
 
 
@@ -28,7 +31,9 @@ def client(tmp_path):
     )
     db = Database.from_settings(settings)
     db.create_or_migrate()
-    yield TestClient(create_app(settings, lambda *a, **k: 0, db), client=("127.0.0.1", 1))
+    c = TestClient(create_app(settings, lambda *a, **k: 0, db), client=("127.0.0.1", 1))
+    c.db = db
+    yield c
     db.close()
 
 
@@ -83,3 +88,31 @@ def test_destination_and_route_edit_forms(client):
         "destination pacs deleted"
         in client.post("/destinations/pacs/delete", data={"csrf": token}).text
     )
+
+
+def test_job_page_shows_when_a_waiting_export_is_tried_next(client):
+    db = client.db
+    db.ensure_series(
+        study_uid="1.2.3", series_uid="1.2.3.4", study_description=None, modality="CT",
+        body_part=None, series_description=None, calling_ae="PACS", via="dimse",
+        derived_by_srnode=False, expected_count=None, now=1.0,
+    )  # fmt: skip
+    jobs = Jobs(db)
+    (job_id,) = jobs.complete_stable_series(stable_age=1, now=10.0)
+    assert jobs.route(job_id, JobState.QUEUED, "r", "ct", "m", ["pacs", "web"])
+    jobs.claim("w", lease=60)
+    jobs.to_exporting(
+        job_id, "w", model="m", written=["/d/1.dcm"], derived_series=None, notes=[],
+        destinations=["pacs", "web"], now=time.time(),
+    )  # fmt: skip
+    done, waiting = sorted(jobs.pending_exports(job_id), key=lambda r: r.destination)
+    jobs.record_export(done.id, state=ExportState.DONE, attempts=1)
+    jobs.record_export(waiting.id, attempts=1, next_attempt_at=time.time() + 3600)
+    page = client.get(f"/jobs/{job_id}").text
+    rows = [
+        re.findall(r"<td[^>]*>(.*?)</td>", tr)
+        for tr in re.findall(r"<tr><td>(?:pacs|web)</td>.*?</tr>", page)
+    ]
+    # destination, state, attempts, sent, next attempt: only a waiting export has one
+    assert [r[:2] for r in rows] == [["pacs", "done"], ["web", "pending"]]
+    assert rows[0][4] == "-" and rows[1][4].startswith("in ")

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
-from dicom_node.admin import audit
 from dicom_node.admin.errors import Actor, Conflict, NotFound
 from dicom_node.admin.validation import validate_ae
-from dicom_node.jobs.schema import AETitle
+from dicom_node.store import audit
+from dicom_node.store.schema import AETitle
 
 log = logging.getLogger(__name__)
 

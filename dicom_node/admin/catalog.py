@@ -8,10 +8,8 @@ import logging
 from typing import Any
 
 import pydicom
-from sqlalchemy import insert, select
 
-from dicom_node.admin.tables import SeriesCatalog, ensure_tables
-from dicom_node.jobs.schema import Instance, Series
+from dicom_node.store import console
 
 log = logging.getLogger(__name__)
 
@@ -31,38 +29,9 @@ def index_new_series(engine: Any, limit: int = 200) -> int:
 
     The headers are read with no database transaction open (on SQLite every transaction
     holds the write lock, and the receive path must not wait for file reads)."""
-    ensure_tables(engine)
-    with engine.connect() as conn:
-        todo = (
-            conn.execute(
-                select(Series.id)
-                .outerjoin(SeriesCatalog, SeriesCatalog.series_id == Series.id)
-                .where(SeriesCatalog.series_id.is_(None))
-                .order_by(Series.id)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
-        first: dict[int, str | None] = {}
-        for sid in todo:
-            first[sid] = conn.execute(
-                select(Instance.path)
-                .where(Instance.series_id == sid, Instance.removed.is_(False))
-                .order_by(Instance.id)
-                .limit(1)
-            ).scalar()
+    first = console.series_to_catalog(engine, limit)
     rows = [_facts(sid, path) for sid, path in first.items()]
-    if rows:
-        with engine.begin() as conn:
-            for values in rows:
-                exists = conn.execute(
-                    select(SeriesCatalog.series_id).where(
-                        SeriesCatalog.series_id == values["series_id"]
-                    )
-                ).first()
-                if exists is None:
-                    conn.execute(insert(SeriesCatalog).values(**values))
+    console.add_to_catalog(engine, rows)
     return len(rows)
 
 

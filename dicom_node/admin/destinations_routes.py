@@ -10,9 +10,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, select, update
 
-from dicom_node.admin import audit
 from dicom_node.admin.errors import Actor, Conflict, Invalid, NotFound
-from dicom_node.admin.tables import LiveDestination, LiveRoute
 from dicom_node.admin.validation import (
     _DEST_LIST,
     _dump,
@@ -20,6 +18,8 @@ from dicom_node.admin.validation import (
     validate_destination,
     validate_route,
 )
+from dicom_node.store import audit
+from dicom_node.store.schema import LiveDestination, LiveRoute
 
 log = logging.getLogger(__name__)
 

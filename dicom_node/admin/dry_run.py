@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from dicom_node.admin.errors import NotFound
 from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.validation import _ROUTE_LIST, _valid_entries
+from dicom_node.store import console
 
 
 def dry_run(
@@ -17,22 +16,9 @@ def dry_run(
     """Which route a series (by UID, from what the node recorded) or a set of attributes
     would take with the live routes and destinations; nothing is changed."""
     from dicom_node.jobs.routing import SeriesFacts, decide
-    from dicom_node.jobs.schema import Series, Study
 
     if series_uid is not None:
-        with live.engine.connect() as conn:
-            r = conn.execute(
-                select(
-                    Series.modality,
-                    Series.body_part,
-                    Series.series_description,
-                    Series.calling_ae,
-                    Series.derived_by_srnode,
-                    Study.study_description,
-                )
-                .join(Study, Study.id == Series.study_id)
-                .where(Series.series_uid == series_uid)
-            ).first()
+        r = console.series_facts(live.engine, series_uid)
         if r is None:
             raise NotFound(f"no series {series_uid} on this node")
         f = SeriesFacts(

@@ -23,17 +23,17 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from dicom_node.admin import audit
 from dicom_node.admin.allowed_aes import AllowedAEs
 from dicom_node.admin.destinations_routes import DestinationsAndRoutes
 from dicom_node.admin.errors import Actor
-from dicom_node.admin.tables import ConfigSeed, LiveDestination, LiveRoute, ensure_tables
 from dicom_node.admin.validation import _DEST_LIST, _ROUTE_LIST, _dump, _valid_entries
 from dicom_node.config import Settings
-from dicom_node.jobs.schema import AETitle, Meta
+from dicom_node.store import audit
+from dicom_node.store.database import LOCK_LIVE_CONFIG
+from dicom_node.store.schema import AETitle, ConfigSeed, LiveDestination, LiveRoute, Meta
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,6 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
         self._revision: int | None = None
         self._checked = 0.0
         self._aes: list[tuple[str, str]] = []
-        ensure_tables(self.engine)
 
     # ------------------------------------------------------------------ revision / apply
     def _read_revision(self, conn: Connection) -> int:
@@ -71,8 +70,7 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
     def _serialise(self, conn: Connection) -> None:
         """Serialise writers of the live configuration (SQLite's BEGIN IMMEDIATE already
         does; on PostgreSQL a transaction-scoped advisory lock)."""
-        if not self.db.is_sqlite:
-            conn.execute(text("SELECT pg_advisory_xact_lock(461717)"))
+        self.db.serialise(conn, LOCK_LIVE_CONFIG)
 
     def _bump(self, conn: Connection) -> None:
         rev = self._read_revision(conn)

@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 
-from dicom_node.admin import audit
 from dicom_node.admin.errors import Actor, Invalid, NotFound
 from dicom_node.admin.passwords import hash_password, verify_password
-from dicom_node.admin.tables import ConsoleUser, ensure_tables
+from dicom_node.store import audit
+from dicom_node.store.schema import ConsoleUser
 
 ROLES = ("admin", "read-only")
 _USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@\-]{0,63}$")
@@ -28,7 +28,6 @@ def set_password(engine: Any, actor: Actor, name: str, password: str, role: str 
         hashed = hash_password(password)
     except ValueError as e:
         raise Invalid(str(e)) from None
-    ensure_tables(engine)
     now = time.time()
     with engine.begin() as conn:
         old = conn.execute(select(ConsoleUser.role).where(ConsoleUser.name == name)).scalar()
@@ -57,7 +56,6 @@ def set_password(engine: Any, actor: Actor, name: str, password: str, role: str 
 
 
 def remove(engine: Any, actor: Actor, name: str) -> None:
-    ensure_tables(engine)
     with engine.begin() as conn:
         old = conn.execute(select(ConsoleUser.role).where(ConsoleUser.name == name)).scalar()
         if old is None:
@@ -68,7 +66,6 @@ def remove(engine: Any, actor: Actor, name: str) -> None:
 
 def check(engine: Any, name: str, password: str) -> str | None:
     """The user's role when the password is right, else None."""
-    ensure_tables(engine)
     with engine.connect() as conn:
         row = conn.execute(
             select(ConsoleUser.role, ConsoleUser.password_hash).where(ConsoleUser.name == name)
@@ -81,7 +78,6 @@ def check(engine: Any, name: str, password: str) -> str | None:
 
 def credentials(engine: Any, name: str) -> tuple[str, str] | None:
     """(role, password hash) of a user, None when there is no such user."""
-    ensure_tables(engine)
     with engine.connect() as conn:
         row = conn.execute(
             select(ConsoleUser.role, ConsoleUser.password_hash).where(ConsoleUser.name == name)
@@ -90,13 +86,11 @@ def credentials(engine: Any, name: str) -> tuple[str, str] | None:
 
 
 def count(engine: Any) -> int:
-    ensure_tables(engine)
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(ConsoleUser)).scalar_one()
 
 
 def listing(engine: Any) -> list[dict[str, Any]]:
-    ensure_tables(engine)
     with engine.connect() as conn:
         rows = conn.execute(
             select(ConsoleUser.name, ConsoleUser.role, ConsoleUser.updated_at).order_by(

@@ -18,6 +18,7 @@ from dicom_node.cli.service import (
     parse_destination,
 )
 from dicom_node.config import ConfigError
+from dicom_node.store.states import ExportState
 
 
 def register(app: typer.Typer) -> None:
@@ -99,7 +100,7 @@ def _status(app: typer.Typer) -> None:
                 (j["last_error"] or j["reason"] or "")[:120],
             )
         con.print(t)
-        open_exports = [e for e in exports if e["state"] != "done" or e["attempts"] > 1]
+        open_exports = [e for e in exports if e["state"] != ExportState.DONE or e["attempts"] > 1]
         t = Table(title="destination retries")
         for col in (
             "job",
@@ -120,7 +121,7 @@ def _status(app: typer.Typer) -> None:
                 str(e["attempts"]),
                 str(e["sent_count"]),
                 str(len(json.loads(e["pending"] or "[]"))),
-                _ago(e["next_attempt_at"]) if e["state"] == "pending" else "-",
+                _ago(e["next_attempt_at"]) if e["state"] == ExportState.PENDING else "-",
                 (e["last_error"] or "")[:100],
             )
         con.print(t)

@@ -113,7 +113,8 @@ def _db(settings: Settings, *, create: bool = False):
     """The node's database, for the admin commands. Never creates one unless ``create``
     (``srnode admin set-password`` before the first start): with SQLite, the data dir
     (node.data_dir, from --config or --data-dir) must hold a node's database."""
-    from dicom_node.jobs.db import Database
+    from dicom_node.store.database import Database
+    from dicom_node.store.migrate import SchemaError
 
     if create and settings.database.url is None:
         Path(settings.node.data_dir).mkdir(parents=True, exist_ok=True)
@@ -125,7 +126,10 @@ def _db(settings: Settings, *, create: bool = False):
                 "--config (or --data-dir), or start 'srnode serve' there first"
             )
     d = Database.from_settings(settings)
-    d.create_or_migrate()
+    try:
+        d.create_or_migrate()
+    except SchemaError as e:
+        _fail(str(e))
     return d
 
 

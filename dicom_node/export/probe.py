@@ -2,7 +2,7 @@
 
 One implementation for two callers: while exports to a destination wait for their next
 attempt, the scheduler asks :func:`answers` every ``probe_every`` seconds (as soon as it
-answers, the waiting exports are due at once: :meth:`dicom_node.jobs.transitions.Jobs.
+answers, the waiting exports are due at once: :meth:`dicom_node.store.jobs.Jobs.
 retry_destination_now`); the console's and the API's test action shows :func:`check`.
 """
 

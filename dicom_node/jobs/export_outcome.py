@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dicom_node.jobs.states import ExportState
+from dicom_node.store.states import ExportState
 
 MAX_ERROR = 4000
 

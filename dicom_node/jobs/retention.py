@@ -31,11 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
-from dicom_node.jobs.schema import Instance, Job, Series
-from dicom_node.jobs.states import JobState
-from dicom_node.jobs.transitions import Jobs
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.states import JobState
 
 #: a folder must have been empty this long before it is removed (seconds)
 EMPTY_FOLDER_AGE = 60.0
@@ -83,49 +80,12 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _ended_jobs(db: Any, state: JobState, before: float) -> list[tuple[int, str, float]]:
-    """(job id, source series UID, time it ended) of ``state`` jobs that ended before."""
-    ended = func.coalesce(Job.finished_at, Job.updated_at)
-    with db.engine.connect() as conn:
-        return [
-            (r[0], r[1], r[2])
-            for r in conn.execute(
-                select(Job.id, Series.series_uid, ended)
-                .join(Series, Series.id == Job.series_id)
-                .where(Job.state == str(state), ended <= before)
-            ).all()
-        ]
-
-
-def _source_rows(db: Any, job_ids: list[int]) -> list[tuple[int, str]]:
-    """(instance id, path) of the jobs' source files still on disk."""
-    if not job_ids:
-        return []
-    out: list[tuple[int, str]] = []
-    with db.engine.connect() as conn:
-        for i in range(0, len(job_ids), 500):
-            chunk = job_ids[i : i + 500]
-            out += [
-                (r[0], r[1])
-                for r in conn.execute(
-                    select(Instance.id, Instance.path)
-                    .join(Job, Job.series_id == Instance.series_id)
-                    .where(
-                        Job.id.in_(chunk),
-                        Instance.removed.is_(False),
-                        Instance.received_at <= func.coalesce(Job.finished_at, Job.updated_at),
-                    )
-                ).all()
-            ]
-    return out
-
-
 def _spool_bucket(db: Any, label: str, state: JobState, cutoff: float | None) -> Bucket:
     b = Bucket(label)
     if cutoff is None:
         return b
-    rows = _source_rows(db, [j for j, _, _ in _ended_jobs(db, state, cutoff)])
-    for iid, path in rows:
+    jobs = Jobs(db)
+    for iid, path in jobs.source_rows([j for j, _, _ in jobs.ended_jobs(state, cutoff)]):
         p = Path(path)
         b.instance_ids.append(iid)
         b.files.append(p)
@@ -139,7 +99,7 @@ def _derived_bucket(
     b = Bucket(label)
     if cutoff is None:
         return b
-    for _, series_uid, _ in _ended_jobs(db, state, cutoff):
+    for _, series_uid, _ in Jobs(db).ended_jobs(state, cutoff):
         folder = derived_root / series_uid
         if not folder.is_dir():
             continue

@@ -16,8 +16,8 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicom_node.jobs import stability
-from dicom_node.jobs.db import Database
 from dicom_node.spool import Spool
+from dicom_node.store.database import Database
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class NodeScheduler:
         ``probe_every`` s; one that answers gets its exports retried now. Returns how many
         exports were brought forward."""
         from dicom_node.export.probe import answers
-        from dicom_node.jobs.transitions import Jobs
+        from dicom_node.store.jobs import Jobs
 
         now = time.time() if now is None else now
         dests = {d.name: d for d in self.settings.destinations}

@@ -17,11 +17,11 @@ import logging
 from typing import Any
 
 from dicom_node.error_text import describe
-from dicom_node.jobs.db import Database
 from dicom_node.jobs.routing import SeriesFacts, decide
-from dicom_node.jobs.states import JobState
-from dicom_node.jobs.transitions import Jobs
 from dicom_node.metrics import count_routed
+from dicom_node.store.database import Database
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.states import JobState
 
 log = logging.getLogger(__name__)
 

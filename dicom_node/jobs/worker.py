@@ -2,7 +2,7 @@
 
 A job goes ``queued -> processing -> exporting -> done``; ``failed`` keeps the attempts and
 the last error; ``skipped`` says why routing did not enhance it. Claims are atomic
-(:meth:`dicom_node.jobs.db.Database.claim_job`) and carry a lease the worker renews, so a job
+(:meth:`dicom_node.store.claims.ClaimRows.claim`) and carry a lease the worker renews, so a job
 of a dead worker becomes claimable again, and a restarted node releases its own claims at
 once. Derived UIDs are deterministic, so a re-run writes and sends the same instances.
 
@@ -30,12 +30,12 @@ import pydicom
 from dicom_node.derive import preview
 from dicom_node.error_text import describe, register_safe
 from dicom_node.jobs import export_outcome, retention
-from dicom_node.jobs.db import Database
 from dicom_node.jobs.engines import EngineCache
-from dicom_node.jobs.states import Claimed, ClaimLost, ExportState, JobState
-from dicom_node.jobs.transitions import Jobs
 from dicom_node.metrics import ENGINE_SECONDS, count_export, count_failed
 from dicom_node.spool import Spool, atomic_write
+from dicom_node.store.database import Database
+from dicom_node.store.jobs import Jobs
+from dicom_node.store.states import Claimed, ClaimLost, ExportState, JobState
 from sr_engine.errors import UnsupportedInput
 
 log = logging.getLogger(__name__)

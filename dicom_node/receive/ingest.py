@@ -32,7 +32,6 @@ from pydicom.filereader import read_dataset
 
 from dicom_node.config import Settings
 from dicom_node.error_text import describe, scrub
-from dicom_node.jobs.db import Database
 from dicom_node.jobs.routing import SeriesFacts
 from dicom_node.receive.instance_checks import (
     check_instance,
@@ -58,6 +57,7 @@ from dicom_node.receive.wire import (
     transfer_syntax,
 )
 from dicom_node.spool import Spool, SpoolError
+from dicom_node.store.database import Database
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,14 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from dicom_node.admin import audit as audit_log
 from dicom_node.admin import jobs as admin_jobs
 from dicom_node.admin.dry_run import dry_run
 from dicom_node.admin.errors import Actor, AdminError
 from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.probe import test_destination
 from dicom_node.config import Settings
-from dicom_node.jobs.states import JOB_STATES
+from dicom_node.store import audit as audit_log
+from dicom_node.store.states import JOB_STATES
 from dicom_node.web.context import Console, actor, console, database, live
 
 router = APIRouter(prefix="/api")

@@ -67,7 +67,7 @@ def create_app(
     settings: Settings, store: StoreFn | None = None, db: Any = None, live: Any = None
 ) -> FastAPI:
     """The FastAPI app. ``store(data, calling_ae, via="stow") -> status`` defaults to
-    :func:`dicom_node.receive.ingest.store`; ``db`` (a :class:`dicom_node.jobs.db.Database`)
+    :func:`dicom_node.receive.ingest.store`; ``db`` (a :class:`dicom_node.store.database.Database`)
     feeds the API and the console and may be None; ``live`` is the node's
     :class:`dicom_node.admin.live_config.LiveConfig` (made and seeded from ``settings`` here when
     not given)."""

@@ -23,8 +23,6 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import insert, select
-
 from dicom_node.admin import users
 from dicom_node.admin.errors import Actor
 from dicom_node.config import Settings
@@ -182,14 +180,7 @@ class Auth:
 
 def _load_secret(db: Any) -> bytes:
     """The cookie-signing key, shared by every process on the database (made once)."""
-    from dicom_node.jobs.schema import Meta
-
-    with db.engine.begin() as conn:
-        v = conn.execute(select(Meta.value).where(Meta.key == SECRET_KEY)).scalar()
-        if v is None:
-            v = secrets.token_hex(32)
-            conn.execute(insert(Meta).values(key=SECRET_KEY, value=v))
-    return bytes.fromhex(v)
+    return bytes.fromhex(db.meta_value(SECRET_KEY, lambda: secrets.token_hex(32)))
 
 
 def bind_host(settings: Settings, db: Any) -> str:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from dicom_node import __version__
-from dicom_node.jobs.states import ACTIVE, JobState
+from dicom_node.store.states import ACTIVE, JobState
 
 
 def destinations_of(c: Any) -> list[dict[str, Any]]:

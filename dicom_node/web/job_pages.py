@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from dicom_node.admin import audit as audit_log
 from dicom_node.admin import jobs as admin_jobs
 from dicom_node.admin.errors import AdminError
 from dicom_node.derive import preview
-from dicom_node.jobs.states import JOB_STATES
+from dicom_node.store import audit as audit_log
+from dicom_node.store.states import JOB_STATES
 from dicom_node.web.context import Console, console
 from dicom_node.web.render import _admin_actor, _back, form_of, render
 

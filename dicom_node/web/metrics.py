@@ -7,10 +7,8 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
 
 import dicom_node.metrics  # noqa: F401  (registers the counters)
-from dicom_node.jobs.schema import Instance
 
 
 class DatabaseCollector:
@@ -24,12 +22,10 @@ class DatabaseCollector:
         for state, n in self.db.queue_counts().items():
             jobs.add_metric([state], n)
         yield jobs
-        with self.db.engine.connect() as conn:
-            size = conn.execute(
-                select(func.coalesce(func.sum(Instance.size), 0)).where(Instance.removed.is_(False))
-            ).scalar_one()
         yield GaugeMetricFamily(
-            "srnode_spool_bytes", "Bytes of received instances kept in the spool", value=size
+            "srnode_spool_bytes",
+            "Bytes of received instances kept in the spool",
+            value=self.db.spool_bytes(),
         )
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from dicom_node.admin.errors import Actor
+from dicom_node.store.states import ExportState, JobState
 from dicom_node.web.auth import CSRF_COOKIE, SESSION_COOKIE
 from dicom_node.web.console import address
 from dicom_node.web.context import Console, actor
@@ -69,6 +70,8 @@ templates.env.filters.update(
     compact=_compact,
     basename=lambda p: Path(str(p)).stem if p else "-",
 )
+# the states' names come from their Enums (dicom_node.store.states), in pages too
+templates.env.globals.update(ExportState=ExportState, JobState=JobState)
 
 
 def render(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:

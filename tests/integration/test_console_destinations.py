@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
+from dicom_node.store.database import Database
 from dicom_node.web.app import create_app
 from tests import pacs_peers as peers
 

@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from dicom_node.admin import audit
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
+from dicom_node.store import audit
+from dicom_node.store.database import Database
 from tests.node_helpers import (
     SRNODE,
     STORESCP,

@@ -147,7 +147,8 @@ def test_unknown_calling_ae_is_rejected_and_audited(node):
     )
     assert ok.returncode == 0, ok.stderr
     from dicom_node.config import load_settings
-    from dicom_node.jobs.db import AuditEvent, Database
+    from dicom_node.store.database import Database
+    from dicom_node.store.schema import AuditEvent
 
     d = Database.from_settings(load_settings(node["cfg"], env={}))
     try:
@@ -242,7 +243,8 @@ def test_resent_instances_are_idempotent(node):
     )
     assert len(got) == 2
     from dicom_node.config import load_settings
-    from dicom_node.jobs.db import Database, Instance, Series
+    from dicom_node.store.database import Database
+    from dicom_node.store.schema import Instance, Series
 
     d = Database.from_settings(load_settings(node["cfg"], env={}))
     try:

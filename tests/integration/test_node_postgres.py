@@ -80,7 +80,8 @@ def test_serve_and_worker_share_a_postgresql_queue(tmp_path, pg_url):
             what="12 derived instances",
         )
         assert len(got) == 12
-        from dicom_node.jobs.db import Database, Export, Job
+        from dicom_node.store.database import Database
+        from dicom_node.store.schema import Export, Job
 
         d = Database(pg_url)
         try:

@@ -14,9 +14,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from dicom_node.config import Settings
-from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
+from dicom_node.store.database import Database
 from tests.node_helpers import free_port, write_series
 
 pytestmark = [

@@ -10,10 +10,10 @@ import pytest
 
 from dicom_node.config import Settings
 from dicom_node.config_routing import DimseDestination, StowDestination
-from dicom_node.jobs.db import Database
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.pull import PullError, pull
 from dicom_node.spool import Spool
+from dicom_node.store.database import Database
 from tests import pacs_peers as peers
 from tests.node_helpers import SRNODE, write_config
 from tests.onnx_models import write_test_model

@@ -148,3 +148,30 @@ def test_ae_title_error_from_the_command_line(tmp_path):
     assert (
         line == "config: allow: AE title 'A_CALLING_AE_TOO_LONG' has more than 16 characters (21)"
     )
+
+
+def test_database_newer_than_this_srnode(tmp_path):
+    """A data dir whose database a later srnode upgraded: refused, the database untouched."""
+    from sqlalchemy import text
+
+    from dicom_node.store.database import Database, default_url
+
+    d = Database(default_url(tmp_path / "data"))
+    d.create_or_migrate()
+    with d.engine.begin() as c:
+        c.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    d.close()
+    r = _serve(tmp_path, _node(tmp_path))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0] == (
+        "database: schema revision 9999 is newer than this srnode (it knows up to "
+        f"{migrate_head()}); upgrade srnode"
+    )
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["srnode.db"]
+
+
+def migrate_head() -> str:
+    from dicom_node.store import migrate
+
+    return migrate.head()

@@ -1,11 +1,14 @@
 """The states of a series, job and export row, and the moves allowed between them.
 
-A job goes ``received -> queued -> processing -> exporting -> done``; ``failed`` keeps the
-attempts and the last error; ``skipped`` says why routing (or the engine) did not enhance
-it. Exports (one row per destination) go ``pending -> done | failed``. The allowed moves are
-written once (:data:`JOB_MOVES`, :data:`EXPORT_MOVES`) and every update in
-:mod:`dicom_node.jobs.transitions` checks them, in Python and in its ``WHERE`` clause, so a
-row never takes a move the table does not list.
+A series is ``receiving`` while instances arrive and ``complete`` once a job was made for
+them (a late instance opens it again). A job goes ``received -> queued -> processing ->
+exporting -> done``; ``failed`` keeps the attempts and the last error; ``skipped`` says why
+routing (or the engine) did not enhance it. Exports (one row per destination) go ``pending ->
+done | failed``. The allowed moves are written once (:data:`SERIES_MOVES`, :data:`JOB_MOVES`,
+:data:`EXPORT_MOVES`, and the admin's :data:`RETRY_FROM`, :data:`CANCEL_FROM`); every update
+in :mod:`dicom_node.store` checks them in Python (a move the table lacks raises
+:class:`IllegalMove`) and in its ``WHERE`` clause, so a row never takes a move the table does
+not list. These Enums are the one place the states' names are written.
 """
 
 from __future__ import annotations
@@ -38,6 +41,14 @@ class ExportState(StrEnum):
     FAILED = "failed"
 
 
+S = SeriesState
+#: from -> the states a series may move to: a quiet (or full) series is complete and gets a
+#: job; an instance that arrives later makes it receiving again (and a new job follows).
+SERIES_MOVES: dict[SeriesState, frozenset[SeriesState]] = {
+    S.RECEIVING: frozenset({S.RECEIVING, S.COMPLETE}),
+    S.COMPLETE: frozenset({S.RECEIVING}),
+}
+
 J = JobState
 #: from -> the states a job may move to. ``srnode jobs retry`` (:meth:`Jobs.retry`) may put
 #: any job back to ``queued``; that admin move is the one exception and is written there.
@@ -57,6 +68,10 @@ EXPORT_MOVES: dict[ExportState, frozenset[ExportState]] = {
 }
 #: states a worker may claim a job in
 ACTIVE: tuple[JobState, ...] = (J.QUEUED, J.PROCESSING, J.EXPORTING)
+#: the admin's moves (console, API, ``srnode jobs retry``), outside the path of a job:
+#: a finished job may be queued again; one that waits or runs may be cancelled (skipped)
+RETRY_FROM: tuple[JobState, ...] = (J.FAILED, J.SKIPPED, J.DONE)
+CANCEL_FROM: tuple[JobState, ...] = (J.RECEIVED, *ACTIVE)
 #: every job state's name, in the order of the path
 JOB_STATES: tuple[str, ...] = tuple(s.value for s in JobState)
 
@@ -79,9 +94,31 @@ def sources(to: JobState) -> list[str]:
     return [str(a) for a, bs in JOB_MOVES.items() if to in bs]
 
 
+def series_sources(to: SeriesState) -> list[str]:
+    """The states a series may come from to reach ``to``."""
+    return [str(a) for a, bs in SERIES_MOVES.items() if to in bs]
+
+
+def _check(kind: str, moves: dict[Any, frozenset[Any]], enum: Any, a: Any, b: Any) -> None:
+    if enum(b) not in moves[enum(a)]:
+        raise IllegalMove(f"{kind} {a} -> {b}")
+
+
+def check_series(a: SeriesState | str, b: SeriesState | str) -> None:
+    _check("series", SERIES_MOVES, SeriesState, a, b)
+
+
+def check_job(a: JobState | str, b: JobState | str) -> None:
+    _check("job", JOB_MOVES, JobState, a, b)
+
+
 def check_export(a: ExportState | str, b: ExportState | str) -> None:
-    if ExportState(b) not in EXPORT_MOVES[ExportState(a)]:
-        raise IllegalMove(f"export {a} -> {b}")
+    _check("export", EXPORT_MOVES, ExportState, a, b)
+
+
+def check_admin(frm: JobState | str, allowed: tuple[JobState, ...], what: str) -> None:
+    if JobState(frm) not in allowed:
+        raise IllegalMove(f"job {frm}: {what} only from {', '.join(map(str, allowed))}")
 
 
 @dataclass(frozen=True)

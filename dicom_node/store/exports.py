@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
-from dicom_node.jobs.schema import Export, Job
-from dicom_node.jobs.states import ExportState, J, _recordable, check_export
+from dicom_node.store.schema import Export, Job
+from dicom_node.store.states import ExportState, J, _recordable, check_export
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
 
 class ExportRows:
-    """The export side of :class:`~dicom_node.jobs.transitions.Jobs` (mixed into it)."""
+    """The export side of :class:`~dicom_node.store.jobs.Jobs` (mixed into it)."""
 
     engine: Engine
 

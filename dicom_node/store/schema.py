@@ -1,11 +1,11 @@
-"""The database schema: studies, series, instances, jobs, exports, AE titles, audit events,
-and the forward migrations. Times are UNIX epoch seconds (float) on both dialects."""
+"""The node's tables: studies, series, instances, jobs, exports, AE titles, audit events and
+the live configuration's (destinations, routes, seeds, console users, series catalog).
+
+Alembic (:mod:`dicom_node.store.migrations`) creates and changes them; a change here comes with
+a new revision there (``tests/test_migrations.py`` compares the two). Times are UNIX epoch
+seconds (float) on both dialects."""
 
 from __future__ import annotations
-
-import json
-from collections.abc import Sequence
-from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 3
+from dicom_node.store.states import ExportState, SeriesState
 
 
 class Base(DeclarativeBase):
@@ -56,7 +56,7 @@ class Series(Base):
     first_received: Mapped[float] = mapped_column(Float)
     last_received: Mapped[float] = mapped_column(Float)
     # receiving: instances arriving; complete: a job was made for what had arrived
-    state: Mapped[str] = mapped_column(String(16), default="receiving", index=True)
+    state: Mapped[str] = mapped_column(String(16), default=str(SeriesState.RECEIVING), index=True)
     completed_at: Mapped[float | None] = mapped_column(Float)
     # routing.SeriesFacts as JSON, from the first instance's header (schema 2)
     routing: Mapped[str | None] = mapped_column(Text)
@@ -110,7 +110,7 @@ class Export(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
     destination: Mapped[str] = mapped_column(String(128))
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # states.ExportState
+    state: Mapped[str] = mapped_column(String(16), default=str(ExportState.PENDING))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[float | None] = mapped_column(Float)
@@ -146,13 +146,53 @@ class AuditEvent(Base):
     detail: Mapped[str | None] = mapped_column(Text)
 
 
-# Forward migrations: version -> SQL statements that bring version-1 to version.
-# Additive only (new tables come from create_all; new columns are added here).
-MIGRATIONS: dict[int, list[str]] = {
-    2: ["ALTER TABLE series ADD COLUMN routing TEXT"],
-    3: ["ALTER TABLE exports ADD COLUMN first_failed_at FLOAT"],
-}
+class LiveDestination(Base):
+    """One ``[[destinations]]`` entry; ``body`` is its JSON (the config model's fields)."""
+
+    __tablename__ = "live_destinations"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(Float)
 
 
-def dumps(v: Sequence[Any]) -> str:
-    return json.dumps(list(v))
+class LiveRoute(Base):
+    """One ``[[routes]]`` rule; the first that matches (lowest ``position``) wins."""
+
+    __tablename__ = "live_routes"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ConfigSeed(Base):
+    """What the config file last seeded for one entry (a digest of its definition): an entry
+    is written from the file again only when its definition there changes."""
+
+    __tablename__ = "config_seeds"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+
+
+class ConsoleUser(Base):
+    """A console user: ``role`` is ``admin`` or ``read-only``; the password as a scrypt hash."""
+
+    __tablename__ = "console_users"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class SeriesCatalog(Base):
+    """Searchable facts of a received series that the node's own tables do not hold
+    (StudyDate, AccessionNumber), read once from its first instance. No patient data."""
+
+    __tablename__ = "series_catalog"
+    series_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_date: Mapped[str | None] = mapped_column(String(8), index=True)
+    accession_number: Mapped[str | None] = mapped_column(String(16), index=True)
+    series_number: Mapped[int | None] = mapped_column(Integer)
