@@ -70,10 +70,16 @@ def _roundtrip(ds: Dataset) -> Dataset:
 # -- 1. shutters and collimators: pixel coordinates on the new grid ----------------------
 
 
-def _inside(first: int, last: int, n: int) -> np.ndarray:
-    """Which 1-based positions 1..n lie between a first and a last edge (inclusive)."""
-    pos = np.arange(1, n + 1)
-    return (pos >= first) & (pos <= last)
+def _inside(ds: Dataset, kind: str, across: bool) -> np.ndarray:
+    """Which 1-based columns (``across``) or rows of ``ds`` lie between the first and the
+    last edge of its ``kind`` ("Shutter", "Collimator"), edges included."""
+    first, last, n = (
+        ("LeftVerticalEdge", "RightVerticalEdge", ds.Columns)
+        if across
+        else ("UpperHorizontalEdge", "LowerHorizontalEdge", ds.Rows)
+    )
+    pos = np.arange(1, int(n) + 1)
+    return (pos >= int(ds[kind + first].value)) & (pos <= int(ds[kind + last].value))
 
 
 def test_rectangular_shutter_and_collimator_cover_the_same_pixels(card: ModelCard) -> None:
@@ -93,28 +99,12 @@ def test_rectangular_shutter_and_collimator_cover_the_same_pixels(card: ModelCar
 
     # every derived pixel is shuttered exactly when its source pixel is
     for kind in ("Shutter", "Collimator"):
-        src_cols = _inside(
-            int(src[f"{kind}LeftVerticalEdge"].value),
-            int(src[f"{kind}RightVerticalEdge"].value),
-            src.Columns,
-        )
-        src_rows = _inside(
-            int(src[f"{kind}UpperHorizontalEdge"].value),
-            int(src[f"{kind}LowerHorizontalEdge"].value),
-            src.Rows,
-        )
-        out_cols = _inside(
-            int(out[f"{kind}LeftVerticalEdge"].value),
-            int(out[f"{kind}RightVerticalEdge"].value),
-            out.Columns,
-        )
-        out_rows = _inside(
-            int(out[f"{kind}UpperHorizontalEdge"].value),
-            int(out[f"{kind}LowerHorizontalEdge"].value),
-            out.Rows,
-        )
-        np.testing.assert_array_equal(out_cols, np.repeat(src_cols, s), err_msg=kind)
-        np.testing.assert_array_equal(out_rows, np.repeat(src_rows, s), err_msg=kind)
+        for across in (True, False):
+            np.testing.assert_array_equal(
+                _inside(out, kind, across),
+                np.repeat(_inside(src, kind, across), s),
+                err_msg=f"{kind} {'columns' if across else 'rows'}",
+            )
     assert (out.ShutterLeftVerticalEdge, out.ShutterRightVerticalEdge) == (201, 3400)
     # a circle or a polygon cannot be moved to the finer grid exactly (integer centres
     # and vertices land on half pixels): dropped, with their shape value
@@ -144,6 +134,35 @@ def test_circular_only_shutter_is_dropped_whole(card: ModelCard) -> None:
         "ShutterPresentationValue",
     ):
         assert kw not in out, kw
+
+
+def test_nested_sensing_regions_and_mask_shift_follow_the_grid(card: ModelCard) -> None:
+    src = _load("CT_small.dcm")
+    src.Modality = "DX"
+    region = Dataset()
+    region.ExposureControlSensingRegionShape = ["RECTANGULAR", "CIRCULAR"]
+    region.ExposureControlSensingRegionLeftVerticalEdge = 10
+    region.ExposureControlSensingRegionRightVerticalEdge = 30
+    region.ExposureControlSensingRegionUpperHorizontalEdge = 5
+    region.ExposureControlSensingRegionLowerHorizontalEdge = 25
+    region.CenterOfCircularExposureControlSensingRegion = [60, 60]
+    region.RadiusOfCircularExposureControlSensingRegion = 10
+    src.ExposureControlSensingRegionsSequence = [region]
+    mask = Dataset()
+    mask.MaskOperation = "AVG_SUB"
+    mask.MaskSubPixelShift = [0.5, -1.25]
+    src.MaskSubtractionSequence = [mask]
+    out, _ = enhance_instance(src, NearestEngine(card))
+    got = out.ExposureControlSensingRegionsSequence[0]
+    assert got.ExposureControlSensingRegionShape == "RECTANGULAR"
+    assert (
+        got.ExposureControlSensingRegionLeftVerticalEdge,
+        got.ExposureControlSensingRegionRightVerticalEdge,
+        got.ExposureControlSensingRegionUpperHorizontalEdge,
+        got.ExposureControlSensingRegionLowerHorizontalEdge,
+    ) == (19, 60, 9, 50)
+    assert "CenterOfCircularExposureControlSensingRegion" not in got
+    assert list(out.MaskSubtractionSequence[0].MaskSubPixelShift) == [1.0, -2.5]
 
 
 # -- 3. one UID, one content ---------------------------------------------------------
