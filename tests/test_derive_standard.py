@@ -227,6 +227,10 @@ def test_enhanced_ct_has_source_image_evidence_and_no_general_image_attributes(
     derivation = out.SharedFunctionalGroupsSequence[0].DerivationImageSequence[0]
     assert "srnode" in derivation.DerivationDescription
     assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+    # the console's provenance panel finds it there
+    from dicom_node.derive.preview import _provenance
+
+    assert _provenance(out, src)["DerivationDescription"] == derivation.DerivationDescription
 
 
 def test_enhanced_mr_drops_the_original_only_pulse_sequence_attributes(
