@@ -204,6 +204,13 @@ def test_card_pixel_settings_are_part_of_the_uid(card: ModelCard) -> None:
     assert a.SOPInstanceUID != b.SOPInstanceUID
 
 
+def test_another_srnode_release_gives_other_uids(card: ModelCard, monkeypatch) -> None:
+    a, _ = enhance_instance(_load("CT_small.dcm"), NearestEngine(card))
+    monkeypatch.setattr("dicom_node.derive.identity.__version__", "99.0.0", raising=False)
+    b, _ = enhance_instance(_load("CT_small.dcm"), NearestEngine(card))
+    assert a.SOPInstanceUID != b.SOPInstanceUID
+
+
 # -- 4. enhanced CT / MR ---------------------------------------------------------------
 
 

@@ -9,8 +9,9 @@ keeps a series UID and an instance UID apart even when the source UIDs coincide.
 
 ``recipe`` is :func:`pixel_recipe`: the backend that ran the network (name and numeric
 path: ``onnxruntime``, ``openvino-bf16``, ``torch-cuda-fp16``...; their outputs differ by
-a few stored units) and the model card's settings that change pixels (intensity mapping,
-tiling, degradation operator), which a card can change without new weights.
+a few stored units), the model card's settings that change pixels (intensity mapping,
+tiling, degradation operator), which a card can change without new weights, and the
+srnode release (its padding, consistency and self-check steps shape the pixels too).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Literal
 
 from pydicom.uid import UID
 
+from dicom_node import __version__
 from sr_engine.model_card import ModelCard
 
 # uuid5(NAMESPACE_URL, "https://srnode.invalid/derived-uid"), fixed forever: changing it
@@ -33,8 +35,9 @@ Role = Literal["series", "instance"]
 
 def pixel_recipe(card: ModelCard, backend: str | None) -> str:
     """What, besides the source, the weights and the variant, decides the derived pixels:
-    the backend's name (it names its precision) and a digest of the card's pixel settings.
-    Empty when the backend is unknown (a caller that passes bare pixels)."""
+    the backend's name (it names its precision), a digest of the card's pixel settings and
+    the srnode release. Empty when the backend is unknown (a caller that passes bare
+    pixels, which srnode did not make)."""
     if not backend:
         return ""
     settings = {
@@ -44,7 +47,7 @@ def pixel_recipe(card: ModelCard, backend: str | None) -> str:
         "degradation": card.degradation.model_dump(mode="json"),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-    return f"backend={backend.strip()};card={digest}"
+    return f"srnode={__version__};backend={backend.strip()};card={digest}"
 
 
 def derived_uid(
