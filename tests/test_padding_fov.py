@@ -135,6 +135,7 @@ def test_cranium_scan_circle_through_the_skull(engine, cranium, z, radius, tagge
     assert _check_edge(lr, pixels, pad, 2) > 200
 
 
+@pytest.mark.slow  # a 512x512 CT through the engine
 def test_real_scan_circle_with_pixel_padding_value(engine) -> None:
     path = data_store_file("693_UNCR.dcm")
     if not path.exists():
