@@ -429,10 +429,10 @@ def _mark_lossy_source(out: Dataset, source: Dataset) -> None:
     ts = getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", None)
     ts = UID(ts) if ts is not None else None
     method = _LOSSY_SYNTAXES.get(ts) if ts is not None else None
-    if method is None and ts in _J2K_SYNTAXES:
-        lossy = str(source.get("LossyImageCompression", "") or "").strip() == "01"
-        if lossy or _j2k_irreversible(source):
-            method = _J2K_SYNTAXES[ts]
+    if method is None and ts in _J2K_SYNTAXES and _j2k_irreversible(source):
+        # (a source marked 01 whose codestream is reversible was made lossy by an earlier
+        # step: its LossyImageCompression is copied, its method is not known here)
+        method = _J2K_SYNTAXES[ts]
     if method is None:
         return
     out.LossyImageCompression = "01"
