@@ -146,3 +146,15 @@ def test_real_scan_circle_with_pixel_padding_value(engine) -> None:
     assert (lr == pad).mean() > 0.1  # a real truncated field of view
     out, _ = enhance_instance(src, engine)
     assert _check_edge(lr, read_pixels(out), pad, 2) > 100
+
+
+def test_floor_path_keeps_the_edge_too(engine, cranium, monkeypatch) -> None:
+    """A frame the self-check gives the floor (cubic interpolation, no network) holds the
+    same contract at the field-of-view edge."""
+    from sr_engine import selfcheck
+
+    monkeypatch.setattr(selfcheck, "detail_weights", lambda *a, **k: [0.0])
+    src = _truncated_ct(cranium[54], 104.0, tagged=False)
+    lr = read_pixels(src)
+    out, _ = enhance_instance(src, engine)
+    assert _check_edge(lr, read_pixels(out), PAD_HU + 1024, 2) > 200
