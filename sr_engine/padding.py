@@ -15,11 +15,15 @@ block that was pure padding gets the padding value back bit-exact. Only CT paddi
 below -1024 HU, outside anything the network is meant to see) is also hidden from the
 network: before inference the padded pixels and a one-pixel ring around them are filled
 with the nearby tissue (:func:`fill_masked`), so the scan-circle edge is a smooth
-continuation instead of a 2000 HU step that would ring, and a block that straddles the edge
-(its stored mean lies between the padding and the tissue next to it) is unmixed: the number
-of its sub-pixels that are padding follows from the block mean, their place from the
-upsampled padding fraction (the edge is smooth), and the other sub-pixels keep the network's
-tissue shifted so the block mean is the input again.
+continuation instead of a 2000 HU step that would ring. The blocks at the padding's edge were
+filled, so the network has no evidence of them: they are rebuilt from the input alone
+(:func:`_unmix`). A block whose value lies well below any tissue around it holds padding:
+the fewest padding sub-pixels that leave the rest within that tissue's range, placed where
+the upsampled padding fraction is highest; every other sub-pixel comes from the floor (the
+cubic interpolation of the frame with its padding filled), held within [min, max] of the
+tissue in the block's 3x3 neighbourhood, the block mean the input's. A tissue block next to
+the padding (a real CT's field-of-view edge through an object) so gets no padding sub-pixel
+and no value above or below its neighbours'.
 
 A constant background of any other image (the zero outside an MR head, a radiograph's
 shutter) is part of the image: the network sees it as stored, because the edge between
@@ -126,14 +130,21 @@ class PaddingPlan:
     pure: np.ndarray  # bool (H, W): blocks that are padding only
     fill: np.ndarray  # bool (H, W): pixels replaced by nearby tissue before inference
     value: float  # the padding's stored value (pure blocks return it exactly)
-    unmix: bool  # straddling blocks are unmixed (padding far below the tissue, e.g. CT)
+    unmix: bool  # blocks at the edge are rebuilt from the input (padding far below tissue)
+    region: np.ndarray | None = None  # bool (H, W): everything that is not tissue
+    frame: np.ndarray | None = None  # the stored frame the plan was made from
+    air: float | None = None  # stored value of -1024 HU: no tissue lies below it
 
     def fill_input(self, frame: np.ndarray) -> np.ndarray:
         """The frame the network sees (stored units, float64)."""
         return fill_masked(frame, self.fill)
 
     def keep_pure(self, z: np.ndarray, s: int) -> np.ndarray:
-        """``z`` (sH, sW) with the pure padding blocks set to the padding value exactly."""
+        """``z`` (sH, sW) with the pure padding blocks set to the padding value exactly,
+        and the blocks at the padding's edge rebuilt as :meth:`restore` does (an
+        interpolation across the edge would overshoot next to the padding)."""
+        if self.frame is not None and self.unmix:
+            return self.restore(z, self.frame, s)
         z = np.asarray(z, np.float64).copy()
         h, w = self.pure.shape
         blocks = z.reshape(h, s, w, s).transpose(0, 2, 1, 3)  # a view: writes go to z
@@ -143,10 +154,12 @@ class PaddingPlan:
     def restore(self, z: np.ndarray, frame: np.ndarray, s: int) -> np.ndarray:
         """Network output ``z`` (sH, sW, stored units float) with the padding put back.
 
-        Pure padding blocks get the padding value; edge blocks next to pure padding are
-        unmixed when the result is plausible (tissue within its neighbours' range); any
-        other filled block (e.g. padding blurred by lossy compression) takes the cubic
-        interpolation of the input, the network having seen it filled, not as it is.
+        Pure padding blocks get the padding value. The blocks at the edge of the padding
+        (filled before inference, so the network had no evidence of them) are rebuilt from
+        the input alone by :func:`_unmix`: padding sub-pixels only where the block's value
+        says it holds padding, every other sub-pixel from the floor (the cubic
+        interpolation of the frame with its padding filled) held within the range of the
+        tissue around the block, each block's mean the input's.
         """
         z = np.asarray(z, np.float64).copy()
         h, w = frame.shape
@@ -155,18 +168,14 @@ class PaddingPlan:
         x = frame.astype(np.float64)
         blocks[self.pure] = self.value
         edge = self.fill & ~self.pure
-        if edge.any():
-            done = np.zeros_like(edge)
-            if self.unmix:
-                done = _unmix(blocks, x, edge, self.fill, self.pure, self.value, s)
-            rest = edge & ~done
-            if rest.any():
-                cub = upsample_spline(x, s).reshape(h, s, w, s).transpose(0, 2, 1, 3)
-                blocks[rest] = cub.reshape(h, w, n)[rest]
+        if edge.any() and self.unmix:
+            region = self.region if self.region is not None else self.fill
+            air = self.air if self.air is not None else float(np.max(x))
+            _unmix(blocks, x, edge, region, self.pure, self.value, air, s)
         return blocks.reshape(h, w, s, s).transpose(0, 2, 1, 3).reshape(h * s, w * s)
 
 
-def _local_range(x: np.ndarray, known: np.ndarray, r: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def _local_range(x: np.ndarray, known: np.ndarray, r: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Min and max of the ``known`` pixels in each (2r+1)² window (+-inf where none)."""
     lo = np.where(known, x, np.inf)
     hi = np.where(known, x, -np.inf)
@@ -187,53 +196,98 @@ def _shift(a: np.ndarray, dy: int, dx: int, pad: float) -> np.ndarray:
     return out
 
 
+def _within(v: np.ndarray, target: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Rows of ``v`` shifted by one amount each and clipped to [lo, hi] so that their mean
+    is ``target`` (lo <= target <= hi): the consistency projection with the tissue range
+    as its limits (:func:`sr_engine.consistency._area_shift` on the unit interval)."""
+    from sr_engine.consistency import _area_shift
+
+    span = hi - lo
+    safe = np.where(span > 0, span, 1.0)
+    u = (v - lo[:, None]) / safe[:, None]
+    t = _area_shift(u, np.clip((target - lo) / safe, 0.0, 1.0), 0.0, 1.0)
+    out = lo[:, None] + safe[:, None] * np.clip(u + t[:, None], 0.0, 1.0)
+    return np.where(span[:, None] > 0, out, lo[:, None])
+
+
 def _unmix(
     blocks: np.ndarray,
     x: np.ndarray,
-    cand: np.ndarray,
-    fill: np.ndarray,
+    edge: np.ndarray,
+    region: np.ndarray,
     pure: np.ndarray,
     pad: float,
+    air: float,
     s: int,
-) -> np.ndarray:
-    """Blocks on a clean padding edge: k of s*s sub-pixels become padding (k from the block
-    mean and the network's tissue estimate), placed where the upsampled padding fraction is
-    highest; the rest keep the tissue estimate shifted to the block mean. Returns the
-    blocks it unmixed (those whose tissue stays within the range of the unfilled pixels
-    around them)."""
+) -> None:
+    """Rebuild the ``edge`` blocks (next to pure padding) in place from the input ``x``.
+
+    Tissue range of a block: min and max of the tissue (not ``region``) in its 3x3
+    neighbourhood (5x5 where that has none), widened to the block's own value. A block
+    whose value lies well below all tissue, and below air (at least half a sub-pixel's
+    share of padding: ``x < ref - (ref - pad) / (2 s²)`` with ``ref = min(tissue, air)``),
+    holds padding: ``k`` sub-pixels get the padding value exactly (the fewest that leave
+    the rest within the tissue range; where no ``k`` does, one sub-pixel takes the
+    partial-volume remainder between padding and tissue), placed where the upsampled
+    padding fraction is highest. Every other sub-pixel comes from the floor (the cubic
+    interpolation of ``x`` with the padding filled), shifted and clipped into the tissue
+    range so that the block mean is the input. No value outside [padding, tissue max] is
+    made, and a block that holds no padding gets none.
+    """
     n = s * s
-    t_lo, t_hi = _local_range(x, ~fill)
-    t_lo, t_hi = t_lo[cand], t_hi[cand]
-    tissue = blocks[cand].mean(-1)
-    xe = x[cand]
-    denom = tissue - pad
-    frac = np.where(np.abs(denom) > 1e-6, (tissue - xe) / np.where(denom == 0, 1, denom), 0.0)
-    k = np.clip(np.rint(frac * n), 0, n).astype(np.int64)
-    implied = (xe * n - k * pad) / np.maximum(n - k, 1)
-    span = np.where(np.isfinite(t_hi - t_lo), t_hi - t_lo, 0.0)
-    tol = 0.25 * span + 0.1 * np.abs(denom)
-    plausible = np.where(
-        k == n,
-        np.abs(xe - pad) <= tol,
-        np.isfinite(t_hi) & (implied >= t_lo - tol) & (implied <= t_hi + tol),
-    )
-    ok = (k == 0) | (dilate(pure, 1)[cand] & plausible)
-    field = pure.astype(np.float64)
-    field[cand] = np.clip(frac, 0.0, 1.0)
-    up = _upsample_linear(field, s)
     h, w = x.shape
-    ub = up.reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, n)[cand]
-    rank = np.argsort(np.argsort(-ub, axis=-1, kind="stable"), axis=-1, kind="stable")
-    is_pad = rank < k[:, None]
-    eb = blocks[cand]
-    tis_sum = np.where(is_pad, 0.0, eb).sum(-1)
-    shift = np.where(k < n, (xe * n - k * pad - tis_sum) / np.maximum(n - k, 1), 0.0)
-    new = np.where(is_pad, pad, eb + shift[:, None])
-    eb[ok] = new[ok]
-    blocks[cand] = eb
-    done = np.zeros(x.shape, bool)
-    done[np.nonzero(cand)[0][ok], np.nonzero(cand)[1][ok]] = True
-    return done
+    tissue = ~region
+    lo3, hi3 = _local_range(x, tissue, 1)
+    lo5, hi5 = _local_range(x, tissue, 2)
+    none3 = ~np.isfinite(lo3)
+    lo_all = np.where(none3, lo5, lo3)[edge]
+    hi_all = np.where(none3, hi5, hi3)[edge]
+    xe = x[edge]
+    has = np.isfinite(lo_all)
+    lo = np.where(has, np.minimum(lo_all, xe), xe)
+    hi = np.where(has, np.maximum(hi_all, xe), xe)
+
+    # how much padding a block holds: only where its value is below any tissue and air
+    ref = np.where(has, np.minimum(lo_all, air), air)
+    holds_pad = has & (xe > pad) & (ref > pad) & (xe < ref - (ref - pad) / (2 * n))
+    t_lo = np.where(holds_pad, lo_all, lo)  # tissue range without the block's own value
+    denom = np.where(t_lo - pad > 0, t_lo - pad, 1.0)
+    k = np.where(holds_pad, np.ceil(n * (t_lo - xe) / denom - 1e-9), 0).astype(np.int64)
+    k = np.clip(k, 0, n - 1)
+    m = np.where(k < n, (n * xe - k * pad) / np.maximum(n - k, 1), xe)  # the tissue mean
+    # (m < t_lo only with k capped at n - 1: the one sub-pixel left is partial volume)
+    lo = np.where(holds_pad, np.minimum(t_lo, m), lo)
+    partial = holds_pad & (m > hi + 1e-9)  # no k fits: k - 1 pads and one partial pixel
+
+    floor = upsample_spline(fill_masked(x, region), s)
+    fb = floor.reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, n)[edge]
+    # where the padding is: its fraction, upsampled; the most padding-like sub-pixels first
+    frac = pure.astype(np.float64)
+    frac[edge] = np.where(holds_pad, np.clip((ref - xe) / (ref - pad), 0.0, 1.0), 0.0)
+    up = _upsample_linear(frac, s).reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, n)
+    order = np.argsort(-up[edge], axis=-1, kind="stable")
+
+    out = np.empty_like(fb)
+    for kk in np.unique(k):
+        for part in (False, True):
+            rows = (k == kk) & (partial == part)
+            if not rows.any():
+                continue
+            pos = order[rows]
+            vals = np.take_along_axis(fb[rows], pos, axis=-1)
+            npad = kk - 1 if part else kk
+            res = np.empty_like(vals)
+            res[:, :npad] = pad
+            if part:  # tissue clipped into range, the partial pixel takes the remainder
+                tis = np.clip(vals[:, kk:], lo[rows, None], hi[rows, None])
+                res[:, kk:] = tis
+                res[:, npad] = n * xe[rows] - npad * pad - tis.sum(-1)
+            else:
+                res[:, kk:] = _within(vals[:, kk:], m[rows], lo[rows], hi[rows])
+            placed = np.empty_like(res)
+            np.put_along_axis(placed, pos, res, axis=-1)
+            out[rows] = placed
+    blocks[edge] = out
 
 
 def _upsample_linear(a: np.ndarray, s: int) -> np.ndarray:
@@ -298,4 +352,7 @@ def find_padding(frame: np.ndarray, meta: PixelMeta) -> PaddingPlan | None:
         return None
     # only CT padding is hidden from the network; any other background is seen as stored
     fill = dilate(region, 1) if unmix else np.zeros_like(pure)
-    return PaddingPlan(pure=pure, fill=fill, value=value, unmix=unmix)
+    air = (CT_PADDING_BELOW_HU - intercept) / slope if slope else None
+    return PaddingPlan(
+        pure=pure, fill=fill, value=value, unmix=unmix, region=region, frame=frame, air=air
+    )

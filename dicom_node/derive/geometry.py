@@ -119,3 +119,122 @@ def enhanced_geometry(out: Dataset, scale: int) -> None:
 
 
 # -- provenance -------------------------------------------------------------------------
+
+
+# -- attributes in pixel coordinates ----------------------------------------------------
+#
+# Rectangular shutters, collimators and exposure control sensing regions are given by the
+# first and last pixel column/row they contain (PS3.3 C.7.6.11, C.8.7.3, C.8.11.7): source
+# pixel c (1-based) becomes derived pixels s*(c-1)+1 .. s*c, so a first edge maps to
+# s*(v-1)+1 and a last edge to s*v, and exactly the same part of the image stays visible.
+# Circles and polygons have integer (IS) centres and vertices that an even scale moves to
+# half pixels: they cannot be kept exactly and are dropped with their shape value.
+
+# (shape attribute, first edges, last edges, attributes of the CIRCULAR and POLYGONAL shapes)
+_PIXEL_REGIONS: tuple[
+    tuple[str, tuple[str, ...], tuple[str, ...], dict[str, tuple[str, ...]]], ...
+] = (
+    (
+        "ShutterShape",
+        ("ShutterLeftVerticalEdge", "ShutterUpperHorizontalEdge"),
+        ("ShutterRightVerticalEdge", "ShutterLowerHorizontalEdge"),
+        {
+            "CIRCULAR": ("CenterOfCircularShutter", "RadiusOfCircularShutter"),
+            "POLYGONAL": ("VerticesOfThePolygonalShutter",),
+        },
+    ),
+    (
+        "CollimatorShape",
+        ("CollimatorLeftVerticalEdge", "CollimatorUpperHorizontalEdge"),
+        ("CollimatorRightVerticalEdge", "CollimatorLowerHorizontalEdge"),
+        {
+            "CIRCULAR": ("CenterOfCircularCollimator", "RadiusOfCircularCollimator"),
+            "POLYGONAL": ("VerticesOfThePolygonalCollimator",),
+        },
+    ),
+    (
+        "ExposureControlSensingRegionShape",
+        (
+            "ExposureControlSensingRegionLeftVerticalEdge",
+            "ExposureControlSensingRegionUpperHorizontalEdge",
+        ),
+        (
+            "ExposureControlSensingRegionRightVerticalEdge",
+            "ExposureControlSensingRegionLowerHorizontalEdge",
+        ),
+        {
+            "CIRCULAR": (
+                "CenterOfCircularExposureControlSensingRegion",
+                "RadiusOfCircularExposureControlSensingRegion",
+            ),
+            "POLYGONAL": ("VerticesOfThePolygonalExposureControlSensingRegion",),
+        },
+    ),
+)
+
+# attributes that refer to pixel coordinates and are dropped wherever they occur: a shutter
+# drawn by an overlay (the overlays are dropped), and regions given by integer vertices
+PIXEL_REFERENCES_DROPPED = ("ShutterOverlayGroup", "RegionPixelShiftSequence")
+# shifts in (sub-)pixels, FL: scaled exactly
+_PIXEL_SHIFTS = ("MaskSubPixelShift",)
+
+#: every attribute in pixel coordinates that :func:`scale_pixel_coordinates` handles
+PIXEL_COORDINATE_ATTRIBUTES: tuple[str, ...] = (
+    *(
+        kw
+        for shape, first, last, other in _PIXEL_REGIONS
+        for kw in (shape, *first, *last, *(k for ks in other.values() for k in ks))
+    ),
+    *PIXEL_REFERENCES_DROPPED,
+    *_PIXEL_SHIFTS,
+)
+
+
+def _shape_values(value: object) -> list[str]:
+    if value in (None, ""):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]  # type: ignore[union-attr]
+
+
+def _scale_regions(ds: Dataset, scale: int) -> None:
+    for shape_kw, first, last, other in _PIXEL_REGIONS:
+        for kw in first:
+            if kw in ds and ds[kw].value not in (None, ""):
+                ds[kw].value = scale * (int(ds[kw].value) - 1) + 1
+        for kw in last:
+            if kw in ds and ds[kw].value not in (None, ""):
+                ds[kw].value = scale * int(ds[kw].value)
+        for kws in other.values():
+            for kw in kws:
+                if kw in ds:
+                    del ds[kw]
+        if shape_kw in ds:
+            kept = [v for v in _shape_values(ds[shape_kw].value) if v.strip() not in other]
+            if kept:
+                ds[shape_kw].value = kept
+            else:  # nothing left to show: the shape goes, and with it the shutter's colour
+                del ds[shape_kw]
+                if shape_kw == "ShutterShape":
+                    for kw in ("ShutterPresentationValue", "ShutterPresentationColorCIELabValue"):
+                        if kw in ds:
+                            del ds[kw]
+    for kw in PIXEL_REFERENCES_DROPPED:
+        if kw in ds:
+            del ds[kw]
+    for kw in _PIXEL_SHIFTS:
+        if kw in ds and ds[kw].value not in (None, ""):
+            values = ds[kw].value
+            values = list(values) if isinstance(values, Iterable) else [values]
+            ds[kw].value = [float(v) * scale for v in values]
+
+
+def scale_pixel_coordinates(ds: Dataset, scale: int) -> None:
+    """Attributes in pixel coordinates, at every level of ``ds`` (functional groups
+    included), moved to the grid ``scale`` times finer (see the comment above)."""
+    _scale_regions(ds, scale)
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                scale_pixel_coordinates(item, scale)

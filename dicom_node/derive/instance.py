@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import numpy as np
@@ -40,6 +40,9 @@ from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    UID,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
@@ -52,9 +55,10 @@ from dicom_node.derive.encoding import default_syntax, encode
 from dicom_node.derive.geometry import (  # noqa: F401  (shifted_position: re-exported)
     classic_geometry,
     enhanced_geometry,
+    scale_pixel_coordinates,
     shifted_position,
 )
-from dicom_node.derive.identity import derived_instance_uid, derived_series_uid
+from dicom_node.derive.identity import derived_instance_uid, derived_series_uid, pixel_recipe
 from dicom_node.derive.pixels import stored_dtype
 from dicom_node.implementation import INSTANCE_CREATOR_UID, identify_file_meta
 from sr_engine.model_card import ModelCard
@@ -101,6 +105,57 @@ _DROP = {
         "SourceInstanceSequence",
     )
 }
+
+# Radiation dose of the acquisition, at any level: a derived image was not an exposure, and
+# dose monitoring that reads images would count the dose twice.
+DOSE_ATTRIBUTES = (
+    "CTDIvol",
+    "CTDIPhantomTypeCodeSequence",
+    "ImageAndFluoroscopyAreaDoseProduct",
+    "AcquiredImageAreaDoseProduct",
+    "EntranceDose",
+    "EntranceDoseInmGy",
+    "EntranceDoseDerivation",
+    "ExposureDoseSequence",
+    "OrganDose",
+    "OrganExposed",
+    "CommentsOnRadiationDose",
+    "EstimatedDoseSaving",
+    "XRayAcquisitionDoseSequence",
+)
+_DOSE_TAGS = {Tag(kw) for kw in DOSE_ATTRIBUTES}
+
+# Enhanced MR: Type 1C attributes "required if Image Type Value 1 is ORIGINAL or MIXED",
+# absent otherwise (PS3.3 C.8.13.4 MR Pulse Sequence Module; C.7.6.18.3 Bulk Motion
+# Synchronization): they describe the acquisition of an ORIGINAL image.
+ORIGINAL_ONLY_MR = (
+    "PulseSequenceName",
+    "MRAcquisitionType",
+    "EchoPulseSequence",
+    "MultipleSpinEcho",
+    "MultiPlanarExcitation",
+    "PhaseContrast",
+    "VelocityEncodingAcquisitionSequence",
+    "TimeOfFlightContrast",
+    "ArterialSpinLabelingContrast",
+    "SteadyStatePulseSequence",
+    "EchoPlanarPulseSequence",
+    "SaturationRecovery",
+    "SpectrallySelectedSuppression",
+    "OversamplingPhase",
+    "GeometryOfKSpaceTraversal",
+    "RectilinearPhaseEncodeReordering",
+    "SegmentedKSpaceTraversal",
+    "CoverageOfKSpace",
+    "NumberOfKSpaceTrajectories",
+    "BulkMotionCompensationTechnique",
+    "BulkMotionSignalSource",
+)
+
+# General Image attributes that the enhanced IODs do not have: there the derivation lives
+# in the Derivation Image functional group (PS3.3 C.7.6.16.2.6), and writing it at the top
+# level too would make the object a Standard Extended SOP Class.
+_CLASSIC_ONLY = ("DerivationDescription", "SourceImageSequence", "DerivationCodeSequence")
 
 _SWAP_WIDTH = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
@@ -176,19 +231,35 @@ def _source_reference(source: Dataset) -> Dataset:
     return item
 
 
-def _contributing_equipment(card: ModelCard, settings: DeriveSettings, when: datetime) -> Dataset:
+def _software_versions(values: list[str]) -> list[str]:
+    """LO values (64 characters at most), the last one at most 63 when the joined value has
+    odd length: the space that pads it to even length is read back as part of that value."""
+    vals = [v[:64] for v in values]
+    if len("\\".join(vals)) % 2 and len(vals[-1]) == 64:
+        vals[-1] = vals[-1][:63]
+    return vals
+
+
+def _contributing_equipment(
+    card: ModelCard, settings: DeriveSettings, when: datetime, backend: str | None
+) -> Dataset:
     item = Dataset()
     item.PurposeOfReferenceCodeSequence = Sequence([coded(PROCESSING_EQUIPMENT)])
     item.Manufacturer = settings.manufacturer[:64]
     item.ManufacturerModelName = card.name[:64]
-    item.SoftwareVersions = [
-        f"{SOFTWARE} {__version__}"[:64],
-        f"{card.name} {card.version}"[:64],
-        card.sha256,  # 64 hex characters: exactly an LO value
-    ]
-    item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")
+    item.SoftwareVersions = _software_versions(
+        [
+            f"{SOFTWARE} {__version__}",
+            f"{card.name} {card.version}",
+            card.sha256,  # 64 hex characters: exactly an LO value, never the last one
+            f"backend {backend or 'unknown'}",
+        ]
+    )
+    # DT with its own offset from UTC: unambiguous whatever TimezoneOffsetFromUTC says
+    item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S%z")
     item.ContributionDescription = (
         f"super-resolution x{card.scale} by model {card.name} {card.version} (sha256 {card.sha256})"
+        + (f" on backend {backend}" if backend else "")
     )
     return item
 
@@ -279,6 +350,24 @@ def _enhanced_references(out: Dataset, source: Dataset, description: str) -> Non
     entry.setdefault("ReferencedInstanceSequence", Sequence())
     entry.ReferencedInstanceSequence.append(inst)
 
+    # Source Image Evidence Sequence (Type 1C: the Derivation Image functional group has a
+    # Source Image Sequence): the source by study, series and instance (Hierarchical SOP
+    # Instance Reference Macro, PS3.3 C.17.2.1); the source's own evidence is replaced
+    sop = Dataset()
+    sop.ReferencedSOPClassUID = source.SOPClassUID
+    sop.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    series = Dataset()
+    series.SeriesInstanceUID = series_uid
+    series.ReferencedSOPSequence = Sequence([sop])
+    study = Dataset()
+    study.StudyInstanceUID = source.StudyInstanceUID
+    study.ReferencedSeriesSequence = Sequence([series])
+    out.SourceImageEvidenceSequence = Sequence([study])
+    # the General Image derivation attributes are not part of the enhanced IODs
+    for kw in _CLASSIC_ONLY:
+        if kw in out:
+            del out[kw]
+
 
 # -- pixels and encoding ----------------------------------------------------------------
 
@@ -317,18 +406,61 @@ _LOSSY_SYNTAXES = {
     JPEGExtended12Bit: "ISO_10918_1",
     JPEGLSNearLossless: "ISO_14495_1",
 }
+# lossless or lossy: the codestream says which (the wavelet of its COD marker segment)
+_J2K_SYNTAXES = {JPEG2000: "ISO_15444_1", HTJ2K: "ISO_15444_15"}
+
+
+def _j2k_irreversible(source: Dataset) -> bool:
+    """True when the first frame's JPEG 2000 codestream uses the irreversible 9-7 wavelet
+    (ISO 15444-1 A.6.1: COD, SPcod transformation 0), i.e. was compressed lossily."""
+    try:
+        from pydicom.encaps import generate_frames
+
+        frame = next(generate_frames(source.PixelData, number_of_frames=1))
+    except Exception:  # noqa: BLE001 - an unreadable codestream says nothing
+        return False
+    at = frame.find(b"\xff\x52")  # COD: Lcod(2) Scod(1) SGcod(4) SPcod: levels, cb w/h, style
+    return at >= 0 and len(frame) > at + 13 and frame[at + 13] == 0
 
 
 def _mark_lossy_source(out: Dataset, source: Dataset) -> None:
-    """An image derived from lossy-compressed pixels stays marked lossy (PS3.3
-    C.7.6.1.1.5), though it is stored uncompressed."""
+    """An image derived from lossy-compressed pixels stays marked lossy, with the method
+    (PS3.3 C.7.6.1.1.5), though it is stored losslessly."""
     ts = getattr(getattr(source, "file_meta", None), "TransferSyntaxUID", None)
+    ts = UID(ts) if ts is not None else None
     method = _LOSSY_SYNTAXES.get(ts) if ts is not None else None
+    if method is None and ts in _J2K_SYNTAXES and _j2k_irreversible(source):
+        # (a source marked 01 whose codestream is reversible was made lossy by an earlier
+        # step: its LossyImageCompression is copied, its method is not known here)
+        method = _J2K_SYNTAXES[ts]
     if method is None:
         return
     out.LossyImageCompression = "01"
     if "LossyImageCompressionMethod" not in out:
         out.LossyImageCompressionMethod = method
+
+
+def _drop_everywhere(ds: Dataset, tags: set) -> None:
+    for tag in [t for t in tags if t in ds]:
+        del ds[tag]
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                _drop_everywhere(item, tags)
+
+
+def _creation_time(now: datetime | None, source: Dataset) -> datetime:
+    """The time of processing, aware, in the source's TimezoneOffsetFromUTC when it has
+    one (PS3.3 C.12.1.1.8: the offset applies to every date and time of the instance);
+    otherwise in the node's local time."""
+    when = now or datetime.now(UTC)
+    when = when.astimezone() if when.tzinfo is None else when
+    offset = str(source.get("TimezoneOffsetFromUTC", "") or "").strip()
+    if len(offset) == 5 and offset[0] in "+-" and offset[1:].isdigit():
+        minutes = int(offset[1:3]) * 60 + int(offset[3:])
+        tz = timezone(timedelta(minutes=minutes if offset[0] == "+" else -minutes))
+        return when.astimezone(tz)
+    return when.astimezone()
 
 
 def _copy_attributes(source: Dataset) -> Dataset:
@@ -337,6 +469,7 @@ def _copy_attributes(source: Dataset) -> Dataset:
         if elem.tag in _DROP or _is_overlay_or_curve(elem.tag):
             continue
         out.add(copy.deepcopy(elem))
+    _drop_everywhere(out, _DOSE_TAGS)
     encoding = getattr(source, "original_encoding", None)
     if encoding is not None and encoding[1] is False:
         _swap_big_endian_values(out)
@@ -367,7 +500,7 @@ def derive_instance(
     ``dcmwrite(..., enforce_file_format=True)``.
     """
     settings = settings or DeriveSettings()
-    when = now or datetime.now()
+    when = _creation_time(now, source)
     scale = int(card.scale)
     if isinstance(enhanced, np.ndarray):
         pixels, info = enhanced, None
@@ -387,14 +520,20 @@ def derive_instance(
     if not settings.keep_private_tags:
         out.remove_private_tags()  # every level of nesting
 
-    # identity
-    out.SOPInstanceUID = derived_instance_uid(source.SOPInstanceUID, card.sha256, variant)
-    out.SeriesInstanceUID = derived_series_uid(source.SeriesInstanceUID, card.sha256, variant)
+    # identity: one UID, one content (the backend and the card's pixel settings included)
+    recipe = pixel_recipe(card, backend)
+    out.SOPInstanceUID = derived_instance_uid(source.SOPInstanceUID, card.sha256, variant, recipe)
+    out.SeriesInstanceUID = derived_series_uid(
+        source.SeriesInstanceUID, card.sha256, variant, recipe
+    )
     out.InstanceCreationDate = when.strftime("%Y%m%d")
     out.InstanceCreationTime = when.strftime("%H%M%S")
     out.ImageType = _image_type(source.get("ImageType", []), enhanced_iod)
     if enhanced_iod:
         _frame_types(out)
+        for kw in ORIGINAL_ONLY_MR:
+            if kw in out:
+                del out[kw]
     out.SeriesDescription = _series_description(source, settings, scale)
     out.ImageComments = _image_comments(source, settings, card)
     out.InstanceCreatorUID = INSTANCE_CREATOR_UID
@@ -415,7 +554,7 @@ def derive_instance(
     else:
         out.DerivationCodeSequence = Sequence([coded(SPATIAL_RESAMPLING)])
     equipment = list(out.get("ContributingEquipmentSequence") or [])
-    equipment.append(_contributing_equipment(card, settings, when))
+    equipment.append(_contributing_equipment(card, settings, when, backend))
     out.ContributingEquipmentSequence = Sequence(equipment)
 
     # geometry
@@ -424,6 +563,7 @@ def derive_instance(
         enhanced_geometry(out, scale)
     else:
         classic_geometry(out, source, scale)
+    scale_pixel_coordinates(out, scale)  # shutters, collimators: scaled or dropped
 
     # pixels
     _set_pixels(out, source, pixels)

@@ -89,6 +89,11 @@ def _provenance(ds: Any, src: Any) -> dict[str, str]:
     for key in PROVENANCE_TAGS:
         if key in ds:
             tags[key] = _text(ds.get(key))
+    # enhanced images carry their derivation in the Derivation Image functional group only
+    for fg in ds.get("SharedFunctionalGroupsSequence", None) or []:
+        for item in fg.get("DerivationImageSequence", None) or []:
+            if "DerivationDescription" in item:
+                tags.setdefault("DerivationDescription", _text(item.DerivationDescription))
     for item in ds.get("DerivationCodeSequence", None) or []:
         tags.setdefault("DerivationCode", str(item.get("CodeMeaning", "")))
     for i, item in enumerate(ds.get("ContributingEquipmentSequence", None) or []):
