@@ -25,7 +25,9 @@ CT_WINDOW = [-1024.0, 3071.0]
 
 CT = {"model": "ct_hu", "window": CT_WINDOW}
 MR = {"model": "percentile", "percentiles": [0.0, 99.8]}
-GENERAL = {"model": "bits_stored"}
+# radiographs and unknown modalities: their own percentile range, as MR (the whole BitsStored
+# range made the gain depend on the container: an 8-bit range in 16 bits lost its contrast)
+GENERAL = {"model": "percentile", "percentiles": [0.0, 99.8]}
 
 MR_DATA = ["colin27-1mm", "colin27-05mm"]
 CT_DATA = ["cranium-ct"]
