@@ -1,6 +1,6 @@
-"""dicom_node.derive.pixels on pydicom's and pydicom-data's real files: every transfer syntax
-decodes to the same stored values, the pixel metadata is read right, and what srnode
-cannot process is refused with a plain reason."""
+"""sr_engine.pixels (the reader of the node, training and the benchmarks) on pydicom's and
+pydicom-data's real files: every transfer syntax decodes to the same stored values, the pixel
+metadata is read right, and what srnode cannot process is refused with a plain reason."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from dicom_node.derive.pixels import check_supported, read_pixels
 from sr_engine.errors import UnsupportedInput
 from sr_engine.meta import PixelMeta, frame_rescale
+from sr_engine.pixels import check_supported, read_image, read_pixels
 
 
 def _load(name: str) -> Dataset:
@@ -164,3 +164,20 @@ def test_undecodable_pixel_data_is_unsupported_input() -> None:
     ds = _load("MR_truncated.dcm")  # fewer bytes of pixel data than Rows x Columns
     with pytest.raises(UnsupportedInput, match="could not be decoded"):
         read_pixels(ds)
+
+
+def test_read_image_gives_stored_values_and_their_meta() -> None:
+    ds = _load("CT_small.dcm")
+    pixels, meta = read_image(ds)
+    np.testing.assert_array_equal(pixels, read_pixels(ds))
+    assert meta == PixelMeta.from_dataset(ds)
+    assert (meta.modality, meta.bits_stored, meta.pixel_representation) == ("CT", 16, 1)
+    with pytest.raises(UnsupportedInput, match="colour"):
+        read_image(_load("SC_rgb.dcm"))
+
+
+def test_the_derive_stage_reads_with_the_engine_reader() -> None:
+    import dicom_node.derive.pixels as derive_pixels
+
+    assert derive_pixels.read_pixels is read_pixels
+    assert derive_pixels.check_supported is check_supported

@@ -93,7 +93,7 @@ def test_read_nifti(tmp_path: Path) -> None:
     assert v.meta.pixel_representation == 1
 
 
-def _write_ct_series(folder: Path, n: int = 3) -> None:
+def _write_ct_series(folder: Path, n: int = 3, shape: tuple[int, int] = (16, 20)) -> None:
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -109,7 +109,7 @@ def _write_ct_series(folder: Path, n: int = 3) -> None:
         ds.SeriesInstanceUID = series
         ds.Modality = "CT"
         ds.PatientID = "anon-001"
-        ds.Rows, ds.Columns = 8, 10
+        ds.Rows, ds.Columns = shape
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
         ds.PixelRepresentation = 0
         ds.SamplesPerPixel = 1
@@ -119,7 +119,7 @@ def _write_ct_series(folder: Path, n: int = 3) -> None:
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [0, 0, 2.5 * (n - 1 - k)]  # written in reverse order
         ds.InstanceNumber = k + 1
-        ds.PixelData = np.full((8, 10), 100 * (n - 1 - k), np.uint16).tobytes()
+        ds.PixelData = np.full(shape, 100 * (n - 1 - k), np.uint16).tobytes()
         ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
 
 
@@ -133,11 +133,20 @@ def test_read_dicom_series_sorted(tmp_path: Path) -> None:
     pytest.importorskip("pydicom")
     _write_ct_series(tmp_path / "s")
     v = readers.read_dicom_series(tmp_path / "s")
-    assert v.array.shape == (3, 8, 10)
+    assert v.array.shape == (3, 16, 20)
     assert [int(v.array[k, 0, 0]) for k in range(3)] == [0, 100, 200]  # by position
     assert v.spacing == pytest.approx((2.5, 0.7, 0.7))
     assert v.meta.rescale_intercept == -1024 and v.meta.bits_stored == 12
     assert v.subject == "anon-001"
+
+
+def test_read_dicom_series_refuses_what_the_node_cannot_enhance(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from sr_engine.errors import UnsupportedInput
+
+    _write_ct_series(tmp_path / "s", shape=(8, 10))
+    with pytest.raises(UnsupportedInput, match="10x8 pixels"):
+        readers.read_dicom_series(tmp_path / "s")
 
 
 def test_read_png_8_and_16_bit(tmp_path: Path) -> None:

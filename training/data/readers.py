@@ -89,9 +89,12 @@ def read_dicom_series(folder: str | Path, subject: str | None = None) -> Volume:
     """All single-frame images of one series in ``folder`` -> Volume, sorted along the normal.
 
     Stored values, RescaleSlope/Intercept, BitsStored, PixelRepresentation and the
-    photometric interpretation are kept; pixel data are decoded by pydicom.
+    photometric interpretation are kept; pixels are read by the engine's checked reader
+    (:func:`sr_engine.pixels.read_pixels`: colour, float or 1-bit series are refused).
     """
     import pydicom
+
+    from sr_engine.pixels import read_pixels
 
     folder = Path(folder)
     items = []
@@ -121,7 +124,7 @@ def read_dicom_series(folder: str | Path, subject: str | None = None) -> Volume:
 
     items.sort(key=position)
     first = items[0]
-    frames = [ds.pixel_array for ds in items]
+    frames = [read_pixels(ds) for ds in items]
     shapes = {f.shape for f in frames}
     if len(shapes) != 1:
         raise ValueError(f"{folder}: images of different sizes {sorted(shapes)}")

@@ -169,17 +169,16 @@ def split_mosaic(tiled: np.ndarray, n_images: int, tile: tuple[int, int]) -> np.
 
 def mosaic_volume(ds: object, src: Source) -> Volume:
     """One Siemens mosaic data set -> Volume of its slices (empty tiles dropped)."""
-    from sr_engine.meta import PixelMeta
+    from sr_engine.pixels import read_image
 
     n = int(ds[0x0019, 0x100A].value)  # type: ignore[index]  # NumberOfImagesInMosaic
     grid = int(np.ceil(np.sqrt(n)))
-    a = ds.pixel_array  # type: ignore[attr-defined]
+    a, meta = read_image(ds)
     tile = (a.shape[0] // grid, a.shape[1] // grid)
     slices = split_mosaic(a, n, tile)
     slices = slices[[bool(s.any()) for s in slices]]
     ps = [float(v) for v in ds.get("PixelSpacing", [1.0, 1.0])]  # type: ignore[attr-defined]
     dz = float(ds.get("SpacingBetweenSlices", ds.get("SliceThickness", 1.0)) or 1.0)  # type: ignore[attr-defined]
-    meta = PixelMeta.from_dataset(ds)
     return Volume(np.ascontiguousarray(slices), (dz, ps[0], ps[1]), meta, src.subject, src.origin)
 
 

@@ -41,6 +41,7 @@ import numpy as np
 from sr_engine import consistency as dc
 from sr_engine.intensity import stored_limits
 from sr_engine.meta import PixelMeta
+from sr_engine.pixels import read_pixels
 from sr_engine.resample import upsample_spline
 from sr_engine.selfcheck import floor_frame
 from training.metrics import psnr, ssim
@@ -81,10 +82,11 @@ def data_folders() -> list[Path]:
 
 
 def _frames(ds: Any) -> Iterator[tuple[int | None, np.ndarray]]:
-    arr = ds.pixel_array
-    if arr.ndim == 2:
-        yield None, arr
-    elif arr.ndim == 3 and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+    """(frame index, stored values) of each frame; ``None`` for an object of one frame."""
+    arr = read_pixels(ds)
+    if arr.ndim == 2 or arr.shape[0] == 1:
+        yield None, arr.reshape(arr.shape[-2:])
+    else:
         for i in range(arr.shape[0]):
             yield i, arr[i]
 

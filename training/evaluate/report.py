@@ -67,7 +67,7 @@ def unseen_dicom(
     import pydicom
 
     from sr_engine.errors import UnsupportedInput
-    from sr_engine.meta import PixelMeta
+    from sr_engine.pixels import read_image
 
     s = runner.card.scale
     out = []
@@ -77,8 +77,11 @@ def unseen_dicom(
             if path is None:
                 out.append({"file": name, "modality": mod, "skipped": "not installed"})
                 continue
-            ds = pydicom.dcmread(path)
-            arr = ds.pixel_array
+            try:
+                arr, meta = read_image(pydicom.dcmread(path))
+            except UnsupportedInput as e:
+                out.append({"file": name, "modality": mod, "skipped": str(e)})
+                continue
             if arr.ndim == 3:
                 arr = arr[len(arr) // 2]
             h, w = arr.shape
@@ -86,7 +89,6 @@ def unseen_dicom(
             ch, cw = ch - ch % s, cw - cw % s
             top, left = (h - ch) // 2, (w - cw) // 2
             hr = arr[top : top + ch, left : left + cw]
-            meta = PixelMeta.from_dataset(ds)
             lr = np.rint(area_down(hr.astype(np.float64), s)).astype(hr.dtype)
             rng = float(hr.max()) - float(hr.min()) or 1.0
             row: dict[str, Any] = {"file": name, "modality": meta.modality, "shape": f"{ch}x{cw}",
