@@ -14,10 +14,16 @@ After inference we replace the output ``z`` (stored units, float) by the nearest
   block's pixels are floored and the ``k`` with the largest fractions rounded up, where
   ``k`` makes the sum ``s*s*x``. The result is exactly consistent (RMSE 0) wherever the
   input lies within the stored range.
-* ``bicubic`` (antialiased bicubic, a = -0.5, as PIL and torch ``antialias=True``) and
-  ``kspace`` (central k-space crop, as MR acquisition at lower resolution): separable linear
-  operators ``D = Dr . Dc``; we alternate the orthogonal projection
+* ``bicubic`` (antialiased bicubic, a = -0.5, as PIL and torch ``antialias=True``):
+  a separable linear operator ``D = Dr . Dc``; we alternate the orthogonal projection
   ``y += Dr+ (x - D y) Dc+^T`` with clipping for a few rounds, then round to integers.
+* ``kspace`` (MR acquired at lower resolution, shown as a magnitude image): ``|Dr y Dc^T|``
+  where ``Dr``/``Dc`` keep the central ``1/s`` of each axis's spectrum, the low
+  resolution's Nyquist frequency split evenly between its two halves (a real operator,
+  the same for even and odd sizes). The magnitude folds the Gibbs undershoot at a tissue
+  edge next to a zero background up, as a scanner's magnitude image shows it. The
+  projection takes the sign of each low-resolution pixel from the output's own low-pass
+  (``|D y| = x`` becomes the linear ``D y = sign(D z) x``) and then works as for bicubic.
 * ``blur_noise``: the blur is not recorded in the card, so consistency is measured and
   enforced with the area operator, the low-pass part shared by all these degradations.
 """
@@ -99,8 +105,9 @@ def _cubic(t: np.ndarray, a: float = -0.5) -> np.ndarray:
 
 
 @lru_cache(maxsize=32)
-def _matrix(op: str, n: int, s: int) -> tuple[np.ndarray, np.ndarray]:
-    """(D, D+) for one axis: D maps s*n high-res samples to n low-res ones."""
+def axis_matrices(op: str, n: int, s: int) -> tuple[np.ndarray, np.ndarray]:
+    """(D, D+) of a separable operator (``bicubic``, ``kspace``, ``area``) along one axis:
+    D maps s*n high-res samples to n low-res ones (for ``kspace`` before the magnitude)."""
     big = n * s
     if op == "bicubic":  # antialiased: the kernel stretched by s, renormalised, edges clamped
         d = np.zeros((n, big))
@@ -110,7 +117,7 @@ def _matrix(op: str, n: int, s: int) -> tuple[np.ndarray, np.ndarray]:
             w = _cubic((j - c) / s)
             w /= w.sum()
             np.add.at(d[i], np.clip(j, 0, big - 1), w)
-    elif op == "kspace":  # keep the central n frequencies of s*n, mean preserved
+    elif op == "kspace":  # the central n frequencies of s*n (Nyquist split), mean preserved
         eye = np.eye(big)
         spec = np.fft.fftshift(np.fft.fft(eye, axis=0), axes=0)
         c0 = big // 2 - n // 2
@@ -131,9 +138,10 @@ def degrade(y: np.ndarray, s: int, operator: str = "area") -> np.ndarray:
     if op == "area":
         return area_down(y, s)
     h, w = y.shape[0] // s, y.shape[1] // s
-    dr, _ = _matrix(op, h, s)
-    dc, _ = _matrix(op, w, s)
-    return dr @ y.astype(np.float64) @ dc.T
+    dr, _ = axis_matrices(op, h, s)
+    dc, _ = axis_matrices(op, w, s)
+    low = dr @ y.astype(np.float64) @ dc.T
+    return np.abs(low) if op == "kspace" else low
 
 
 def project(
@@ -150,10 +158,12 @@ def project(
     if op == "area":
         return project_area(z, x, s, lo, hi)
     h, w = x.shape
-    dr, pr = _matrix(op, h, s)
-    dc, pc = _matrix(op, w, s)
+    dr, pr = axis_matrices(op, h, s)
+    dc, pc = axis_matrices(op, w, s)
     xt = x.astype(np.float64)
     y = z.astype(np.float64)
+    if op == "kspace":  # |D y| = x: each low-res pixel keeps the sign of the output's low-pass
+        xt = np.where(dr @ y @ dc.T < 0, -xt, xt)
     for _ in range(rounds):
         y = y + pr @ (xt - dr @ y @ dc.T) @ pc.T
         if y.min() >= lo and y.max() <= hi:

@@ -67,3 +67,47 @@ def test_bicubic_and_errors() -> None:
     assert crop_to_multiple(torch.rand(1, 1, 9, 11), 2).shape == (1, 1, 8, 10)
     out = degrade_np(np.random.default_rng(0).random((9, 11)), "area", 2)
     assert out.shape == (4, 5) and out.dtype == np.float32
+
+
+# -- parity with the engine: training makes its inputs with the operator the node enforces --
+COLIN27 = "/usr/share/mricron/templates/ch2.nii.gz"
+
+
+def _real_unit_images() -> list[np.ndarray]:
+    """Real slices in the network's [0, 1] space: Colin27 T1 MR (zero background, so
+    k-space truncation rings below zero at the skin-air edge) and pydicom's CT."""
+    from pathlib import Path
+
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    from sr_engine.pixels import read_image
+    from training.data.intensity import to_unit
+
+    out = []
+    if Path(COLIN27).is_file():
+        from training.data.readers import read_nifti
+
+        vol = read_nifti(COLIN27)
+        for k in (vol.n_slices // 2, vol.n_slices // 3):
+            out.append(to_unit(vol.array[k], {"model": "percentile"}, vol.meta))
+    px, meta = read_image(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+    out.append(to_unit(px, {"model": "ct_hu", "window": [-1024, 3071]}, meta))
+    return [crop_to_multiple(torch.from_numpy(np.asarray(x, np.float64)), 2).numpy() for x in out]
+
+
+@pytest.mark.parametrize("op", ["area", "bicubic", "kspace"])
+def test_training_operators_equal_the_engines(op: str) -> None:
+    """The LR a network is trained on is exactly ``sr_engine.consistency.degrade`` of its HR,
+    so the engine's data-consistency step keeps the ground truth where it is."""
+    from sr_engine import consistency
+
+    images = _real_unit_images()
+    assert len(images) >= 1
+    for hr in images:
+        want = consistency.degrade(hr, 2, op)
+        got = degrade(torch.from_numpy(hr)[None, None], op, 2)[0, 0].numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+        got32 = degrade(torch.from_numpy(hr.astype(np.float32))[None, None], op, 2)[0, 0]
+        assert got32.dtype == torch.float32
+        np.testing.assert_allclose(got32.numpy(), want, rtol=0, atol=2e-6)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from sr_engine.consistency import area_down
 from training import baselines
 from training.evaluate import (
     EngineRunner,
     Sample,
-    area_down,
     engine_methods,
     evaluate,
     interpolate_onnx,

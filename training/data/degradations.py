@@ -4,16 +4,21 @@ All operators take and return float tensors ``[N, C, H, W]`` (any float dtype, C
 GPU) in the network's [0, 1] intensity space. Nothing is rounded or quantised: 12/16-bit
 and float data stay float end to end.
 
-* ``area`` (the default): mean of each ``scale x scale`` block. This is the forward model
-  that the engine's data-consistency (back-projection) step assumes: a super-resolved
-  image ``y`` is consistent with its input ``x`` when ``area(y) == x``.
-* ``bicubic``: antialiased bicubic downsampling (MATLAB ``imresize``-like).
-* ``kspace``: MR acquisition at lower resolution: keep the central ``1/scale`` of k-space
-  in each direction (truncation, hence Gibbs ringing), optionally with complex Gaussian
-  noise added in k-space (Rician magnitude noise in image space).
-* ``blur_noise``: CT / X-ray: Gaussian blur of the system's point-spread function, area
-  downsampling, then Poisson-Gaussian noise (signal-dependent quantum noise + electronic
+``area``, ``bicubic`` and ``kspace`` are the engine's operators
+(:func:`sr_engine.consistency.degrade`, the forward model its data-consistency step
+enforces), applied to tensors: ``area`` as the block mean, the other two with the engine's
+own per-axis matrices (:func:`sr_engine.consistency.axis_matrices`). A network is trained on
+exactly the LR the node holds its output to, so that step leaves the ground truth in place.
+
+* ``area`` (the default): mean of each ``scale x scale`` block.
+* ``bicubic``: antialiased bicubic downsampling (a = -0.5, edges clamped).
+* ``kspace``: MR acquired at lower resolution and shown as a magnitude image: the central
+  ``1/scale`` of k-space in each direction (truncation, hence Gibbs ringing), then the
+  magnitude; optionally with complex Gaussian noise added before the magnitude (Rician
   noise).
+* ``blur_noise`` (augmentation only): CT / X-ray: Gaussian blur of the system's
+  point-spread function, area downsampling, then Poisson-Gaussian noise (signal-dependent
+  quantum noise + electronic noise). The engine enforces its area part.
 
 HR images must have a height and width divisible by ``scale``; ``crop_to_multiple``
 crops them.
@@ -29,7 +34,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
-OPERATORS = ("area", "bicubic", "kspace", "blur_noise")
+from sr_engine.consistency import OPERATORS, axis_matrices
 
 
 def crop_to_multiple(x: torch.Tensor, scale: int) -> torch.Tensor:
@@ -54,13 +59,26 @@ def area(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
     return F.avg_pool2d(x, kernel_size=scale, stride=scale)
 
 
-def bicubic(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
-    """Antialiased bicubic downsampling by ``scale``."""
+_AXES: dict[tuple[str, int, int, torch.device, torch.dtype], torch.Tensor] = {}
+
+
+def _axis(op: str, n: int, scale: int, like: torch.Tensor) -> torch.Tensor:
+    """The engine's matrix of ``op`` along one axis (``n`` LR samples), as a tensor."""
+    key = (op, n, scale, like.device, like.dtype)
+    if key not in _AXES:
+        _AXES[key] = torch.from_numpy(axis_matrices(op, n, scale)[0]).to(like.device, like.dtype)
+    return _AXES[key]
+
+
+def _separable(op: str, x: torch.Tensor, scale: int) -> torch.Tensor:
     _check(x, scale)
     h, w = x.shape[-2:]
-    return F.interpolate(
-        x, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True
-    )
+    return _axis(op, h // scale, scale, x) @ x @ _axis(op, w // scale, scale, x).T
+
+
+def bicubic(x: torch.Tensor, scale: int = 2) -> torch.Tensor:
+    """Antialiased bicubic downsampling by ``scale`` (the engine's matrices)."""
+    return _separable("bicubic", x, scale)
 
 
 def kspace(
@@ -69,26 +87,17 @@ def kspace(
     noise_sigma: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Keep the central ``H/scale x W/scale`` of the centred 2-D spectrum; magnitude image.
+    """The central ``H/scale x W/scale`` of the spectrum, then the magnitude image.
 
     ``noise_sigma`` is the standard deviation (in [0, 1] image units, per real/imaginary
     channel) of complex white noise added before the magnitude, i.e. Rician noise.
     """
-    _check(x, scale)
-    h, w = x.shape[-2:]
-    lh, lw = h // scale, w // scale
-    spec = torch.fft.fftshift(torch.fft.fft2(x.float(), norm="ortho"), dim=(-2, -1))
-    t = h // 2 - lh // 2
-    left = w // 2 - lw // 2
-    low = spec[..., t : t + lh, left : left + lw]
-    # ortho norm: the image mean is kept when the spectrum is scaled by sqrt(area ratio)
-    low = low * (math.sqrt(lh * lw) / math.sqrt(h * w))
-    img = torch.fft.ifft2(torch.fft.ifftshift(low, dim=(-2, -1)), norm="ortho")
-    if noise_sigma > 0:
-        re = torch.randn(img.shape, generator=generator, device="cpu").to(img.device)
-        im = torch.randn(img.shape, generator=generator, device="cpu").to(img.device)
-        img = img + noise_sigma * torch.complex(re, im)
-    return img.abs().to(x.dtype)
+    low = _separable("kspace", x, scale)
+    if noise_sigma <= 0:
+        return low.abs()
+    re = torch.randn(low.shape, generator=generator, device="cpu").to(low.device, low.dtype)
+    im = torch.randn(low.shape, generator=generator, device="cpu").to(low.device, low.dtype)
+    return torch.hypot(low + noise_sigma * re, noise_sigma * im)
 
 
 def gaussian_kernel(sigma: float, device: torch.device | None = None) -> torch.Tensor:

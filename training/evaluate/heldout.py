@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from sr_engine.consistency import degrade as engine_degrade
 from training import baselines
 from training.metrics import NiqeModel, mse, niqe, psnr, ssim
 
@@ -159,21 +160,14 @@ def training_images(
     return imgs
 
 
-def area_down(x: np.ndarray, scale: int) -> np.ndarray:
-    """Block mean (the ``area`` degradation), float64."""
-    h, w = x.shape
-    return np.asarray(x, np.float64).reshape(h // scale, scale, w // scale, scale).mean((1, 3))
-
-
 def degrade(x: np.ndarray, scale: int, operator: str = "area") -> np.ndarray:
-    if operator == "area":
-        return area_down(x, scale)
-    import torch
+    """The held-out LR of ``x`` (float64): the engine's operator, which training also uses;
+    ``blur_noise`` with the blur it was trained with (the engine enforces only its area part)."""
+    if operator != "blur_noise":
+        return engine_degrade(x, scale, operator)
+    from training.degradations import degrade_np
 
-    from training.degradations import degrade as t_degrade
-
-    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None]
-    return t_degrade(t, operator, scale)[0, 0].double().numpy()
+    return degrade_np(x, operator, scale).astype(np.float64)
 
 
 # ---------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from sr_engine.consistency import area_down
 from training import baselines
-from training.evaluate import EngineRunner, Evaluation, area_down
+from training.evaluate import EngineRunner, Evaluation
 from training.evaluate_stats import check_targets, mean_ci, paired_wilcoxon, summarize
 from training.metrics import psnr, ssim
 
