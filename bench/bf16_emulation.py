@@ -46,8 +46,8 @@ def main() -> int:
     from sr_engine.intensity import IntensityMap
     from sr_engine.model_card import load_card
     from sr_engine.registry import bundled_model_dir
-    from training.train import load_generator
-    from training.warmstart import generator_from_onnx
+    from training.fit.generator import load_generator
+    from training.fit.warmstart import generator_from_onnx
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="ct-x2", help="bundled model name")

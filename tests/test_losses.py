@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 
 from training.archs.discriminator_unet_arch import UNetDiscriminatorSN  # noqa: E402
 from training.archs.discriminator_vgg_arch import VGGStyleDiscriminator  # noqa: E402
-from training.losses import (  # noqa: E402
+from training.fit.losses import (  # noqa: E402
     ESRGAN_WEIGHTS,
     VGG19_LAYERS,
     FeatureMatchingLoss,

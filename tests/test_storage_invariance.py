@@ -65,8 +65,8 @@ def test_zero_background_mr_keeps_the_networks_gain():
     [("general-x2", "RG3_J2KR.dcm"), ("mr-x2", "MR-SIEMENS-DICOM-WithOverlays.dcm")],
 )
 def test_the_gain_does_not_depend_on_the_container(model, source):
-    from training.storage_variants import RANGE8, SPREAD_TARGET_DB, run_variants, spreads
-    from training.unseen import ModelRunner, UnseenImage
+    from training.evaluate.storage_variants import RANGE8, SPREAD_TARGET_DB, run_variants, spreads
+    from training.evaluate.unseen import ModelRunner, UnseenImage
 
     path = data_store_file(source) if source.startswith("RG") else get_testdata_file(source)
     ds = pydicom.dcmread(path)
@@ -90,7 +90,7 @@ def _ct_with_scan_circle() -> tuple[np.ndarray, PixelMeta]:
 
 
 def test_a_frame_the_self_check_sends_to_the_floor_is_the_floor_bit_for_bit(monkeypatch):
-    from training.unseen import interpolate
+    from training.evaluate.unseen import interpolate
 
     eng = Engine.load("ct-x2", backend="onnxruntime", threads=1)
     monkeypatch.setattr(selfcheck, "detail_weights", lambda *a, **k: [0.0] * a[1].shape[0])
@@ -106,8 +106,8 @@ def test_a_frame_the_self_check_sends_to_the_floor_is_the_floor_bit_for_bit(monk
 
 
 def test_noise_bands_flag_invented_grain_and_not_rounding():
-    from training.unseen import UnseenImage
-    from training.unseen_noise import band_power, flat_patches, noise_bands, rounding_power
+    from training.evaluate.unseen import UnseenImage
+    from training.evaluate.unseen_noise import band_power, flat_patches, noise_bands, rounding_power
 
     rng = np.random.default_rng(0)
     white = rng.normal(0, 10, (32, 32))
@@ -132,7 +132,7 @@ def test_noise_bands_flag_invented_grain_and_not_rounding():
 
 
 def test_storage_containers_encode_the_base_exactly():
-    from training.storage_variants import HU12, RANGE8
+    from training.evaluate.storage_variants import HU12, RANGE8
 
     base8 = np.arange(256, dtype=np.int64).reshape(16, 16)
     hu = np.arange(-1024, 3072, 16, dtype=np.int64).reshape(16, 16)

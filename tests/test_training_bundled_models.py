@@ -50,8 +50,8 @@ def test_beats_bicubic_on_unseen_dicom(name: str, file: str, intensity: dict) ->
     from pydicom import dcmread
     from pydicom.data import get_testdata_file
 
+    from training.data.degradations import degrade_np
     from training.data.intensity import StoredMeta, to_unit
-    from training.degradations import degrade_np
 
     ds = dcmread(get_testdata_file(file))
     meta = StoredMeta(

@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.degradations import (  # noqa: E402
+from training.data.degradations import (  # noqa: E402
     OPERATORS,
     area,
     bicubic,

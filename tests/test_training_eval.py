@@ -11,8 +11,9 @@ import pytest
 from scipy import ndimage
 
 from sr_engine.consistency import area_down
-from training import baselines
-from training.evaluate import (
+from training.evaluate import baselines
+from training.evaluate.cli import register_evaluate
+from training.evaluate.heldout import (
     EngineRunner,
     Sample,
     engine_methods,
@@ -20,10 +21,17 @@ from training.evaluate import (
     interpolate_onnx,
     interpolation_methods,
 )
-from training.evaluate_cli import register_evaluate
-from training.evaluate_report import results_table, write_report
-from training.evaluate_stats import check_targets, mean_ci, paired_wilcoxon, summarize
-from training.metrics import NiqeModel, downscale_half, fit_niqe_model, mse, niqe, psnr, ssim
+from training.evaluate.metrics import (
+    NiqeModel,
+    downscale_half,
+    fit_niqe_model,
+    mse,
+    niqe,
+    psnr,
+    ssim,
+)
+from training.evaluate.report import results_table, write_report
+from training.evaluate.stats import check_targets, mean_ci, paired_wilcoxon, summarize
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -340,7 +348,7 @@ def test_cli_evaluate_end_to_end(cards, tmp_path):
 
 
 def test_frechet_distance_closed_form():
-    from training.fid import fid_from_features, frechet_distance
+    from training.evaluate.fid import fid_from_features, frechet_distance
 
     mu1, mu2 = np.array([0.0, 1.0]), np.array([1.0, 3.0])
     s1, s2 = np.diag([1.0, 4.0]), np.diag([4.0, 9.0])
@@ -354,7 +362,7 @@ def test_frechet_distance_closed_form():
 @pytest.mark.slow
 def test_inception_features_from_a_local_file(tmp_path):
     torch = pytest.importorskip("torch")
-    from training.fid import InceptionFeatures, InceptionV3Pool
+    from training.evaluate.fid import InceptionFeatures, InceptionV3Pool
 
     with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
         InceptionFeatures(tmp_path / "none.pth")
@@ -385,7 +393,7 @@ def test_evaluate_reports_fid_with_a_feature_extractor(tmp_path):
 
 def test_find_role_cards_by_name(cards, tmp_path):
     from tests.onnx_models import write_test_model
-    from training.evaluate import find_role_cards
+    from training.evaluate.heldout import find_role_cards
 
     _, p, g = cards
     write_test_model(tmp_path, "srcnn-mr-x2")
@@ -398,7 +406,7 @@ def test_find_role_cards_by_name(cards, tmp_path):
 
 
 def test_aggd_fit_recovers_known_shapes():
-    from training.metrics import _aggd
+    from training.evaluate.metrics import _aggd
 
     rng = np.random.default_rng(0)
     gauss = rng.normal(0, 0.5, (1, 200_000))
@@ -416,7 +424,7 @@ def test_aggd_fit_recovers_known_shapes():
 
 
 def test_command_line_shortens_notes():
-    from training.evaluate_cli import _command_line
+    from training.evaluate.cli import _command_line
 
     line = _command_line(["train", "evaluate", "ct-x2", "--note", "long text", "--note=x"])
     assert line == "srnode train evaluate ct-x2 --note … --note …"
@@ -431,9 +439,10 @@ def test_smoke_train_export_evaluate(tmp_path):
     from training.data.prepare import write_prepared
     from training.data.readers import Volume
     from training.data.split import slab_split
-    from training.evaluate_cli import run_evaluation
-    from training.export import export_all
-    from training.train import TrainConfig, fit
+    from training.evaluate.cli import run_evaluation
+    from training.export.onnx import export_all
+    from training.fit.config import TrainConfig
+    from training.fit.loop import fit
 
     vol = np.stack([smooth_image(s, (48, 48)) for s in range(24)])
     vol = np.rint(vol * 4000).astype(np.uint16)

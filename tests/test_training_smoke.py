@@ -23,7 +23,9 @@ from training.data.intensity import StoredMeta  # noqa: E402
 from training.data.prepare import write_prepared  # noqa: E402
 from training.data.readers import Volume  # noqa: E402
 from training.data.split import slab_split  # noqa: E402
-from training.train import TrainConfig, fit, interpolate, load_generator  # noqa: E402
+from training.fit.config import TrainConfig  # noqa: E402
+from training.fit.generator import interpolate, load_generator  # noqa: E402
+from training.fit.loop import fit  # noqa: E402
 
 TINY = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "global_skip": "bilinear"}
 
@@ -108,7 +110,7 @@ def test_two_stages_resume_interpolate_export(data_dir: Path, tmp_path: Path) ->
         interpolate(g_psnr, g_gan, 1.5, tmp_path / "bad.pt")
 
     # export: ONNX parity at three sizes (odd ones too), held-out metrics, a valid card
-    from training.export import export_all
+    from training.export.onnx import export_all
 
     onnx_path, card_path, metrics = export_all(
         tmp_path / "a0.pt", tmp_path / "models", "tiny-x2", ["CT"], data_dir
@@ -192,9 +194,9 @@ def test_sigterm_asks_the_loop_to_stop_and_is_restored() -> None:
 
     code = (
         "import os, signal\n"
-        "from training.train import _StopOnSignal\n"
+        "from training.fit.runtime import StopOnSignal\n"
         "before = signal.getsignal(signal.SIGTERM)\n"
-        "stop = _StopOnSignal()\n"
+        "stop = StopOnSignal()\n"
         "os.kill(os.getpid(), signal.SIGTERM)\n"
         "assert stop.requested, 'not requested'\n"
         "stop.restore()\n"

@@ -16,7 +16,7 @@ from sr_engine.meta import PixelMeta  # noqa: E402
 from training.data.drr import DrrParams, expose, line_integrals  # noqa: E402
 from training.data.readers import Volume  # noqa: E402
 from training.data.sources import deb_members, split_mosaic  # noqa: E402
-from training.unseen import (  # noqa: E402
+from training.evaluate.unseen import (  # noqa: E402
     UnseenImage,
     area_lr,
     interpolate,

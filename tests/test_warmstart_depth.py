@@ -10,8 +10,8 @@ torch = pytest.importorskip("torch")
 
 def test_deeper_computes_the_same_and_shallower_keeps_the_first_blocks(tmp_path, one_torch_thread):
     from training.archs import build_generator
-    from training.train import load_generator, save_generator
-    from training.warmstart import change_depth
+    from training.fit.generator import load_generator, save_generator
+    from training.fit.warmstart import change_depth
 
     params = {"num_in_ch": 1, "num_out_ch": 1, "scale": 2, "num_feat": 8, "num_block": 3,
               "num_grow_ch": 4, "global_skip": "bilinear"}  # fmt: skip

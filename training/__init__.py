@@ -1,2 +1,5 @@
-"""Training package (needs the ``train`` extra: torch): data, degradations, architectures,
-losses, two-stage ESRGAN training, evaluation and export to ONNX / TensorRT."""
+"""Training package (needs the ``train`` extra: torch), by stage: ``data`` (sources,
+preparation, patches, degradations), ``archs``, ``fit`` (two-stage ESRGAN training, losses),
+``evaluate`` (held-out split and the unseen benchmark, through sr_engine) and ``export``
+(ONNX, model cards, TensorRT); ``cli`` holds ``srnode train``, ``bundled`` the recipes of
+the bundled models."""

@@ -93,7 +93,8 @@ def run_recipe(
     init_dir: str | None = None,
 ) -> dict[str, str]:
     """Train one recipe (PSNR stage, then GAN stage); returns the generator paths."""
-    from training.train import TrainConfig, fit
+    from training.fit.config import TrainConfig
+    from training.fit.loop import fit
 
     fields, has_gan = RECIPES[name]
     common = dict(
@@ -219,7 +220,7 @@ def export_bundled(
     """
     import tempfile
 
-    from training.export import export_all, export_onnx
+    from training.export.onnx import export_all, export_onnx
 
     runs, models_dir = Path(runs), Path(models_dir)
     report: dict[str, dict[str, Any]] = {}
@@ -261,8 +262,10 @@ def export_finetuned(
     started from (default ``previous_card``; a ``-gan`` model's GAN stage starts from its
     PSNR model): the card keeps that model's history, adds this step, and its licence names
     every source the weights were ever trained on."""
-    from training.export import export_all, licence_text
-    from training.train import TrainConfig, load_generator
+    from training.export.card import licence_text
+    from training.export.onnx import export_all
+    from training.fit.config import TrainConfig
+    from training.fit.generator import load_generator
 
     prev = json.loads(Path(previous_card).read_text())
     init = json.loads(Path(init_card).read_text()) if init_card else prev

@@ -185,8 +185,8 @@ def fit(
 ) -> None:
     """Train one stage (PSNR, or GAN from a PSNR generator)."""
     _need_torch()
-    from training.train import TrainConfig
-    from training.train import fit as run_fit
+    from training.fit.config import TrainConfig
+    from training.fit.loop import fit as run_fit
 
     inten: dict = {"model": intensity}
     if intensity == "ct_hu":
@@ -241,7 +241,7 @@ def interpolate(
 ) -> None:
     """Network interpolation between a PSNR and a GAN generator."""
     _need_torch()
-    from training.train import interpolate as interp
+    from training.fit.generator import interpolate as interp
 
     typer.echo(f"written {interp(psnr, gan, alpha, out)}")
 
@@ -268,7 +268,8 @@ def export(
 ) -> None:
     """ONNX (dynamic H/W, parity-checked) + model card; optionally a TensorRT engine."""
     _need_torch()
-    from training.export import build_tensorrt_engine, export_all
+    from training.export.onnx import export_all
+    from training.export.tensorrt import build_tensorrt_engine
 
     if update is not None:
         from training.bundled import export_finetuned
@@ -315,7 +316,7 @@ def tensorrt_cmd(
     print_only: bool = typer.Option(False, help="print the trtexec command only"),
 ) -> None:
     """Build a TensorRT engine on a GPU host (untested here: TensorRT is not installable)."""
-    from training.export import build_tensorrt_engine, tensorrt_command
+    from training.export.tensorrt import build_tensorrt_engine, tensorrt_command
 
     engine = engine or onnx_path.with_suffix(".engine")
     if print_only:
@@ -361,16 +362,16 @@ def benchmark(
     from rich.progress import Progress
 
     from sr_engine.registry import bundled_model_dir
-    from training.storage_variants import run_variants, variants_table
-    from training.unseen import (
+    from training.evaluate.storage_variants import run_variants, variants_table
+    from training.evaluate.unseen import (
         ModelRunner,
         noise_in_flat_patches,
         run_benchmark,
         summarize,
         unseen_images,
     )
-    from training.unseen_noise import noise_bands, noise_table
-    from training.unseen_report import write_report
+    from training.evaluate.unseen_noise import noise_bands, noise_table
+    from training.evaluate.unseen_report import write_report
 
     t0 = time.perf_counter()
     if not models:
@@ -408,7 +409,7 @@ def benchmark(
     )  # fmt: skip
     typer.echo(f"report: {report}")
     if update_cards:
-        from training.unseen_report import add_to_card
+        from training.evaluate.unseen_report import add_to_card
 
         for r, card in zip(runners, models, strict=False):  # the models come first
             add_to_card(card, summary, r.label, os.path.relpath(report, card.parent))
@@ -427,7 +428,7 @@ def residual_scale_cmd(
 ) -> None:
     """Choose how much detail the network adds (out = bilinear + a * residual) on the
     validation split, with the unseen benchmark's protocol, and write the scaled model."""
-    from training.residual_scale import choose_alpha, scale_residual
+    from training.export.residual_scale import choose_alpha, scale_residual
 
     res = choose_alpha(card, data, _csv(datasets), [float(a) for a in _csv(alphas)],
                        per_dataset, out / "residual_scale")  # fmt: skip
@@ -444,7 +445,7 @@ def residual_scale_cmd(
 def register(app: typer.Typer) -> None:
     """Add ``srnode train`` to the root app (called by dicom_node.cli)."""
     try:
-        from training.evaluate_cli import register_evaluate
+        from training.evaluate.cli import register_evaluate
     except ImportError:
         pass
     else:

@@ -1,7 +1,7 @@
 """Generator architectures by name: ``build_generator("RRDBNet", scale=2, num_feat=32)``.
 
-One file per architecture (``<name>_arch.py``). Discriminators live beside them and are
-built by the losses/evaluation code.
+One file per architecture (``<name>_arch.py``). The GAN stage's discriminators live beside
+them: ``build_discriminator("vgg", num_feat=64, patch=96)`` (or ``"unet"``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,20 @@ def build_generator(name: str, **params: Any) -> nn.Module:
         ) from None
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls(**params)
+
+
+def build_discriminator(kind: str, num_feat: int, patch: int) -> nn.Module:
+    """The VGG-style discriminator (``vgg``, for ``patch``² inputs) or the U-Net with
+    spectral norm (``unet``, any size), on one channel."""
+    if kind == "vgg":
+        from training.archs.discriminator_vgg_arch import VGGStyleDiscriminator
+
+        return VGGStyleDiscriminator(num_in_ch=1, num_feat=num_feat, input_size=patch)
+    if kind == "unet":
+        from training.archs.discriminator_unet_arch import UNetDiscriminatorSN
+
+        return UNetDiscriminatorSN(num_in_ch=1, num_feat=num_feat, skip_connection=True)
+    raise ValueError(f"unknown discriminator {kind!r} (vgg or unet)")
 
 
 def count_params(model: nn.Module) -> int:

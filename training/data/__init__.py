@@ -1,1 +1,2 @@
-"""Training data: readers, adapters, preparation, splits, intensity mapping, patches."""
+"""Training data: sources, readers, preparation and splits, DRRs, intensity mapping,
+patches, and the degradations that make their low-resolution inputs."""

@@ -13,7 +13,7 @@ and edge replication at the borders. Values are not clipped.
   image under block averaging.
 
 The learned baselines (SRCNN, SRGAN, ESRGAN-PSNR/GAN, interpolated) are exported ONNX models
-run through :mod:`sr_engine`; see :mod:`training.evaluate`.
+run through :mod:`sr_engine`; see :mod:`training.evaluate.heldout`.
 """
 
 from __future__ import annotations

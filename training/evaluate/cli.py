@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluate import (
+from training.evaluate.heldout import (
     DEFAULT_DATASETS,
     ROLE_CANDIDATES,
     ROLE_LABEL,
@@ -27,9 +27,9 @@ from training.evaluate import (
     model_family,
     training_images,
 )
-from training.evaluate_report import unseen_dicom, write_report
-from training.evaluate_stats import summarize
-from training.metrics import NiqeModel, fit_niqe_model
+from training.evaluate.metrics import NiqeModel, fit_niqe_model
+from training.evaluate.report import unseen_dicom, write_report
+from training.evaluate.stats import summarize
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def run_evaluation(
         std = NiqeModel.load(niqe_params) if niqe_params else None
         feats = None
         if inception_weights is not None:
-            from training.fid import InceptionFeatures
+            from training.evaluate.fid import InceptionFeatures
 
             feats = InceptionFeatures(inception_weights)
         ev = evaluate(samples, methods, card.scale, card.degradation.operator, nm, std,

@@ -3,13 +3,13 @@
 What is compared, on the same LR inputs (HR images degraded by the card's operator,
 ``area`` x``scale`` by default):
 
-* interpolation baselines (:mod:`training.baselines`): nearest, bicubic, Lanczos, wavelet;
+* interpolation baselines (:mod:`training.evaluate.baselines`): nearest, bicubic, Lanczos, wavelet;
 * learned models as exported ONNX files run **through sr_engine the way the node runs them**
   (tiles, intensity model, data consistency on: "node"), and the same network with data
   consistency off ("raw"), so the effect of the consistency step is visible. Roles: SRCNN,
   SRGAN, ESRGAN-PSNR, ESRGAN-GAN and the network-interpolated model.
 
-Metrics (:mod:`training.metrics`) are computed in the network's [0, 1] intensity space of
+Metrics (:mod:`training.evaluate.metrics`) are computed in the network's [0, 1] intensity space of
 the HR image (the card's intensity model), predictions clipped to [0, 1], ``scale`` border
 pixels cropped: PSNR (data range 1.0, the span of that space, stated in the report), SSIM,
 MSE, NIQE with a pristine model fitted on HR training images (and the standard parameters
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 
 from sr_engine.consistency import degrade as engine_degrade
-from training import baselines
-from training.metrics import NiqeModel, mse, niqe, psnr, ssim
+from training.evaluate import baselines
+from training.evaluate.metrics import NiqeModel, mse, niqe, psnr, ssim
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def degrade(x: np.ndarray, scale: int, operator: str = "area") -> np.ndarray:
     ``blur_noise`` with the blur it was trained with (the engine enforces only its area part)."""
     if operator != "blur_noise":
         return engine_degrade(x, scale, operator)
-    from training.degradations import degrade_np
+    from training.data.degradations import degrade_np
 
     return degrade_np(x, operator, scale).astype(np.float64)
 
@@ -354,7 +354,7 @@ def evaluate(
 ) -> Evaluation:
     """Every method on every sample; per-image records of PSNR/SSIM/MSE/NIQE.
 
-    ``features`` (e.g. :class:`training.fid.InceptionFeatures`) maps images to feature
+    ``features`` (e.g. :class:`training.evaluate.fid.InceptionFeatures`) maps images to feature
     vectors; with it, FID of each method's outputs against the HR images is reported.
     """
     samples = as_samples(samples)

@@ -16,7 +16,7 @@ No-reference:
   the user supplies (MATLAB ``modelparameters.mat`` or BasicSR ``niqe_pris_params.npz``).
   Lower is better.
 
-FID needs Inception-v3 weights the user supplies; it lives in :mod:`training.fid`.
+FID needs Inception-v3 weights the user supplies; it lives in :mod:`training.evaluate.fid`.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from sr_engine.consistency import area_down
-from training import baselines
-from training.evaluate import EngineRunner, Evaluation
-from training.evaluate_stats import check_targets, mean_ci, paired_wilcoxon, summarize
-from training.metrics import psnr, ssim
+from training.evaluate import baselines
+from training.evaluate.heldout import EngineRunner, Evaluation
+from training.evaluate.metrics import psnr, ssim
+from training.evaluate.stats import check_targets, mean_ci, paired_wilcoxon, summarize
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluate import GAN_NIQE_SHARE, PSNR_TARGETS, SRCNN_MARGIN, Evaluation, model_family
+from training.evaluate.heldout import (
+    GAN_NIQE_SHARE,
+    PSNR_TARGETS,
+    SRCNN_MARGIN,
+    Evaluation,
+    model_family,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,7 @@ def summarize(ev: Evaluation, reference: str = "bicubic") -> list[dict[str, Any]
             row[k] = mean_ci(vals) if len(vals) else (math.nan, math.nan)
         row["fid"] = math.nan
         if m.name in ev.features and "HR" in ev.features and len(ev.features["HR"]) >= 2:
-            from training.fid import fid_from_features
+            from training.evaluate.fid import fid_from_features
 
             row["fid"] = fid_from_features(
                 np.array(ev.features[m.name]), np.array(ev.features["HR"])

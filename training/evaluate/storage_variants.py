@@ -25,7 +25,7 @@ import numpy as np
 
 from sr_engine import consistency as dc
 from sr_engine.meta import PixelMeta
-from training.unseen import ModelRunner, UnseenImage, interpolate, score
+from training.evaluate.unseen import ModelRunner, UnseenImage, interpolate, score
 
 CROP = 256
 SPREAD_TARGET_DB = 0.3
@@ -155,7 +155,7 @@ def variants_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         "## Storage variants (gain over bicubic, dB, of the same image in each container)",
         "",
         f"A {CROP}² centre crop of benchmark images, encoded exactly in each container "
-        "(:mod:`training.storage_variants`); *floor* marks the self-check's fallback. The "
+        "(:mod:`training.evaluate.storage_variants`); *floor* marks the self-check's fallback. The "
         f"target: a spread below {SPREAD_TARGET_DB} dB.",
         "",
         "| image | model | container | gain | floor's gain | self-check |",

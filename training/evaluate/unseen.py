@@ -44,7 +44,8 @@ from sr_engine.meta import PixelMeta
 from sr_engine.pixels import read_pixels
 from sr_engine.resample import upsample_spline
 from sr_engine.selfcheck import floor_frame
-from training.metrics import psnr, ssim
+from training.evaluate.metrics import psnr, ssim
+from training.evaluate.unseen_noise import apart
 
 log = logging.getLogger(__name__)
 
@@ -285,13 +286,7 @@ def flat_patches(hu: np.ndarray, size: int = 32, count: int = 4) -> list[tuple[i
             if b.mean() > -500 and b.min() > -1024:
                 cands.append((float(b.std()), y, x))
     cands.sort()
-    picked: list[tuple[int, int]] = []
-    for _, y, x in cands:
-        if all(abs(y - py) >= size or abs(x - px) >= size for py, px in picked):
-            picked.append((y, x))
-        if len(picked) == count:
-            break
-    return picked
+    return apart(cands, size, count)
 
 
 def noise_in_flat_patches(

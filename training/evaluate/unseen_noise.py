@@ -42,6 +42,12 @@ def flat_patches(hr: np.ndarray, size: int = SIZE, count: int = COUNT) -> list[t
                 cands.append((float(b.std()), y, x))
     cands.sort()
     cands = [c for c in cands if c[0] <= FLAT_FACTOR * cands[0][0]]
+    return apart(cands, size, count)
+
+
+def apart(cands: Sequence[tuple[float, int, int]], size: int, count: int) -> list[tuple[int, int]]:
+    """Top-left corners of the first ``count`` of ``(score, y, x)`` candidates whose ``size``
+    patches do not overlap one already taken."""
     picked: list[tuple[int, int]] = []
     for _, y, x in cands:
         if all(abs(y - py) >= size or abs(x - px) >= size for py, px in picked):
@@ -128,11 +134,11 @@ def noise_table(rows: Sequence[dict[str, Any]]) -> list[str]:
         f"## Noise by band in flat {SIZE}² patches (power relative to the original)",
         "",
         "The flattest patches of each image without padding or background "
-        "(:mod:`training.unseen_noise`). *input*: frequencies up to half the high-resolution "
-        "Nyquist, which the x2 input also holds; *sub-pixel*: above it, the band a x2 method "
-        "invents. ⚠: more power than the original beyond what rounding to stored integers "
-        "adds. A data-consistent output keeps the input's aliased noise in the input band "
-        "(the floor shows it too); invented grain shows in the sub-pixel band.",
+        "(:mod:`training.evaluate.unseen_noise`). *input*: frequencies up to half the high-"
+        "resolution Nyquist, which the x2 input also holds; *sub-pixel*: above it, the band a x2 "
+        "method invents. ⚠: more power than the original beyond what rounding to stored integers "
+        "adds. A data-consistent output keeps the input's aliased noise in the input band (the "
+        "floor shows it too); invented grain shows in the sub-pixel band.",
         "",
         "| image | method | patches | input | sub-pixel |",
         "|---|---|---|---|---|",

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from training.unseen import UnseenImage, fmt_db
+from training.evaluate.unseen import UnseenImage, fmt_db
 
 
 def summary_table(summary: Sequence[dict[str, Any]]) -> list[str]:

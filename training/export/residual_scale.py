@@ -5,7 +5,7 @@ images, ``r`` can be stronger than real, noisy scans support; ``out_a = bilinear
 a * r(x)`` (the last convolution's weights and bias times ``a``) trades detail for fidelity,
 like ESRGAN's network interpolation but towards interpolation. ``a`` is chosen on the
 validation split of the training sources with the unseen benchmark's protocol
-(:func:`training.unseen.heldout_images`), never on the benchmark itself, and recorded in
+(:func:`training.evaluate.unseen.heldout_images`), never on the benchmark itself, and recorded in
 the card.
 """
 
@@ -63,7 +63,7 @@ def choose_alpha(
 ) -> dict[str, Any]:
     """Mean PSNR gain over bicubic on the validation slices for each ``alpha``; the best one,
     with its images below the floor."""
-    from training.unseen import ModelRunner, heldout_images, run_benchmark, summarize
+    from training.evaluate.unseen import ModelRunner, heldout_images, run_benchmark, summarize
 
     images = heldout_images(data_dir, datasets, "val", per_dataset)
     runners = []

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.steps import Adversary
+from training.fit.steps import Adversary
 
 
 def save_checkpoint(

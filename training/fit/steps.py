@@ -1,7 +1,8 @@
-"""One training iteration: the degraded input of a batch, a PSNR-stage step, a GAN-stage step.
+"""One training iteration: the degraded input of a batch, a PSNR-stage step, a GAN-stage
+step, the EMA update.
 
-:func:`training.train.fit` owns the run (data, models, schedule, logs, checkpoints) and
-calls these once per iteration. Each step returns the detached losses it logs.
+:meth:`training.fit.run.Run.step` calls these once per iteration; :func:`training.fit.loop.fit`
+owns the run (schedule, logs, checkpoints). Each step returns the detached losses it logs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from training.degradations import degrade, random_realistic
+from training.data.degradations import degrade, random_realistic
 
 Autocast = Callable[[], AbstractContextManager[Any]]
 
@@ -42,6 +43,14 @@ def degraded_batch(
             std = torch.rand(n, 1, 1, 1, device=hr.device) * noise_sigma
             lr = lr + on * std * torch.randn_like(lr)
     return lr
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.mul_(decay).add_(pm.detach(), alpha=1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
 
 
 def psnr_step(

@@ -1,6 +1,6 @@
 """A bundled model's ONNX weights back into a ``generator.pt`` (to fine-tune from).
 
-The bundled models were exported by :mod:`training.export` from this package's own
+The bundled models were exported by :mod:`training.export.onnx` from this package's own
 architectures, so the ONNX initializers carry the PyTorch parameter names; the card gives
 the architecture. The result is checked against ONNX Runtime before it is written.
 """
@@ -20,7 +20,7 @@ def generator_from_onnx(card_path: str | Path, out: str | Path, tol: float = 1e-
 
     from sr_engine.model_card import load_card
     from training.archs import build_generator
-    from training.train import save_generator
+    from training.fit.generator import save_generator
 
     card_path = Path(card_path)
     card = load_card(card_path, verify=True)
@@ -67,7 +67,7 @@ def change_depth(generator: str | Path, num_block: int, out: str | Path, seed: i
     import torch
 
     from training.archs import build_generator
-    from training.train import load_generator, save_generator
+    from training.fit.generator import load_generator, save_generator
 
     model, info = load_generator(generator)
     if info.get("arch") != "RRDBNet":
