@@ -30,6 +30,8 @@ DATASET_OPTIONAL = ("license", "origin", "drr", "gap_mm", "fractions", "seed")
 
 @dataclass
 class Run:
+    """One run's state; :func:`start_run` builds it, :func:`training.fit.loop.fit` drives it."""
+
     cfg: TrainConfig
     device: torch.device
     prepared: list[dict[str, Any]]
