@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from dicom_node.config import Settings
 from dicom_node.jobs import retention
 from dicom_node.jobs.stability import tick
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store import database as dbm
 from dicom_node.store.database import Database
 from dicom_node.store.schema import Instance, Job
@@ -48,14 +49,10 @@ def _series(db: Database, data: Path, uid: str, state: JobState, ended: float, n
     sid = db.ensure_series(
         study_uid=study,
         series_uid=uid,
-        study_description=None,
-        modality="CT",
-        body_part=None,
-        series_description="axial",
-        calling_ae="PACS",
+        header=SeriesHeader(
+            modality="CT", series_description="axial", calling_ae="PACS", derived_by_srnode=False
+        ),
         via="dimse",
-        derived_by_srnode=False,
-        expected_count=None,
         now=received,
     )
     spool, derived = [], []

@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 
 from dicom_node.error_text import describe
+from dicom_node.receive.series_header import int_or_none
 from dicom_node.receive.store_status import (
     BAD_IMAGE,
     BAD_PIXEL_DATA,
@@ -38,7 +39,9 @@ def check_instance(
     pixel: tuple[int, int] | None = None,
     encoded: bool = False,
 ) -> dict[str, Any]:
-    """The facts of a storable instance, or :class:`Rejected` saying what is wrong.
+    """The identity of a storable instance (its UIDs, SOP class and InstanceNumber), or
+    :class:`Rejected` saying what is wrong. (What the series' header says is read once,
+    for a new series: :mod:`dicom_node.receive.series_header`.)
     ``encoded``: ``ds`` is the header only and ``pixel`` the pixel data element found
     on the wire (None: there is none)."""
     try:
@@ -97,16 +100,9 @@ def check_instance(
                     f"pixel data truncated ({got} bytes, image attributes need {expected})",
                 )
     try:
-        facts.update(
-            modality=str(ds.get("Modality", "") or "") or None,
-            body_part=str(ds.get("BodyPartExamined", "") or "") or None,
-            series_description=str(ds.get("SeriesDescription", "") or "") or None,
-            study_description=str(ds.get("StudyDescription", "") or "") or None,
-            instance_number=_int_or_none(ds.get("InstanceNumber")),
-            expected_count=_int_or_none(ds.get("ImagesInAcquisition")),
-        )
+        facts["instance_number"] = int_or_none(ds.get("InstanceNumber"))
     except Exception as e:
-        raise Rejected(CANNOT_UNDERSTAND, f"cannot read series attributes: {describe(e)}") from None
+        raise Rejected(CANNOT_UNDERSTAND, f"cannot read InstanceNumber: {describe(e)}") from None
     return facts
 
 
@@ -212,10 +208,3 @@ def known_facts(meta: Any, ds: Any) -> dict[str, Any]:
 
 def meta_facts(meta: FileMetaDataset) -> dict[str, Any]:
     return {"sop_uid": str(meta.get("MediaStorageSOPInstanceUID", "") or "") or None}
-
-
-def _int_or_none(v: Any) -> int | None:
-    try:
-        return None if v is None or v == "" else int(v)
-    except (TypeError, ValueError):
-        return None
