@@ -25,6 +25,7 @@ from typing import Any
 from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.runtime import LiveSync, start_live
 from dicom_node.config import Settings
+from dicom_node.data_dir import DataDir
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.worker import Worker
@@ -146,8 +147,8 @@ class Intake:
 def open_intake(settings: Settings, *, migrate: bool = True) -> Intake:
     """The one place a database, its spool and the ingest on them are wired together
     (``srnode serve`` and its receiver processes, ``srnode worker``, ``srnode pull``)."""
-    data_dir = Path(settings.node.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data = DataDir.of(settings)
+    data.root.mkdir(parents=True, exist_ok=True)
     db = Database.from_settings(settings)
     if migrate:
         try:
@@ -155,7 +156,7 @@ def open_intake(settings: Settings, *, migrate: bool = True) -> Intake:
         except SchemaError as e:
             db.close()
             raise StartupError(str(e)) from None
-    spool = Spool(data_dir / "spool", fsync=settings.spool.fsync)
+    spool = Spool(data.spool, fsync=settings.spool.fsync)
     return Intake(db, spool, Ingestor(db, spool, settings=settings))
 
 
@@ -178,7 +179,7 @@ def storage_scp(settings: Settings, intake: Intake, *, reuse_port: bool) -> Any:
 
 def node_claim_prefix(settings: Settings) -> str:
     """Claims of this node (host + data dir): released at start, since we were the holder."""
-    key = hashlib.sha1(str(Path(settings.node.data_dir).resolve()).encode()).hexdigest()[:10]
+    key = hashlib.sha1(str(DataDir.of(settings).root.resolve()).encode()).hexdigest()[:10]
     return f"{socket.gethostname()}:serve:{key}:"
 
 
@@ -188,7 +189,7 @@ class Node:
     def __init__(self, settings: Settings, *, role: str = "serve") -> None:
         self.settings = settings
         self.role = role
-        self.data_dir = Path(settings.node.data_dir)
+        self.data_dir = DataDir.of(settings).root
         self.db: Database | None = None
         self.spool: Spool | None = None
         self.ingestor: Ingestor | None = None
