@@ -185,7 +185,7 @@ def test_concurrent_writers_share_folder_flushes(tmp_path, monkeypatch):
 def test_header_scanner_agrees_with_pydicom(name):
     from pydicom.uid import UID
 
-    from dicom_node.receive.wire import _WANTED, scan_header
+    from dicom_node.receive.header_scan import _WANTED, scan_header
 
     path = get_testdata_file(name)
     if path is None:
@@ -220,7 +220,7 @@ def test_store_response_encoding_matches_pynetdicom():
 
     from pydicom.filereader import read_dataset
 
-    from dicom_node.receive.wire import encode_store_rsp
+    from dicom_node.receive.dimse_codec import encode_store_rsp
 
     raw = encode_store_rsp(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", 0xC003, "pixel data cut")
     ds = read_dataset(BytesIO(raw), True, True)

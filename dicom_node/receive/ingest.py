@@ -32,6 +32,7 @@ from pydicom.filereader import read_dataset
 
 from dicom_node.config import Settings
 from dicom_node.error_text import describe, scrub
+from dicom_node.receive.header_scan import Malformed, past_image_group, scan_header
 from dicom_node.receive.instance_checks import (
     check_instance,
     find_pixel_header,
@@ -49,13 +50,7 @@ from dicom_node.receive.store_status import (
     Rejected,
     StoreStatus,
 )
-from dicom_node.receive.wire import (
-    Malformed,
-    encode_file_meta,
-    past_image_group,
-    scan_header,
-    transfer_syntax,
-)
+from dicom_node.receive.wire import encode_file_meta, transfer_syntax
 from dicom_node.spool import Spool, SpoolError
 from dicom_node.store.database import Database
 

@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 
 from dicom_node.error_text import describe
+from dicom_node.receive.header_scan import Malformed, at_pixel_data, check_pixel_data
 from dicom_node.receive.series_header import int_or_none
 from dicom_node.receive.store_status import (
     BAD_IMAGE,
@@ -20,14 +21,7 @@ from dicom_node.receive.store_status import (
     UID_MISMATCH,
     Rejected,
 )
-from dicom_node.receive.wire import (
-    IMAGE_SOP_CLASSES,
-    Malformed,
-    at_pixel_data,
-    check_pixel_data,
-    expected_pixel_bytes,
-    transfer_syntax,
-)
+from dicom_node.receive.wire import IMAGE_SOP_CLASSES, expected_pixel_bytes, transfer_syntax
 from dicom_node.spool import valid_uid
 
 _PIXEL_TAG = 0x7FE00010

@@ -35,13 +35,10 @@ from dicom_node.implementation import identify
 from dicom_node.net import nodelay, quiet_pynetdicom
 from dicom_node.receive import fastpath
 from dicom_node.receive.access import Allowlist, NodeAE
+from dicom_node.receive.header_scan import WireMeta
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.store_status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
-from dicom_node.receive.wire import (
-    STORAGE_SOP_CLASSES,
-    TRANSFER_SYNTAXES,
-    WireMeta,
-)
+from dicom_node.receive.wire import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 
 log = logging.getLogger(__name__)
 
