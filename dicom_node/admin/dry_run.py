@@ -16,7 +16,7 @@ def dry_run(
 ) -> dict[str, Any]:
     """Which route a series (by UID, from what the node recorded) or a set of attributes
     would take with the live routes and destinations; nothing is changed."""
-    from dicom_node.jobs.routing import decide
+    from dicom_node.jobs.routing import MATCHERS, decide
     from dicom_node.receive.series_header import SeriesHeader
 
     if series_uid is not None:
@@ -30,7 +30,8 @@ def dry_run(
     names = [d["name"] for d in live.list_destinations()]
     d = decide(routes, f, names)
     return {
-        "facts": {k: getattr(f, k) for k in f.__dataclass_fields__},
+        # what routing looks at (not the catalog's facts the header also holds)
+        "facts": {k: getattr(f, k) for k in (*MATCHERS, "derived_by_srnode")},
         "action": d.action,
         "route": d.route,
         "model": d.model,
