@@ -14,6 +14,9 @@ then returns Success (0x0000). Any failure gives an error status, never Success:
 logs and STOW-RS failure reasons; it, the codes and ``Rejected`` are in
 :mod:`dicom_node.receive.store_status`, the checks in :mod:`dicom_node.receive.instance_checks`,
 the reading of a Dataset or Part-10 bytes in :mod:`dicom_node.receive.instance_input`.
+The first instance of a series new to this process gives the series' header
+(:class:`~dicom_node.receive.series_header.SeriesHeader`), from the data set already
+parsed, before anything is written; it is stored once with the series row.
 The SCP calls :meth:`Ingestor.store_encoded` with the raw bytes it received so nothing is
 decoded and re-encoded on the hot path.
 """
