@@ -1,4 +1,5 @@
-"""TCP details of DICOM sockets, with pynetdicom's public events only.
+"""TCP details of DICOM sockets, with pynetdicom's public events (and the socket from
+:func:`dicom_node.compat.association_socket`).
 
 pynetdicom never sets TCP_NODELAY; with Nagle's algorithm on, small C-STORE exchanges
 wait for delayed ACKs and run ~100x slower. :func:`nodelay` sets it on every association's
@@ -15,10 +16,12 @@ from typing import Any
 
 from pynetdicom import evt
 
+from dicom_node.compat import association_socket
+
 
 def nodelay(event: Any) -> None:
     """EVT_CONN_OPEN handler: TCP_NODELAY on the association's socket."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    sock = association_socket(event.assoc)
     if sock is not None:
         with contextlib.suppress(OSError):  # not a TCP socket (e.g. already closed)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

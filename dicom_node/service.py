@@ -8,23 +8,21 @@ resumable (claim released; the next start, or another worker, takes it up).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import logging
 import os
 import signal
 import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.runtime import LiveSync, start_live
 from dicom_node.config import Settings
+from dicom_node.data_dir import DataDir
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.worker import Worker
@@ -32,106 +30,12 @@ from dicom_node.receive import fastpath, ingest
 from dicom_node.receive.access import REJECT_REASON, Allowlist
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.spool import Spool
+from dicom_node.startup import StartupError, bind_listener, check_startup, port_in_use
 from dicom_node.store.database import Database
 from dicom_node.store.jobs import Jobs
 from dicom_node.store.migrate import SchemaError
 
 log = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """A setup the node cannot run with, found at start: one line naming the setting."""
-
-
-def _readable(key: str, path: Path | None) -> None:
-    if path is None:
-        return
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-    except OSError as e:
-        raise StartupError(f"config: {key}: cannot read {path} ({e.strerror or e})") from None
-
-
-def _check_tls(settings: Settings) -> None:
-    """Every TLS file named in the config is readable; the node's certificate and key load."""
-    n = settings.node
-    for key in ("tls_cert", "tls_key", "tls_ca"):
-        _readable(f"node.{key}", getattr(n, key))
-    if bool(n.tls_cert) != bool(n.tls_key):
-        have, need = ("tls_cert", "tls_key") if n.tls_cert else ("tls_key", "tls_cert")
-        raise StartupError(f"config: node.{need}: required with node.{have} (TLS needs both)")
-    if n.tls_cert and n.tls_key:
-        try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                os.fspath(n.tls_cert), os.fspath(n.tls_key)
-            )
-        except ssl.SSLError as e:
-            raise StartupError(
-                f"config: node.tls_cert: {n.tls_cert} and {n.tls_key} are not a PEM "
-                f"certificate and its key ({e.reason or e})"
-            ) from None
-    for d in settings.destinations:
-        for key in ("tls_ca", "tls_cert", "tls_key"):
-            _readable(f"destinations.{d.name}.{key}", getattr(d, key, None))
-
-
-def _check_models(settings: Settings) -> None:
-    """Every model a route names resolves (by name in the model folders, or a card path)."""
-    from sr_engine.errors import ModelCardError
-    from sr_engine.registry import resolve_model
-
-    for r in settings.routes:
-        if r.action != "enhance" or not r.model:
-            continue
-        try:
-            resolve_model(r.model, model_dirs=settings.engine.model_dirs)
-        except (ModelCardError, OSError, ValueError) as e:
-            raise StartupError(f"config: routes.{r.name}.model: {e}") from None
-
-
-def _port_in_use(key: str, host: str, port: int, hint: str = "") -> StartupError:
-    return StartupError(
-        f"config: {key}: port {port} on {host} is already in use by another program{hint}"
-    )
-
-
-def bind_listener(key: str, host: str, port: int, *, hint: str = "") -> socket.socket:
-    """A listening TCP socket on (host, port), or StartupError naming ``key``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as e:
-        sock.close()
-        if e.errno == errno.EADDRINUSE:
-            raise _port_in_use(key, host, port, hint) from None
-        raise StartupError(
-            f"config: {key}: cannot listen on {host}:{port} ({e.strerror or e})"
-        ) from None
-    return sock
-
-
-def check_startup(settings: Settings, role: str = "serve") -> None:
-    """Refuse a setup that cannot work before anything starts (StartupError, one line):
-    TLS files unreadable, a route's model missing, the DICOM or web port taken. Config
-    checks (AE titles, incomplete destinations, routes naming unknown ones) ran when the
-    settings were validated."""
-    _check_tls(settings)
-    _check_models(settings)
-    if role != "serve":
-        return
-    n = settings.node
-    with contextlib.closing(bind_listener("node.port", n.host, n.port)):
-        pass
-    if settings.web.enabled:
-        w = settings.web
-        with contextlib.closing(
-            bind_listener("web.port", w.host, w.port, hint=" (or set web.enabled = false)")
-        ):
-            pass
 
 
 @dataclass
@@ -146,8 +50,8 @@ class Intake:
 def open_intake(settings: Settings, *, migrate: bool = True) -> Intake:
     """The one place a database, its spool and the ingest on them are wired together
     (``srnode serve`` and its receiver processes, ``srnode worker``, ``srnode pull``)."""
-    data_dir = Path(settings.node.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data = DataDir.of(settings)
+    data.root.mkdir(parents=True, exist_ok=True)
     db = Database.from_settings(settings)
     if migrate:
         try:
@@ -155,7 +59,7 @@ def open_intake(settings: Settings, *, migrate: bool = True) -> Intake:
         except SchemaError as e:
             db.close()
             raise StartupError(str(e)) from None
-    spool = Spool(data_dir / "spool", fsync=settings.spool.fsync)
+    spool = Spool(data.spool, fsync=settings.spool.fsync)
     return Intake(db, spool, Ingestor(db, spool, settings=settings))
 
 
@@ -178,7 +82,7 @@ def storage_scp(settings: Settings, intake: Intake, *, reuse_port: bool) -> Any:
 
 def node_claim_prefix(settings: Settings) -> str:
     """Claims of this node (host + data dir): released at start, since we were the holder."""
-    key = hashlib.sha1(str(Path(settings.node.data_dir).resolve()).encode()).hexdigest()[:10]
+    key = hashlib.sha1(str(DataDir.of(settings).root.resolve()).encode()).hexdigest()[:10]
     return f"{socket.gethostname()}:serve:{key}:"
 
 
@@ -188,7 +92,7 @@ class Node:
     def __init__(self, settings: Settings, *, role: str = "serve") -> None:
         self.settings = settings
         self.role = role
-        self.data_dir = Path(settings.node.data_dir)
+        self.data_dir = DataDir.of(settings).root
         self.db: Database | None = None
         self.spool: Spool | None = None
         self.ingestor: Ingestor | None = None
@@ -241,7 +145,7 @@ class Node:
                 _, self.port = self.scp.start()
             except OSError as e:  # taken since check_startup
                 if e.errno == errno.EADDRINUSE:
-                    raise _port_in_use("node.port", s.node.host, s.node.port) from None
+                    raise port_in_use("node.port", s.node.host, s.node.port) from None
                 raise
             if s.node.receivers > 1:
                 self._start_receivers(self.port)

@@ -12,9 +12,7 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -182,41 +180,9 @@ class Spool:
             raise SpoolError(e.errno, f"spool write failed: {e.strerror or e}") from e
         return path, size
 
-    def remove_series(self, study_uid: str, series_uid: str) -> int:
-        """Remove a series folder (retention); returns the number of files removed."""
-        folder = self.root / study_uid / series_uid
-        self._dirs.discard(folder)
-        if not (valid_uid(study_uid) and valid_uid(series_uid)) or not folder.is_dir():
-            return 0
-        n = sum(1 for _ in folder.glob("*.dcm"))
-        shutil.rmtree(folder, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            (self.root / study_uid).rmdir()  # only when empty
-        return n
-
-    def remove_older_than(self, hours: float, now: float | None = None) -> int:
-        """Remove spool files not modified for ``hours``; returns how many went."""
-        cutoff = (time.time() if now is None else now) - hours * 3600
-        n = 0
-        for study in list(self.root.iterdir()):
-            if not study.is_dir():
-                continue
-            for series in list(study.iterdir()):
-                if not series.is_dir():
-                    continue
-                for f in list(series.glob("*.dcm")):
-                    with contextlib.suppress(OSError):
-                        if f.stat().st_mtime < cutoff:
-                            f.unlink()
-                            n += 1
-                with contextlib.suppress(OSError):
-                    series.rmdir()
-            with contextlib.suppress(OSError):
-                study.rmdir()
-        return n
-
     def clean_temp(self) -> int:
-        """Remove temporary files left by a crash mid-write."""
+        """Remove temporary files left by a crash mid-write (never acknowledged; what was
+        stored is deleted by :mod:`dicom_node.jobs.retention` only)."""
         n = 0
         for f in self.root.glob("*/*/.*.tmp"):
             with contextlib.suppress(OSError):

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from dicom_node.admin.errors import Actor
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store import audit, migrate
 from dicom_node.store import database as dbm
 from dicom_node.store.database import Database
@@ -48,14 +49,14 @@ def _series(d: Database, uid: str = "1.2.3.4") -> int:
     return d.ensure_series(
         study_uid="1.2.3",
         series_uid=uid,
-        study_description="study",
-        modality="CT",
-        body_part=None,
-        series_description="s",
-        calling_ae="PACS",
+        header=SeriesHeader(
+            modality="CT",
+            series_description="s",
+            study_description="study",
+            calling_ae="PACS",
+            derived_by_srnode=False,
+        ),
         via="dimse",
-        derived_by_srnode=False,
-        expected_count=None,
     )
 
 

@@ -19,7 +19,8 @@ from dicom_node.implementation import (
     IMPLEMENTATION_VERSION_NAME,
     INSTANCE_CREATOR_UID,
 )
-from dicom_node.jobs.routing import SeriesFacts, decide
+from dicom_node.jobs.routing import decide
+from dicom_node.receive.series_header import SeriesHeader
 from sr_engine.model_card import load_card
 from tests.onnx_models import write_test_model
 from tests.test_derive import NearestEngine, _load
@@ -120,7 +121,7 @@ def test_embedded_config_lists_its_routes_and_equals_the_defaults() -> None:
 )
 def test_default_routes(modality: str, action: str, model: str | None) -> None:
     s = Settings()
-    d = decide(s.routes, SeriesFacts(modality=modality), ["pacs"])
+    d = decide(s.routes, SeriesHeader(modality=modality), ["pacs"])
     assert (d.action, d.model) == (action, model)
     if action == "skip":
         assert d.reason == f"no route matched (modality={modality})"

@@ -25,6 +25,7 @@ from dicom_node.export import dimse
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import tick
 from dicom_node.jobs.worker import Worker
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store import database as dbm
 from dicom_node.store.database import Database
 from dicom_node.store.jobs import Jobs
@@ -57,14 +58,8 @@ def _exporting_job(database: Database, tmp_path: Path, settings: Settings) -> tu
     sid = database.ensure_series(
         study_uid=generate_uid(),
         series_uid=generate_uid(),
-        study_description=None,
-        modality="CT",
-        body_part=None,
-        series_description=None,
-        calling_ae="PACS",
+        header=SeriesHeader(modality="CT", calling_ae="PACS", derived_by_srnode=False),
         via="dimse",
-        derived_by_srnode=False,
-        expected_count=None,
         now=time.time() - 60,
     )
     database.record_instance(
@@ -298,14 +293,8 @@ def test_a_failing_instance_records_type_tag_and_uid_never_the_value(database, t
     sid = database.ensure_series(
         study_uid=generate_uid(),
         series_uid=generate_uid(),
-        study_description=None,
-        modality="CT",
-        body_part=None,
-        series_description=None,
-        calling_ae="PACS",
+        header=SeriesHeader(modality="CT", calling_ae="PACS", derived_by_srnode=False),
         via="dimse",
-        derived_by_srnode=False,
-        expected_count=None,
         now=time.time() - 60,
     )
     f = tmp_path / "in.dcm"

@@ -14,6 +14,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from dicom_node.receive.header_scan import Malformed, scan_header
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.store_status import (
     BAD_IMAGE,
@@ -21,7 +22,6 @@ from dicom_node.receive.store_status import (
     CANNOT_UNDERSTAND,
     SUCCESS,
 )
-from dicom_node.receive.wire import Malformed, scan_header
 from dicom_node.spool import Spool
 from dicom_node.store import database as dbm
 from dicom_node.store.database import Database

@@ -24,6 +24,7 @@ from dicom_node.derive.process import enhance_instance
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.stability import tick
 from dicom_node.jobs.worker import Worker
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store import database as dbm
 from dicom_node.store.database import Database
 from dicom_node.store.states import JobState
@@ -156,14 +157,8 @@ def _queued_job(database: Database, settings: Settings, paths: list[Path]) -> st
     sid = database.ensure_series(
         study_uid=str(first.StudyInstanceUID),
         series_uid=str(first.SeriesInstanceUID),
-        study_description=None,
-        modality="CT",
-        body_part=None,
-        series_description=None,
-        calling_ae="PACS",
+        header=SeriesHeader(modality="CT", calling_ae="PACS", derived_by_srnode=False),
         via="dimse",
-        derived_by_srnode=False,
-        expected_count=None,
         now=time.time() - 60,
     )
     for i, p in enumerate(paths):

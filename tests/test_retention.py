@@ -14,8 +14,10 @@ from pydicom.data import get_testdata_file
 from dicom_node.config import Settings
 from dicom_node.jobs import retention
 from dicom_node.jobs.stability import tick
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store import database as dbm
 from dicom_node.store.database import Database
+from dicom_node.store.jobs import Jobs
 from dicom_node.store.schema import Instance, Job
 from dicom_node.store.states import JobState
 from tests.node_helpers import SRNODE
@@ -48,14 +50,10 @@ def _series(db: Database, data: Path, uid: str, state: JobState, ended: float, n
     sid = db.ensure_series(
         study_uid=study,
         series_uid=uid,
-        study_description=None,
-        modality="CT",
-        body_part=None,
-        series_description="axial",
-        calling_ae="PACS",
+        header=SeriesHeader(
+            modality="CT", series_description="axial", calling_ae="PACS", derived_by_srnode=False
+        ),
         via="dimse",
-        derived_by_srnode=False,
-        expected_count=None,
         now=received,
     )
     spool, derived = [], []
@@ -209,3 +207,59 @@ def test_srnode_gc_never_creates_a_data_dir(tmp_path) -> None:
     assert r.returncode == 2
     assert r.stderr.strip().startswith(f"no srnode database in {tmp_path / 'nowhere'}")
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_after_export_removes_a_done_jobs_files_unless_kept(data, keep) -> None:
+    """What the export step calls when a job is done: the source and derived files go at
+    once, unless ``spool.keep_after_export`` / ``derived.keep`` (then the plan does later)."""
+    db = Database(dbm.default_url(data))
+    try:
+        spool, derived = _series(db, data, "1.2.3.7", JobState.DONE, time.time())
+        with db.session() as ss:
+            job = ss.query(Job).one()
+            job.started_at = job.finished_at
+            job_id = job.id
+        s = _settings(data, derived={"keep": keep}, spool={"keep_after_export": keep})
+        n = retention.after_export(Jobs(db), s, job_id, "1.2.3.7")
+        assert n == (0 if keep else 4)
+        assert all(f.exists() == keep for f in [*spool, *derived])
+        assert (data / "spool" / "1.2.3").exists() == keep  # the emptied folders went too
+        with db.session() as ss:
+            removed = {i.path for i in ss.query(Instance).filter_by(removed=True)}
+        assert removed == (set() if keep else {str(f) for f in spool})
+    finally:
+        db.close()
+
+
+#: the only deletions outside dicom_node/jobs/retention.py: (module, function) that remove
+#: files that were never acknowledged (temporary files, a spool file that does not parse)
+_DELETES_ELSEWHERE = {
+    ("dicom_node/spool.py", "atomic_write"),
+    ("dicom_node/spool.py", "clean_temp"),
+    ("dicom_node/receive/ingest.py", "reconcile"),
+}
+
+
+def test_only_retention_deletes_received_or_derived_files() -> None:
+    """Every call that deletes a file or folder in dicom_node/ (unlink, rmtree, rmdir,
+    os.remove) is in jobs/retention.py, or in one of the never-acknowledged cases above.
+    (Before, the worker removed a done job's source files itself.)"""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    found = set()
+    for path in sorted((root / "dicom_node").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel == "dicom_node/jobs/retention.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                if call and node.func.attr in {"unlink", "rmtree", "rmdir", "remove", "removedirs"}:
+                    found.add((rel, fn.name))
+    assert found <= _DELETES_ELSEWHERE, sorted(found - _DELETES_ELSEWHERE)
+    assert ("dicom_node/spool.py", "atomic_write") in found  # the scan sees what it should

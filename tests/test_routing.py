@@ -10,12 +10,13 @@ from pydicom.sequence import Sequence
 
 from dicom_node.config import DeriveSettings, Settings
 from dicom_node.config_routing import Route
-from dicom_node.jobs.routing import SeriesFacts, decide, is_srnode_derived, route_matches
+from dicom_node.jobs.routing import decide, route_matches
+from dicom_node.receive.series_header import SeriesHeader, is_srnode_derived
 
 DESTS = ["PACS", "ARCHIVE"]
 
 
-def facts(**kw) -> SeriesFacts:
+def facts(**kw) -> SeriesHeader:
     base = dict(
         modality="CT",
         body_part="HEAD",
@@ -24,7 +25,7 @@ def facts(**kw) -> SeriesFacts:
         calling_ae="ORTHANC",
     )
     base.update(kw)
-    return SeriesFacts(**base)
+    return SeriesHeader(**base)
 
 
 def routes(*items: dict) -> list[Route]:
@@ -145,7 +146,7 @@ def test_is_srnode_derived_by_image_type_and_description():
 def test_facts_from_dataset():
     ds = _ct()
     ds.BodyPartExamined = "HEAD"
-    f = SeriesFacts.from_dataset(ds, calling_ae="ORTHANC")
+    f = SeriesHeader.from_dataset(ds, calling_ae="ORTHANC")
     assert (f.modality, f.body_part, f.calling_ae, f.derived_by_srnode) == (
         "CT",
         "HEAD",
@@ -156,9 +157,9 @@ def test_facts_from_dataset():
 
 def test_snapshot_round_trip_and_unknown_fields():
     f = facts(derived_by_srnode=True)
-    assert SeriesFacts.from_json(f.to_json()) == f
+    assert SeriesHeader.from_json(f.to_json()) == f
     # a snapshot written by another srnode version: unknown keys ignored, missing ones empty
-    g = SeriesFacts.from_json('{"modality": "MR", "scanner_color": "red"}')
+    g = SeriesHeader.from_json('{"modality": "MR", "scanner_color": "red"}')
     assert g.modality == "MR" and g.body_part == "" and not g.derived_by_srnode
 
 
@@ -170,7 +171,7 @@ def test_the_configured_manufacturer_decides():
     assert not is_srnode_derived(ds, DeriveSettings())
     assert is_srnode_derived(ds, DeriveSettings(manufacturer="Acme SR"))
     settings = Settings.model_validate({"derive": {"manufacturer": "acme sr"}})
-    assert SeriesFacts.from_dataset(ds, "PACS", settings).derived_by_srnode
+    assert SeriesHeader.from_dataset(ds, "PACS", settings).derived_by_srnode
 
 
 def _orthanc_tags(ds: Dataset) -> dict:

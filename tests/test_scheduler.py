@@ -15,6 +15,7 @@ from dicom_node.config import Settings
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.stability import complete_stable_series, route_received_jobs, tick
 from dicom_node.jobs.worker import Worker
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store import database as dbm
 from dicom_node.store.database import Database
 from dicom_node.store.jobs import Jobs
@@ -56,14 +57,14 @@ def _receive(
     sid = d.ensure_series(
         study_uid="1.2.3",
         series_uid=series,
-        study_description=None,
-        modality=modality,
-        body_part=None,
-        series_description="axial",
-        calling_ae="PACS",
+        header=SeriesHeader(
+            modality=modality,
+            series_description="axial",
+            calling_ae="PACS",
+            derived_by_srnode=derived,
+            expected_count=expected,
+        ),
         via="dimse",
-        derived_by_srnode=derived,
-        expected_count=expected,
         now=now,
     )
     for i in range(n):

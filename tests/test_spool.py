@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pydicom
@@ -113,13 +114,14 @@ def test_disk_failure_is_out_of_resources(node, tmp_path):
             os.chmod(sp.root, 0o700)
 
 
-def test_retention(tmp_path):
+def test_a_folder_retention_removed_is_made_again(tmp_path):
+    """Retention (dicom_node.jobs.retention, the one place that deletes) may remove a series
+    folder the spool has written to: the next instance of that series makes it again."""
     sp = Spool(tmp_path)
-    p, _ = sp.write("1.2", "1.2.3", "1.2.3.4", b"x")
-    assert sp.remove_older_than(1.0) == 0
-    os.utime(p, (1, 1))
-    assert sp.remove_older_than(1.0) == 1
-    assert not (tmp_path / "1.2").exists()
+    sp.write("1.2", "1.2.3", "1.2.3.4", b"x")
+    shutil.rmtree(tmp_path / "1.2")
+    p, _ = sp.write("1.2", "1.2.3", "1.2.3.5", b"y")
+    assert p.read_bytes() == b"y" and p.parent == tmp_path / "1.2" / "1.2.3"
 
 
 def test_reconcile_indexes_spool_files_without_rows(node, tmp_path):
@@ -183,7 +185,7 @@ def test_concurrent_writers_share_folder_flushes(tmp_path, monkeypatch):
 def test_header_scanner_agrees_with_pydicom(name):
     from pydicom.uid import UID
 
-    from dicom_node.receive.wire import _WANTED, scan_header
+    from dicom_node.receive.header_scan import _WANTED, scan_header
 
     path = get_testdata_file(name)
     if path is None:
@@ -218,7 +220,7 @@ def test_store_response_encoding_matches_pynetdicom():
 
     from pydicom.filereader import read_dataset
 
-    from dicom_node.receive.wire import encode_store_rsp
+    from dicom_node.receive.dimse_codec import encode_store_rsp
 
     raw = encode_store_rsp(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", 0xC003, "pixel data cut")
     ds = read_dataset(BytesIO(raw), True, True)

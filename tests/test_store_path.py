@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
+from dicom_node.receive.dimse_codec import encode_pdata, encode_store_rsp, parse_command
 from dicom_node.receive.store_path import StoreReader
-from dicom_node.receive.wire import encode_pdata, encode_store_rsp, parse_command
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 ECHO = "1.2.840.10008.1.1"

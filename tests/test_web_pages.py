@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from dicom_node.config import Settings
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store.database import Database
 from dicom_node.store.jobs import Jobs
 from dicom_node.store.states import ExportState, JobState
@@ -93,9 +94,11 @@ def test_destination_and_route_edit_forms(client):
 def test_job_page_shows_when_a_waiting_export_is_tried_next(client):
     db = client.db
     db.ensure_series(
-        study_uid="1.2.3", series_uid="1.2.3.4", study_description=None, modality="CT",
-        body_part=None, series_description=None, calling_ae="PACS", via="dimse",
-        derived_by_srnode=False, expected_count=None, now=1.0,
+        study_uid="1.2.3",
+        series_uid="1.2.3.4",
+        header=SeriesHeader(modality="CT", calling_ae="PACS", derived_by_srnode=False),
+        via="dimse",
+        now=1.0,
     )  # fmt: skip
     jobs = Jobs(db)
     (job_id,) = jobs.complete_stable_series(stable_age=1, now=10.0)

@@ -1,6 +1,8 @@
 """The series catalog: StudyDate, AccessionNumber and SeriesNumber of each received series,
-read once from the header of its first instance so that jobs can be searched by them. It
-holds no patient name or ID."""
+so that jobs can be searched by them. They are the series' stored
+:class:`~dicom_node.receive.series_header.SeriesHeader` (taken at ingest); only a series
+stored by an srnode that did not keep them in its header has its first instance read
+again. It holds no patient name or ID."""
 
 from __future__ import annotations
 
@@ -9,47 +11,34 @@ from typing import Any
 
 import pydicom
 
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store import console
 
 log = logging.getLogger(__name__)
 
+#: what :meth:`SeriesHeader.from_dataset` needs of an old series' first file
 _TAGS = ["StudyDate", "AccessionNumber", "SeriesNumber"]
-
-
-def _text(ds: Any, key: str, limit: int) -> str | None:
-    try:
-        v = str(ds.get(key, "") or "").strip()
-    except Exception:  # a malformed value: leave it out
-        return None
-    return v[:limit] or None
 
 
 def index_new_series(engine: Any, limit: int = 200) -> int:
     """Catalogue up to ``limit`` series that are not yet; returns how many were.
 
-    The headers are read with no database transaction open (on SQLite every transaction
-    holds the write lock, and the receive path must not wait for file reads)."""
-    first = console.series_to_catalog(engine, limit)
-    rows = [_facts(sid, path) for sid, path in first.items()]
+    Old series' headers are read with no database transaction open (on SQLite every
+    transaction holds the write lock, and the receive path must not wait for file reads)."""
+    todo = console.series_to_catalog(engine, limit)
+    rows = [{"series_id": sid, **_facts(sid, *found)} for sid, found in todo.items()]
     console.add_to_catalog(engine, rows)
     return len(rows)
 
 
-def _facts(sid: int, path: str | None) -> dict[str, Any]:
-    values: dict[str, Any] = {"series_id": sid}
+def _facts(sid: int, stored: str | None, path: str | None) -> dict[str, Any]:
+    if SeriesHeader.has_catalog_facts(stored):
+        return SeriesHeader.from_json(stored or "").catalog_row()
     if path is None:
-        return values
+        return {}
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_TAGS)
+        return SeriesHeader.from_dataset(ds).catalog_row()
     except Exception as e:
         log.warning("catalog: series id %d: header not readable (%s)", sid, type(e).__name__)
-        return values
-    date = _text(ds, "StudyDate", 8)
-    values.update(
-        study_date=date if date and date.isdigit() else None,
-        accession_number=_text(ds, "AccessionNumber", 16),
-    )
-    number = _text(ds, "SeriesNumber", 12)
-    if number and number.lstrip("-").isdigit() and abs(int(number)) < 2**31:
-        values["series_number"] = int(number)
-    return values
+        return {}

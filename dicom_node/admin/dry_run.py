@@ -1,4 +1,5 @@
-"""Which route a series would take with the live routes and destinations, changing nothing."""
+"""Which route a series would take with the live routes and destinations, changing nothing.
+A received series is routed on its stored header, the very facts real routing reads."""
 
 from __future__ import annotations
 
@@ -15,27 +16,22 @@ def dry_run(
 ) -> dict[str, Any]:
     """Which route a series (by UID, from what the node recorded) or a set of attributes
     would take with the live routes and destinations; nothing is changed."""
-    from dicom_node.jobs.routing import SeriesFacts, decide
+    from dicom_node.jobs.routing import MATCHERS, decide
+    from dicom_node.receive.series_header import SeriesHeader
 
     if series_uid is not None:
-        r = console.series_facts(live.engine, series_uid)
+        r = console.series_header(live.engine, series_uid)
         if r is None:
             raise NotFound(f"no series {series_uid} on this node")
-        f = SeriesFacts(
-            modality=r.modality or "",
-            body_part=r.body_part or "",
-            series_description=r.series_description or "",
-            study_description=r.study_description or "",
-            calling_ae=r.calling_ae or "",
-            derived_by_srnode=bool(r.derived_by_srnode),
-        )
+        f = SeriesHeader.from_stored(r)  # what real routing reads (jobs.stability)
     else:
-        f = SeriesFacts(**{k: v for k, v in (facts or {}).items() if v is not None})
+        f = SeriesHeader(**{k: v for k, v in (facts or {}).items() if v is not None})
     routes = _valid_entries(_ROUTE_LIST, live.list_routes(), "route")
     names = [d["name"] for d in live.list_destinations()]
     d = decide(routes, f, names)
     return {
-        "facts": {k: getattr(f, k) for k in f.__dataclass_fields__},
+        # what routing looks at (not the catalog's facts the header also holds)
+        "facts": {k: getattr(f, k) for k in (*MATCHERS, "derived_by_srnode")},
         "action": d.action,
         "route": d.route,
         "model": d.model,

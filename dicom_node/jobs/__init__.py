@@ -1,3 +1,3 @@
 """The life of a job on top of :mod:`dicom_node.store`: series stability and routing, the
-scheduler tick, what an export attempt makes of its row, and the worker that claims, enhances
-and hands over to export."""
+scheduler tick, the worker's claim loop and its two steps (process, export), and retention,
+the one place that deletes received and derived files."""

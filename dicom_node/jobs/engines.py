@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from dicom_node.data_dir import DataDir
+
 
 class EngineCache:
     """Engines by model (a card path or a bundled model's name), loaded on first use."""
@@ -97,7 +99,7 @@ class EngineCache:
 
 def node_cache_dir(data_dir: str | Path) -> Path:
     """Where the node keeps the engine choices of ``auto``."""
-    return Path(data_dir) / "cache"
+    return DataDir.at(data_dir).cache
 
 
 def cached_choices(cache_dir: Path) -> list[dict[str, Any]]:

@@ -3,9 +3,10 @@
 Every file belongs to a series whose job ended (done, failed or skipped); how long it
 stays after that is a setting:
 
-* derived files of a job that is done: at once, or ``derived.retention_hours`` with
-  ``derived.keep``;
-* source files of a job that is done: at once (the worker removes them), or
+* derived files of a job that is done: at once (:func:`after_export`), or
+  ``derived.retention_hours`` with ``derived.keep``;
+* source files of a job that is done: at once (:func:`after_export`, when the export
+  step settles the job), or
   ``spool.retention_hours`` with ``spool.keep_after_export``;
 * source files of skipped series (no route, a route said ignore, no image the engine
   takes): ``spool.skipped_retention_hours``;
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dicom_node.data_dir import DataDir
 from dicom_node.store.jobs import Jobs
 from dicom_node.store.states import JobState
 
@@ -135,8 +137,8 @@ def _empty_folders(root: Path, now: float) -> Iterator[Path]:
 def plan(db: Any, settings: Any, now: float | None = None) -> Plan:
     """What the retention settings allow to delete at ``now``."""
     now = time.time() if now is None else now
-    data_dir = Path(settings.node.data_dir)
-    derived_root = data_dir / "derived"
+    data = DataDir.of(settings)
+    derived_root = data.derived
     sp, dv = settings.spool, settings.derived
     after_export = _hours_ago(sp.retention_hours, now) if sp.keep_after_export else now
     buckets = [
@@ -168,8 +170,8 @@ def plan(db: Any, settings: Any, now: float | None = None) -> Plan:
             _hours_ago(sp.failed_retention_hours, now),
         ),
     ]
-    empty = [*_empty_folders(data_dir / "spool", now), *_empty_folders(derived_root, now)]
-    return Plan(buckets, empty, (data_dir / "spool", derived_root))
+    empty = [*_empty_folders(data.spool, now), *_empty_folders(derived_root, now)]
+    return Plan(buckets, empty, (data.spool, derived_root))
 
 
 def apply(db: Any, p: Plan) -> tuple[int, int]:
@@ -209,14 +211,38 @@ def remove_empty_parents(folder: Path, stop: Path) -> None:
         d = d.parent
 
 
-def drop_derived(settings: Any, series_uid: str) -> int:
-    """After a job is done: its derived files go at once unless ``derived.keep``; returns
-    how many files were removed."""
-    if settings.derived.keep:
+def after_export(jobs: Jobs, settings: Any, job_id: int, series_uid: str) -> int:
+    """When a job is done (sent to every destination): its source files go at once unless
+    ``spool.keep_after_export``, its derived files unless ``derived.keep``; returns how many
+    files were removed."""
+    data = DataDir.of(settings)
+    n = 0
+    if not settings.spool.keep_after_export:
+        n += _drop_sources(jobs, data.spool, job_id)
+    if not settings.derived.keep:
+        n += _drop_derived(data, series_uid)
+    return n
+
+
+def _drop_sources(jobs: Jobs, spool_root: Path, job_id: int) -> int:
+    """The job's source files (received before it started) and the folders they leave."""
+    rows = jobs.source_files(job_id)
+    for r in rows:
+        with contextlib.suppress(OSError):
+            Path(r.path).unlink(missing_ok=True)
+    if rows:
+        jobs.mark_removed([r.id for r in rows])
+        for folder in {Path(r.path).parent for r in rows}:  # empty series/study folders
+            remove_empty_parents(folder, spool_root)
+    return len(rows)
+
+
+def _drop_derived(data: DataDir, series_uid: str) -> int:
+    try:
+        folder = data.derived_series(series_uid)
+    except ValueError:
         return 0
-    root = Path(settings.node.data_dir) / "derived"
-    folder = root / series_uid
-    if not folder.is_dir() or folder.parent != root:
+    if not folder.is_dir():
         return 0
     n = sum(1 for f in folder.iterdir() if f.is_file())
     shutil.rmtree(folder, ignore_errors=True)

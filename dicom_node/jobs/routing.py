@@ -1,31 +1,28 @@
 """Routing rules: which series are enhanced, with which model, and where the result goes.
 
-A series is described by :class:`SeriesFacts`, a snapshot of the routing attributes taken
-from the header of its first instance at receive and kept as JSON with the series (so a
-new criterion needs no schema change: a :class:`SeriesFacts` field naming its header
-keyword, a ``Route`` field in the config and one function in :data:`MATCHERS`).
+A series is described by its :class:`~dicom_node.receive.series_header.SeriesHeader`, taken
+from the header of its first instance at receive and stored with the series (so a new
+criterion needs no schema change: a ``SeriesHeader`` field naming its header keyword, a
+``Route`` field in the config and one function in :data:`MATCHERS`).
 :func:`decide` walks the configured routes in order and the first one that matches wins.
 A series no route matches is skipped, and the decision says why. With no routes configured
 at all, every image series is enhanced with its modality's model and sent to every
 destination.
 
-Series that srnode derived itself are never routed again (:func:`is_srnode_derived`), so a
-PACS that sends everything back to us cannot start a loop.
+Series that srnode derived itself are never routed again (``SeriesHeader.derived_by_srnode``,
+:func:`~dicom_node.receive.series_header.is_srnode_derived`), so a PACS that sends
+everything back to us cannot start a loop.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydicom.dataset import Dataset
-
-from dicom_node.config import DeriveSettings, Settings
 from dicom_node.config_routing import Route
+from dicom_node.receive.series_header import SeriesHeader
 
 #: Modalities that carry no image to enhance; with no routes configured they are skipped.
 NON_IMAGE_MODALITIES = frozenset(
@@ -33,54 +30,6 @@ NON_IMAGE_MODALITIES = frozenset(
 )
 
 Action = Literal["enhance", "ignore", "skip"]
-
-
-def _keyword(name: str) -> Any:
-    return field(default="", metadata={"keyword": name})
-
-
-@dataclass(frozen=True)
-class SeriesFacts:
-    """What routing looks at, taken from the header of the first instance of a series.
-
-    A field with a ``keyword`` is read from that header attribute. The snapshot is what
-    the ingest reads: attributes of groups 0008-0028."""
-
-    modality: str = _keyword("Modality")
-    body_part: str = _keyword("BodyPartExamined")
-    series_description: str = _keyword("SeriesDescription")
-    study_description: str = _keyword("StudyDescription")
-    calling_ae: str = ""
-    derived_by_srnode: bool = False
-
-    @classmethod
-    def from_dataset(
-        cls,
-        ds: Dataset,
-        calling_ae: str = "",
-        settings: Settings | DeriveSettings | None = None,
-    ) -> SeriesFacts:
-        """Facts of the series ``ds`` belongs to (header only is enough)."""
-        values: dict[str, Any] = {
-            f.name: str(ds.get(f.metadata["keyword"], "") or "")
-            for f in dataclasses.fields(cls)
-            if "keyword" in f.metadata
-        }
-        return cls(
-            **values,
-            calling_ae=calling_ae,
-            derived_by_srnode=is_srnode_derived(ds, settings or DeriveSettings()),
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> SeriesFacts:
-        """From a stored snapshot; fields it lacks (added to srnode since) are empty."""
-        raw = json.loads(text)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
 
 
 @dataclass(frozen=True)
@@ -111,7 +60,7 @@ def _search(pattern: str | None, value: str) -> bool:
 
 #: one match function per route criterion (a ``Route`` field of the same name); an
 #: empty criterion matches anything
-MATCHERS: dict[str, Callable[[Any, SeriesFacts], bool]] = {
+MATCHERS: dict[str, Callable[[Any, SeriesHeader], bool]] = {
     "modality": lambda want, f: _in(f.modality, want),
     "body_part": lambda want, f: _in(f.body_part, want),
     "calling_ae": lambda want, f: _in(f.calling_ae, want),
@@ -120,12 +69,12 @@ MATCHERS: dict[str, Callable[[Any, SeriesFacts], bool]] = {
 }
 
 
-def route_matches(route: Route, facts: SeriesFacts) -> bool:
+def route_matches(route: Route, facts: SeriesHeader) -> bool:
     """True when every condition the route sets holds for the series."""
     return all(match(getattr(route, name), facts) for name, match in MATCHERS.items())
 
 
-def _describe(facts: SeriesFacts) -> str:
+def _describe(facts: SeriesHeader) -> str:
     parts = [f"modality={facts.modality or '-'}"]
     if facts.body_part:
         parts.append(f"body_part={facts.body_part}")
@@ -135,7 +84,7 @@ def _describe(facts: SeriesFacts) -> str:
 
 
 def decide(
-    routes: Sequence[Route], facts: SeriesFacts, destination_names: Iterable[str]
+    routes: Sequence[Route], facts: SeriesHeader, destination_names: Iterable[str]
 ) -> RouteDecision:
     """The first route that matches ``facts`` decides; see the module docstring.
 
@@ -173,30 +122,3 @@ def decide(
             "enhance", route.name, route.model, dests, f"route {route.name!r} matched{note}"
         )
     return RouteDecision("skip", None, None, [], f"no route matched ({_describe(facts)})")
-
-
-def _text(value: object) -> str:
-    return str(value or "").strip()
-
-
-def is_srnode_derived(ds: Dataset, settings: Settings | DeriveSettings) -> bool:
-    """True when ``ds`` is an instance srnode wrote, under the configured manufacturer.
-
-    Either a ContributingEquipmentSequence item names ``derive.manufacturer`` (what derive
-    writes), or ImageType is DERIVED and DerivationDescription names it (for PACS that
-    drop the sequence). orthanc/autoroute.py carries a copy (Orthanc's Python has only
-    the standard library); tests/test_routing.py checks that the two agree.
-    """
-    derive = settings.derive if isinstance(settings, Settings) else settings
-    want = derive.manufacturer.strip().lower()
-    for item in ds.get("ContributingEquipmentSequence", None) or []:
-        if _text(item.get("Manufacturer", "")).lower() == want:
-            return True
-    image_type = ds.get("ImageType", None)
-    if image_type is None:
-        return False
-    values = [image_type] if isinstance(image_type, str) else list(image_type)
-    if not values or _text(values[0]).upper() != "DERIVED":
-        return False
-    description = _text(ds.get("DerivationDescription", "")).lower()
-    return want in description

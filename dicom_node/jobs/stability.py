@@ -17,8 +17,9 @@ import logging
 from typing import Any
 
 from dicom_node.error_text import describe
-from dicom_node.jobs.routing import SeriesFacts, decide
+from dicom_node.jobs.routing import decide
 from dicom_node.metrics import count_routed
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store.database import Database
 from dicom_node.store.jobs import Jobs
 from dicom_node.store.states import JobState
@@ -37,7 +38,7 @@ def route_received_jobs(db: Database, settings: Any) -> list[int]:
     queued: list[int] = []
     names = [d.name for d in settings.destinations]
     for r in jobs.received():
-        facts = _facts(r)
+        facts = SeriesHeader.from_stored(r)
         try:
             d = decide(settings.routes, facts, names)
         except Exception as e:  # a bad rule must not stop the node
@@ -60,7 +61,7 @@ def route_received_jobs(db: Database, settings: Any) -> list[int]:
             "series complete study=%s series=%s modality=%s instances=%d -> job %d %s (%s)",
             r.study_uid,
             r.series_uid,
-            r.modality,
+            facts.modality,
             r.instance_count,
             r.id,
             state,
@@ -69,21 +70,6 @@ def route_received_jobs(db: Database, settings: Any) -> list[int]:
         if state == JobState.QUEUED:
             queued.append(r.id)
     return queued
-
-
-def _facts(r: Any) -> SeriesFacts:
-    """The series' routing snapshot; series received before there was one (schema 1)
-    have their facts in columns."""
-    if r.routing:
-        return SeriesFacts.from_json(r.routing)
-    return SeriesFacts(
-        modality=r.modality or "",
-        body_part=r.body_part or "",
-        series_description=r.series_description or "",
-        study_description=r.study_description or "",
-        calling_ae=r.calling_ae or "",
-        derived_by_srnode=bool(r.derived_by_srnode),
-    )
 
 
 def tick(db: Database, settings: Any, now: float | None = None) -> list[int]:

@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pynetdicom import AE
 from pynetdicom.association import Association
 
+from dicom_node.compat import NegotiatingAE
 from dicom_node.metrics import ASSOCIATIONS_REJECTED
 
 log = logging.getLogger(__name__)
@@ -90,67 +90,47 @@ def _echo_only(assoc: Association) -> bool:
         return False
 
 
-class NodeAE(AE):
-    """An AE whose calling-AE check also looks at the peer's address and audits refusals.
-
-    pynetdicom reads ``require_calling_aet`` while negotiating in the association's own
-    thread, so the property can see who is asking.
-    """
+class NodeAE(NegotiatingAE):
+    """An AE whose calling-AE check also looks at the peer's address and audits refusals,
+    and that takes no new association below the disk reserve (decided per association:
+    :class:`dicom_node.compat.NegotiatingAE`)."""
 
     allowlist: Allowlist
     on_reject: Callable[[str, str | None], None] | None = None
     #: the node's disk reserve (receive.reserve.DiskReserve); below it, no new association
     reserve: Any = None
 
-    @property  # type: ignore[override]
-    def maximum_associations(self) -> int:
-        """pynetdicom reads this while negotiating, in the association's thread: 0 while
-        the disk is below the reserve, so the association is rejected (transient,
-        local limit exceeded) and the sender retries later. Associations that only ask
-        for Verification (C-ECHO) are still accepted: monitoring sees the node alive."""
+    def association_limit(self, assoc: Association, configured: int) -> int:
+        """0 while the disk is below the reserve, so the association is rejected
+        (transient, local limit exceeded) and the sender retries later. Associations that
+        only ask for Verification (C-ECHO) are still accepted: monitoring sees the node
+        alive."""
         r = self.reserve
-        if r is not None and r.low():
-            assoc = threading.current_thread()
-            if isinstance(assoc, Association) and _echo_only(assoc):
-                return self._maximum_associations
-            if isinstance(assoc, Association) and not getattr(assoc, "_srnode_full", False):
-                assoc._srnode_full = True  # type: ignore[attr-defined]
-                log.warning(
-                    "association from %s refused: free disk space below storage.min_free_gb",
-                    assoc.requestor.address,
-                )
-            return 0
-        return self._maximum_associations
+        if r is None or not r.low() or _echo_only(assoc):
+            return configured
+        if not getattr(assoc, "_srnode_full", False):
+            assoc._srnode_full = True  # type: ignore[attr-defined]
+            log.warning(
+                "association from %s refused: free disk space below storage.min_free_gb",
+                assoc.requestor.address,
+            )
+        return 0
 
-    @maximum_associations.setter
-    def maximum_associations(self, value: int) -> None:
-        AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
-
-    @property  # type: ignore[override]
-    def require_calling_aet(self) -> list[str]:
-        assoc = threading.current_thread()
-        if not isinstance(assoc, Association) or assoc.requestor.primitive is None:
-            return []
+    def accepts(self, assoc: Association, calling_ae: str) -> bool:
+        """The allowlist's answer for this calling AE title and address, decided (and
+        a refusal logged and audited) once per association."""
         decided = getattr(assoc, "_srnode_allowed", None)
-        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
-        if decided is None:
-            address = assoc.requestor.address
-            decided = self.allowlist.allows(calling, address)
-            assoc._srnode_allowed = decided  # type: ignore[attr-defined]
-            if not decided:
-                ASSOCIATIONS_REJECTED.inc()
-                log.warning(
-                    "association rejected: %s from %s (%s)", calling, address, REJECT_REASON
-                )
-                if self.on_reject is not None:
-                    try:
-                        self.on_reject(calling, address)
-                    except Exception:
-                        log.exception("could not audit a rejected association")
-        # an empty string can never equal a calling AE title: pynetdicom then rejects
-        # with result 0x01, source 0x01, reason 0x03 (calling AE title not recognised)
-        return [calling] if decided else [""]
-
-    @require_calling_aet.setter
-    def require_calling_aet(self, value: list[str]) -> None:  # pragma: no cover - unused
-        pass
+        if decided is not None:
+            return bool(decided)
+        address = assoc.requestor.address
+        decided = self.allowlist.allows(calling_ae, address)
+        assoc._srnode_allowed = decided  # type: ignore[attr-defined]
+        if not decided:
+            ASSOCIATIONS_REJECTED.inc()
+            log.warning("association rejected: %s from %s (%s)", calling_ae, address, REJECT_REASON)
+            if self.on_reject is not None:
+                try:
+                    self.on_reject(calling_ae, address)
+                except Exception:
+                    log.exception("could not audit a rejected association")
+        return decided

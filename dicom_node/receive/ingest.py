@@ -14,6 +14,9 @@ then returns Success (0x0000). Any failure gives an error status, never Success:
 logs and STOW-RS failure reasons; it, the codes and ``Rejected`` are in
 :mod:`dicom_node.receive.store_status`, the checks in :mod:`dicom_node.receive.instance_checks`,
 the reading of a Dataset or Part-10 bytes in :mod:`dicom_node.receive.instance_input`.
+The first instance of a series new to this process gives the series' header
+(:class:`~dicom_node.receive.series_header.SeriesHeader`), from the data set already
+parsed, before anything is written; it is stored once with the series row.
 The SCP calls :meth:`Ingestor.store_encoded` with the raw bytes it received so nothing is
 decoded and re-encoded on the hot path.
 """
@@ -32,7 +35,7 @@ from pydicom.filereader import read_dataset
 
 from dicom_node.config import Settings
 from dicom_node.error_text import describe, scrub
-from dicom_node.jobs.routing import SeriesFacts
+from dicom_node.receive.header_scan import Malformed, past_image_group, scan_header
 from dicom_node.receive.instance_checks import (
     check_instance,
     find_pixel_header,
@@ -41,6 +44,7 @@ from dicom_node.receive.instance_checks import (
 )
 from dicom_node.receive.instance_input import from_input, split_part10
 from dicom_node.receive.reserve import DiskReserve
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.receive.store_status import (
     CANNOT_UNDERSTAND,
     OUT_OF_RESOURCES,
@@ -49,13 +53,7 @@ from dicom_node.receive.store_status import (
     Rejected,
     StoreStatus,
 )
-from dicom_node.receive.wire import (
-    Malformed,
-    encode_file_meta,
-    past_image_group,
-    scan_header,
-    transfer_syntax,
-)
+from dicom_node.receive.wire import encode_file_meta, transfer_syntax
 from dicom_node.spool import Spool, SpoolError
 from dicom_node.store.database import Database
 
@@ -187,6 +185,7 @@ class Ingestor:
         t0 = time.perf_counter()
         try:
             facts = check_instance(meta, ds, pixel, encoded)
+            series_header = self._new_series_header(facts, ds, calling_ae)
         except Rejected as r:
             return self._reject(r.code, r.reason, calling_ae, via, known_facts(meta, ds))
         sop_uid, series_uid, study_uid = facts["sop_uid"], facts["series_uid"], facts["study_uid"]
@@ -200,7 +199,7 @@ class Ingestor:
             self.reserve.refresh()
             return self._reject(OUT_OF_RESOURCES, describe(e), calling_ae, via, facts)
         try:
-            series_id = self._series_id(facts, ds, calling_ae, via)
+            series_id = self._series_id(facts, series_header, via)
             new = self.db.record_instance(
                 series_id=series_id,
                 sop_uid=sop_uid,
@@ -235,40 +234,34 @@ class Ingestor:
                 log.error("on_stored hook failed: %s", describe(e, sop_uid=sop_uid))
         return StoreStatus(SUCCESS, "stored" if new else "stored again (same SOPInstanceUID)")
 
-    def _series_id(
-        self, facts: dict[str, Any], ds: Dataset, calling_ae: str | None, via: str
-    ) -> int:
+    def _new_series_header(
+        self, facts: dict[str, Any], ds: Dataset, calling_ae: str | None
+    ) -> SeriesHeader | None:
+        """The header of a series new to this process, from the data set parsed already
+        (None: the series is known); :class:`Rejected` when it cannot be read."""
+        if facts["series_uid"] in self._series_ids:
+            return None
+        try:
+            return SeriesHeader.from_dataset(ds, calling_ae, self.settings)
+        except Exception as e:
+            raise Rejected(
+                CANNOT_UNDERSTAND, f"cannot read series attributes: {describe(e)}"
+            ) from None
+
+    def _series_id(self, facts: dict[str, Any], header: SeriesHeader | None, via: str) -> int:
         uid = facts["series_uid"]
         sid = self._series_ids.get(uid)
         if sid is not None:
             return sid
-        routing = self._routing_facts(ds, calling_ae)
+        assert header is not None
         sid = self.db.ensure_series(
-            study_uid=facts["study_uid"],
-            series_uid=uid,
-            study_description=facts["study_description"],
-            modality=facts["modality"],
-            body_part=facts["body_part"],
-            series_description=facts["series_description"],
-            calling_ae=calling_ae,
-            via=via,
-            derived_by_srnode=routing.derived_by_srnode,
-            expected_count=facts["expected_count"],
-            routing=routing.to_json(),
+            study_uid=facts["study_uid"], series_uid=uid, header=header, via=via
         )
         with self._lock:
             if len(self._series_ids) > 10000:
                 self._series_ids.clear()
             self._series_ids[uid] = sid
         return sid
-
-    def _routing_facts(self, ds: Dataset, calling_ae: str | None) -> SeriesFacts:
-        """The routing snapshot of a new series, from its first instance's header."""
-        try:
-            return SeriesFacts.from_dataset(ds, calling_ae or "", self.settings)
-        except Exception:  # a malformed sequence must not block receiving
-            log.warning("routing attributes unreadable; the series is routed as derived")
-            return SeriesFacts(calling_ae=calling_ae or "", derived_by_srnode=True)
 
     def _reject(
         self, code: int, reason: str, calling_ae: str | None, via: str, facts: dict[str, Any] | None

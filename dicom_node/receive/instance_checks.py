@@ -11,6 +11,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_dataset
 
 from dicom_node.error_text import describe
+from dicom_node.receive.header_scan import Malformed, at_pixel_data, check_pixel_data
+from dicom_node.receive.series_header import int_or_none
 from dicom_node.receive.store_status import (
     BAD_IMAGE,
     BAD_PIXEL_DATA,
@@ -19,14 +21,7 @@ from dicom_node.receive.store_status import (
     UID_MISMATCH,
     Rejected,
 )
-from dicom_node.receive.wire import (
-    IMAGE_SOP_CLASSES,
-    Malformed,
-    at_pixel_data,
-    check_pixel_data,
-    expected_pixel_bytes,
-    transfer_syntax,
-)
+from dicom_node.receive.wire import IMAGE_SOP_CLASSES, expected_pixel_bytes, transfer_syntax
 from dicom_node.spool import valid_uid
 
 _PIXEL_TAG = 0x7FE00010
@@ -38,7 +33,9 @@ def check_instance(
     pixel: tuple[int, int] | None = None,
     encoded: bool = False,
 ) -> dict[str, Any]:
-    """The facts of a storable instance, or :class:`Rejected` saying what is wrong.
+    """The identity of a storable instance (its UIDs, SOP class and InstanceNumber), or
+    :class:`Rejected` saying what is wrong. (What the series' header says is read once,
+    for a new series: :mod:`dicom_node.receive.series_header`.)
     ``encoded``: ``ds`` is the header only and ``pixel`` the pixel data element found
     on the wire (None: there is none)."""
     try:
@@ -97,16 +94,9 @@ def check_instance(
                     f"pixel data truncated ({got} bytes, image attributes need {expected})",
                 )
     try:
-        facts.update(
-            modality=str(ds.get("Modality", "") or "") or None,
-            body_part=str(ds.get("BodyPartExamined", "") or "") or None,
-            series_description=str(ds.get("SeriesDescription", "") or "") or None,
-            study_description=str(ds.get("StudyDescription", "") or "") or None,
-            instance_number=_int_or_none(ds.get("InstanceNumber")),
-            expected_count=_int_or_none(ds.get("ImagesInAcquisition")),
-        )
+        facts["instance_number"] = int_or_none(ds.get("InstanceNumber"))
     except Exception as e:
-        raise Rejected(CANNOT_UNDERSTAND, f"cannot read series attributes: {describe(e)}") from None
+        raise Rejected(CANNOT_UNDERSTAND, f"cannot read InstanceNumber: {describe(e)}") from None
     return facts
 
 
@@ -212,10 +202,3 @@ def known_facts(meta: Any, ds: Any) -> dict[str, Any]:
 
 def meta_facts(meta: FileMetaDataset) -> dict[str, Any]:
     return {"sop_uid": str(meta.get("MediaStorageSOPInstanceUID", "") or "") or None}
-
-
-def _int_or_none(v: Any) -> int | None:
-    try:
-        return None if v is None or v == "" else int(v)
-    except (TypeError, ValueError):
-        return None

@@ -10,6 +10,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
+from dicom_node.compat import read_file_meta
 from dicom_node.error_text import describe
 from dicom_node.receive.store_status import CANNOT_UNDERSTAND, Rejected
 from dicom_node.receive.wire import transfer_syntax
@@ -18,15 +19,13 @@ from dicom_node.receive.wire import transfer_syntax
 def split_part10(data: Any) -> tuple[FileMetaDataset, memoryview] | None:
     """(file meta, data set bytes) of a Part-10 file in a little-endian, not deflated
     transfer syntax; None for anything else (pydicom reads it whole instead)."""
-    from pydicom.filereader import _read_file_meta_info
-
     raw = memoryview(data)
     if len(raw) < 132 or bytes(raw[128:132]) != b"DICM":
         return None
     fp = io.BytesIO(raw)
     fp.seek(132)
     try:
-        meta = _read_file_meta_info(fp)
+        meta = read_file_meta(fp)
         ts = transfer_syntax(str(meta.TransferSyntaxUID))
         if ts.is_deflated or not ts.is_little_endian:
             return None

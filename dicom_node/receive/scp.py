@@ -16,7 +16,6 @@ rejected with A-ASSOCIATE-RJ "calling AE title not recognised" and audited.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import ssl
@@ -28,21 +27,18 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.sop_class import Verification
-from pynetdicom.transport import ThreadedAssociationServer
 
+from dicom_node.compat import OwnedServer
 from dicom_node.config import Settings
 from dicom_node.error_text import describe
 from dicom_node.implementation import identify
 from dicom_node.net import nodelay, quiet_pynetdicom
 from dicom_node.receive import fastpath
 from dicom_node.receive.access import Allowlist, NodeAE
+from dicom_node.receive.header_scan import WireMeta
 from dicom_node.receive.ingest import Ingestor
 from dicom_node.receive.store_status import CANNOT_UNDERSTAND, OUT_OF_RESOURCES
-from dicom_node.receive.wire import (
-    STORAGE_SOP_CLASSES,
-    TRANSFER_SYNTAXES,
-    WireMeta,
-)
+from dicom_node.receive.wire import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +53,7 @@ def _status(st: int, reason: str = "") -> Any:
     return rsp
 
 
-class _Server(ThreadedAssociationServer):
-    """pynetdicom's threaded server, made with ``AE.make_server`` and run by us."""
-
-    def shutdown(self) -> None:
-        # pynetdicom's shutdown ends by leaving the AE's list of the servers it started
-        # itself (AE.start_server); this one is not on it
-        with contextlib.suppress(ValueError):
-            super().shutdown()
-
-
-class _SharedPortServer(_Server):
+class _SharedPortServer(OwnedServer):
     """Several receiver processes on one port (node.receivers > 1, SO_REUSEPORT): the
     kernel spreads incoming connections over them."""
 
@@ -184,7 +170,7 @@ class StorageSCP:
             (n.host, n.port),
             evt_handlers=handlers,
             ssl_context=self.ssl_context(),
-            server_class=_SharedPortServer if self.reuse_port else _Server,
+            server_class=_SharedPortServer if self.reuse_port else OwnedServer,
         )
         threading.Thread(
             target=self.server.serve_forever, name=f"srnode-scp-{n.port}", daemon=True

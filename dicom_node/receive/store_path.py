@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from dicom_node.error_text import describe
-from dicom_node.receive.wire import _PDATA, parse_command
+from dicom_node.receive.dimse_codec import _PDATA, parse_command
 
 log = logging.getLogger(__name__)
 

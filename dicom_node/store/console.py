@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, insert, or_, select
 
 from dicom_node.store.schema import Export, Instance, Job, Series, SeriesCatalog, Study
+from dicom_node.store.series import HEADER_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -155,29 +156,28 @@ def per_hour(engine: Any, hours: int = 24, now: float | None = None) -> list[dic
     return [{"hour": k, **v} for k, v in sorted(buckets.items())]
 
 
-def series_to_catalog(engine: Any, limit: int = 200) -> dict[int, str | None]:
-    """Up to ``limit`` series not yet in the catalog: series id -> its first instance's path
-    (None when none is left in the spool)."""
+def series_to_catalog(engine: Any, limit: int = 200) -> dict[int, tuple[str | None, str | None]]:
+    """Up to ``limit`` series not yet in the catalog: series id -> (its stored header JSON,
+    its first instance's path: None when none is left in the spool)."""
     with engine.connect() as conn:
-        todo = (
-            conn.execute(
-                select(Series.id)
-                .outerjoin(SeriesCatalog, SeriesCatalog.series_id == Series.id)
-                .where(SeriesCatalog.series_id.is_(None))
-                .order_by(Series.id)
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
+        todo = conn.execute(
+            select(Series.id, Series.routing)
+            .outerjoin(SeriesCatalog, SeriesCatalog.series_id == Series.id)
+            .where(SeriesCatalog.series_id.is_(None))
+            .order_by(Series.id)
+            .limit(limit)
+        ).all()
         return {
-            sid: conn.execute(
-                select(Instance.path)
-                .where(Instance.series_id == sid, Instance.removed.is_(False))
-                .order_by(Instance.id)
-                .limit(1)
-            ).scalar()
-            for sid in todo
+            sid: (
+                stored,
+                conn.execute(
+                    select(Instance.path)
+                    .where(Instance.series_id == sid, Instance.removed.is_(False))
+                    .order_by(Instance.id)
+                    .limit(1)
+                ).scalar(),
+            )
+            for sid, stored in todo
         }
 
 
@@ -196,19 +196,13 @@ def add_to_catalog(engine: Any, rows: list[dict[str, Any]]) -> None:
                 conn.execute(insert(SeriesCatalog).values(**values))
 
 
-def series_facts(engine: Any, series_uid: str) -> Any:
-    """What routing reads of a received series (its row and its study's description); None
-    when the node has no such series."""
+def series_header(engine: Any, series_uid: str) -> Any:
+    """The stored header of a received series (a row of
+    :data:`~dicom_node.store.series.HEADER_COLUMNS`, what routing reads); None when the node
+    has no such series."""
     with engine.connect() as conn:
         return conn.execute(
-            select(
-                Series.modality,
-                Series.body_part,
-                Series.series_description,
-                Series.calling_ae,
-                Series.derived_by_srnode,
-                Study.study_description,
-            )
+            select(*HEADER_COLUMNS)
             .join(Study, Study.id == Series.study_id)
             .where(Series.series_uid == series_uid)
         ).first()

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, delete, event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from dicom_node.data_dir import DataDir
 from dicom_node.store import audit, migrate
 from dicom_node.store.intake import IntakeRows
 from dicom_node.store.schema import AETitle, Export, Instance, Job, Meta, Series, Study
@@ -29,7 +30,7 @@ LOCK_LIVE_CONFIG = 461717
 
 
 def default_url(data_dir: Path) -> str:
-    return f"sqlite:///{Path(data_dir).resolve() / 'srnode.db'}"
+    return f"sqlite:///{DataDir.at(data_dir).database.resolve()}"
 
 
 class Database(IntakeRows):

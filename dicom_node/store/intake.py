@@ -39,18 +39,13 @@ class IntakeRows:
         *,
         study_uid: str,
         series_uid: str,
-        study_description: str | None,
-        modality: str | None,
-        body_part: str | None,
-        series_description: str | None,
-        calling_ae: str | None,
+        header: Any,
         via: str,
-        derived_by_srnode: bool,
-        expected_count: int | None,
-        routing: str | None = None,
         now: float | None = None,
     ) -> int:
-        """Create the study and series rows if missing; return the series id."""
+        """Create the study and series rows if missing; return the series id. ``header``
+        is the series' :class:`~dicom_node.receive.series_header.SeriesHeader`: stored as it
+        is (``routing``), and the searchable columns are written from it."""
         now = time.time() if now is None else now
         with self.engine.begin() as conn:
             sid = conn.execute(select(Series.id).where(Series.series_uid == series_uid)).scalar()
@@ -61,7 +56,7 @@ class IntakeRows:
                 conn.execute(
                     self.insert_ignore(Study).values(
                         study_uid=study_uid,
-                        study_description=_clip(study_description, 256),
+                        study_description=_clip(header.study_description or None, 256),
                         created_at=now,
                     )
                 )
@@ -72,14 +67,14 @@ class IntakeRows:
                 self.insert_ignore(Series).values(
                     series_uid=series_uid,
                     study_id=study_id,
-                    modality=_clip(modality, 16),
-                    body_part=_clip(body_part, 64),
-                    series_description=_clip(series_description, 256),
-                    calling_ae=_clip(calling_ae, 16),
+                    modality=_clip(header.modality or None, 16),
+                    body_part=_clip(header.body_part or None, 64),
+                    series_description=_clip(header.series_description or None, 256),
+                    calling_ae=_clip(header.calling_ae or None, 16),
                     via=via,
-                    derived_by_srnode=derived_by_srnode,
-                    expected_count=expected_count,
-                    routing=routing,
+                    derived_by_srnode=header.derived_by_srnode,
+                    expected_count=header.expected_count,
+                    routing=header.to_json(),
                     instance_count=0,
                     first_received=now,
                     last_received=now,

@@ -58,7 +58,8 @@ class Series(Base):
     # receiving: instances arriving; complete: a job was made for what had arrived
     state: Mapped[str] = mapped_column(String(16), default=str(SeriesState.RECEIVING), index=True)
     completed_at: Mapped[float | None] = mapped_column(Float)
-    # routing.SeriesFacts as JSON, from the first instance's header (schema 2)
+    # receive.series_header.SeriesHeader as JSON, from the first instance's header: what
+    # routing, its dry run and the catalog read (schema 2)
     routing: Mapped[str | None] = mapped_column(Text)
 
 

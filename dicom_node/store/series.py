@@ -15,6 +15,20 @@ from dicom_node.store.states import J, SeriesState, check_series
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+#: what a reader of a series' header selects (joined with its study): the stored header
+#: and, for series received before there was one, the columns it is read from
+#: (:meth:`dicom_node.receive.series_header.SeriesHeader.from_stored`)
+HEADER_COLUMNS = (
+    Series.routing,
+    Series.modality,
+    Series.body_part,
+    Series.series_description,
+    Series.calling_ae,
+    Series.derived_by_srnode,
+    Series.expected_count,
+    Study.study_description,
+)
+
 _RECEIVING = str(SeriesState.RECEIVING)
 
 
@@ -73,21 +87,15 @@ class SeriesRows:
         return made
 
     def received(self) -> list[Any]:
-        """The jobs waiting for a routing decision, with their series' facts."""
+        """The jobs waiting for a routing decision, with their series' header."""
         with self.engine.connect() as conn:
             return conn.execute(
                 select(
                     Job.id,
                     Series.series_uid,
-                    Series.modality,
-                    Series.body_part,
-                    Series.series_description,
-                    Series.calling_ae,
-                    Series.derived_by_srnode,
                     Series.instance_count,
-                    Series.routing,
                     Study.study_uid,
-                    Study.study_description,
+                    *HEADER_COLUMNS,
                 )
                 .join(Series, Series.id == Job.series_id)
                 .join(Study, Study.id == Series.study_id)
