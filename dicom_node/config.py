@@ -310,18 +310,37 @@ class Settings(_Section):
         return self
 
 
-def _format_error(err: ValidationError) -> str:
+def _format_error(err: ValidationError, raw: object = None) -> str:
+    """The first error as one line naming the key; a list entry is named by its ``name``
+    (``routes.skip-scouts.model``) where ``raw``, the validated input, gives one."""
     e = err.errors()[0]
     # a tagged union adds the tag to the location (destinations.0.dimse.port): drop it
     loc = [
-        str(p)
+        p
         for i, p in enumerate(e["loc"])
         if not (i and isinstance(e["loc"][i - 1], int) and p in ("dimse", "stow"))
     ]
+    node = raw
+    for i, p in enumerate(loc):
+        try:
+            node = node[p]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(p, int) and isinstance(node, dict) and isinstance(node.get("name"), str):
+            loc[i] = node["name"]
     msg = e["msg"].removeprefix("Value error, ")
     if not loc:  # a model-level check: its message starts with the key
         return f"config: {msg}"
-    return f"config: {'.'.join(loc)}: {msg}"
+    return f"config: {'.'.join(str(p) for p in loc)}: {msg}"
+
+
+def validate_settings(raw: dict) -> Settings:
+    """The one validation of a whole configuration (the file with its overrides, the
+    command line, each live change): :class:`ConfigError` with one line naming the key."""
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, raw)) from None
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -351,7 +370,4 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         if not isinstance(target, dict):
             raise ConfigError(f"config: {section}: cannot override a list from the environment")
         target.update(values)
-    try:
-        return Settings.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
+    return validate_settings(raw)

@@ -41,6 +41,28 @@ class DestinationsAndRoutes:
             raise NotFound(f"no {kind} named {name!r}")
         return json.loads(body)
 
+    def _check_change(
+        self, conn: Any, table: Any, name: str | None, body: dict[str, Any] | None
+    ) -> None:
+        """The whole configuration after this change (``name`` replaced by ``body``, added
+        when ``name`` is None, removed when ``body`` is None) must be one ``serve`` runs."""
+        lists = {
+            t: [
+                json.loads(b)
+                for b in conn.execute(select(t.body).order_by(t.position, t.name)).scalars()
+            ]
+            for t in (LiveDestination, LiveRoute)
+        }
+        entries = lists[table]
+        at = next((i for i, e in enumerate(entries) if e.get("name") == name), None)
+        if at is None:
+            entries.append(body)
+        elif body is None:
+            del entries[at]
+        else:
+            entries[at] = body
+        self.check_whole(lists[LiveDestination], lists[LiveRoute])
+
     def _create(
         self, actor: Actor, table: Any, kind: str, body: dict[str, Any], position: int | None
     ) -> dict[str, Any]:
@@ -48,6 +70,7 @@ class DestinationsAndRoutes:
             self._serialise(conn)
             if conn.execute(select(table.name).where(table.name == body["name"])).first():
                 raise Conflict(f"a {kind} named {body['name']!r} exists")
+            self._check_change(conn, table, None, body)
             if position is None:
                 position = self._next_position(conn, table)
             else:
@@ -84,6 +107,7 @@ class DestinationsAndRoutes:
             )
             if renamed_onto:
                 raise Conflict(f"a {kind} named {body['name']!r} exists")
+            self._check_change(conn, table, name, body)
             conn.execute(
                 update(table)
                 .where(table.name == name)
@@ -112,6 +136,7 @@ class DestinationsAndRoutes:
                         f"destination {name!r} is named by route(s) {', '.join(users)}: "
                         "change them first"
                     )
+            self._check_change(conn, table, name, None)
             conn.execute(delete(table).where(table.name == name))
             audit.record(conn, actor, f"{kind}.removed", name, json.loads(old), None)
             self._bump(conn)

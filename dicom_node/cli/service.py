@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from dicom_node.config import ConfigError, Settings, load_settings
+from dicom_node.config import ConfigError, Settings, load_settings, validate_settings
 from dicom_node.config_base import ae_title_problem
 
 _AE_HOST = re.compile(r"^(?P<ae>[^@]+)(?:@(?P<host>[^:]+))?$")
@@ -89,16 +89,7 @@ def build_settings(
         raw["destinations"] = [parse_destination(d) for d in destination]
     if stable_age is not None:
         raw["scheduler"]["stable_age"] = stable_age
-    try:
-        return Settings.model_validate(raw)
-    except Exception as e:  # pydantic ValidationError -> one line naming the key
-        from pydantic import ValidationError
-
-        from dicom_node.config import _format_error
-
-        if isinstance(e, ValidationError):
-            raise ConfigError(_format_error(e)) from None
-        raise
+    return validate_settings(raw)
 
 
 def _settings_or_exit(**kw: Any) -> Settings:
