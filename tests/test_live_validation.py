@@ -127,3 +127,20 @@ def test_config_export_refuses_to_write_what_serve_refuses(client, tmp_path):
     assert r.returncode == 2 and not out.exists()
     last = r.stderr.strip().splitlines()[-1]  # after the log lines of the seeding
     assert last.startswith("config: routes.skip-x.model: model 'ct-x9' not found")
+
+
+def test_routes_are_moved_through_the_api_and_the_dry_run_follows(client):
+    r = client.post("/api/routes", json={"name": "skip-scouts", "series_description": "scout",
+                                         "action": "ignore"})  # fmt: skip
+    assert r.status_code == 201
+    facts = {"modality": "CT", "series_description": "Scout AP"}
+    assert client.post("/api/routes/dry-run", json=facts).json()["route"] == "ct"
+    r = client.post("/api/routes/skip-scouts/move", json={"position": 0})
+    assert r.status_code == 200 and r.json() == ["skip-scouts", "ct"]
+    assert [x.name for x in client.settings.routes] == ["skip-scouts", "ct"]
+    d = client.post("/api/routes/dry-run", json=facts).json()
+    assert d["route"] == "skip-scouts" and d["action"] == "ignore"
+    assert client.post("/api/routes/nope/move", json={"position": 0}).status_code == 404
+    assert client.post("/api/routes/ct/move", json={"position": -1}).status_code == 422
+    moved = client.get("/api/audit?kind=route.moved").json()["items"]
+    assert moved and moved[0]["target"] == "skip-scouts"

@@ -200,5 +200,38 @@ class DestinationsAndRoutes:
         self._check_route_destinations(body)
         return self._replace(actor, LiveRoute, "route", name, body)
 
+    def move_route(self, actor: Actor, name: str, position: int) -> list[str]:
+        """Put route ``name`` at ``position`` (0: first; past the end: last); the others
+        keep their order. Returns the route names in their new order."""
+        if not 0 <= position <= 10_000:
+            raise Invalid("position: 0 to 10000")
+        with self.engine.begin() as conn:
+            self._serialise(conn)
+            names = list(
+                conn.execute(
+                    select(LiveRoute.name).order_by(LiveRoute.position, LiveRoute.name)
+                ).scalars()
+            )
+            if name not in names:
+                raise NotFound(f"no route named {name!r}")
+            before = names.index(name)
+            names.remove(name)
+            names.insert(min(position, len(names)), name)
+            for i, n in enumerate(names):
+                conn.execute(update(LiveRoute).where(LiveRoute.name == n).values(position=i))
+            if names.index(name) != before:
+                audit.record(
+                    conn,
+                    actor,
+                    "route.moved",
+                    name,
+                    {"position": before},
+                    {"position": names.index(name)},
+                )
+                self._bump(conn)
+        self.reload()
+        log.info("route %s moved to position %d by %s", name, names.index(name), actor.user)
+        return names
+
     def delete_route(self, actor: Actor, name: str) -> None:
         self._remove(actor, LiveRoute, "route", name)

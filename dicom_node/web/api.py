@@ -214,6 +214,18 @@ def update_route(
     return _run(lc.update_route, who, name, body.model_dump(mode="json", exclude_none=True))
 
 
+class MoveIn(BaseModel):
+    position: int = Field(ge=0, le=10_000, description="0: first; past the end: last")
+
+
+@router.post("/routes/{name}/move", tags=["routes"])
+def move_route(
+    name: Name, body: MoveIn, lc: LiveConfig = Depends(live), who: Actor = Depends(_admin)
+) -> list[str]:
+    """Put a rule at ``position`` (the first that matches decides); answers the new order."""
+    return _run(lc.move_route, who, name, body.position)
+
+
 @router.delete("/routes/{name}", status_code=204, tags=["routes"])
 def delete_route(
     name: Name, lc: LiveConfig = Depends(live), who: Actor = Depends(_admin)

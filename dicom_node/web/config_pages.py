@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from dicom_node.admin.dry_run import dry_run
-from dicom_node.admin.errors import AdminError
+from dicom_node.admin.errors import AdminError, Invalid
 from dicom_node.admin.probe import test_destination
 from dicom_node.web.context import Console, console
 from dicom_node.web.render import _admin_actor, _back, form_of, render
@@ -243,17 +243,49 @@ async def routes_add(request: Request, c: Console = Depends(console)) -> Respons
     data = await form_of(request)
     who = _admin_actor(request)
     form = _route_form(data)
+    raw_position = str(data.get("position", "")).strip()
     try:
-        r = _live(c).add_route(who, form)
+        position = _position(raw_position)
+        r = _live(c).add_route(who, form, position)
     except AdminError as err:
-        return _routes_page(request, c, 422, error=err.message, form=form)
+        return _routes_page(
+            request, c, err.status, error=err.message, form={**form, "position": raw_position}
+        )
     return _back("/routes", f"route {r['name']} added")
+
+
+def _position(value: str) -> int | None:
+    """The form's 1-based position (empty: last) as the 0-based one of the live routes."""
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise Invalid(f"position: {value[:20]!r} is not a number") from None
+    if not 1 <= n <= 10_001:
+        raise Invalid("position: 1 to 10001")
+    return n - 1
+
+
+@router.post("/routes/{name}/move", response_class=HTMLResponse)
+async def route_move(request: Request, name: str, c: Console = Depends(console)) -> Response:
+    data = await form_of(request)
+    who = _admin_actor(request)
+    try:
+        position = int(str(data.get("position", "")))
+    except ValueError:
+        return _routes_page(request, c, 422, error="position: not a number")
+    try:
+        order = _live(c).move_route(who, name[:128], position)
+    except AdminError as err:
+        return _routes_page(request, c, err.status, error=err.message)
+    return _back("/routes", f"route {name} is now number {order.index(name[:128]) + 1}")
 
 
 @router.post("/routes/dry-run", response_class=HTMLResponse)
 async def routes_dry_run(request: Request, c: Console = Depends(console)) -> Response:
     data = await form_of(request)
-    keys = ("modality", "body_part", "series_description", "calling_ae")
+    keys = ("modality", "body_part", "series_description", "study_description", "calling_ae")
     facts = {k: str(data.get(k, ""))[:256] for k in keys}
     uid = str(data.get("series_uid", "")).strip()[:64] or None
     try:
