@@ -12,6 +12,7 @@ from dicom_node.admin.dry_run import dry_run
 from dicom_node.admin.errors import AdminError, Invalid
 from dicom_node.admin.probe import test_destination
 from dicom_node.web.context import Console, console
+from dicom_node.web.destination_form import destination_entry
 from dicom_node.web.render import _admin_actor, _back, form_of, render
 
 router = APIRouter(include_in_schema=False)
@@ -76,35 +77,6 @@ async def aets_delete(request: Request, c: Console = Depends(console)) -> Respon
 
 
 # ------------------------------------------------------------------ destinations
-def _destination_form(data: dict[str, Any]) -> dict[str, Any]:
-    """Form fields -> a destination entry (empty fields left out; numbers converted)."""
-    out: dict[str, Any] = {
-        "name": str(data.get("name", "")).strip(),
-        "kind": str(data.get("kind", "dimse")),
-    }
-    if out["kind"] == "dimse":
-        for key in ("ae_title", "host"):
-            if str(data.get(key, "")).strip():
-                out[key] = str(data[key]).strip()
-    elif str(data.get("url", "")).strip():
-        out["url"] = str(data["url"]).strip()
-    out["tls"] = bool(data.get("tls"))
-    for key, cast in (
-        ("port", int),
-        ("max_attempts", int),
-        ("backoff_initial", float),
-        ("backoff_max", float),
-    ):
-        v = str(data.get(key, "")).strip()
-        if not v or (key == "port" and out["kind"] != "dimse"):
-            continue
-        try:
-            out[key] = cast(v)
-        except ValueError:
-            raise AdminError(f"{key}: {v[:20]!r} is not a number") from None
-    return out
-
-
 def _destinations_page(request: Request, c: Console, status: int = 200, **ctx: Any) -> Response:
     dests = c.live.list_destinations() if c.live else []
     return render(
@@ -128,7 +100,7 @@ async def destinations_add(request: Request, c: Console = Depends(console)) -> R
     data = await form_of(request)
     who = _admin_actor(request)
     try:
-        d = _live(c).add_destination(who, _destination_form(data))
+        d = _live(c).add_destination(who, destination_entry(data))
     except AdminError as err:
         return _destinations_page(request, c, 422, error=err.message, form=data)
     return _back("/destinations", f"destination {d['name']} added")
@@ -152,7 +124,7 @@ async def destination_save(request: Request, name: str, c: Console = Depends(con
     data = await form_of(request)
     who = _admin_actor(request)
     try:
-        d = _live(c).update_destination(who, name[:128], _destination_form(data))
+        d = _live(c).update_destination(who, name[:128], destination_entry(data))
     except AdminError as err:
         return render(
             request,

@@ -277,7 +277,7 @@ def test_console_end_to_end(node, browser):
     submit("#dest-add")
     assert "ae_title: required for a DIMSE destination" in find("#error").text
     Select(find("#dest-kind")).select_by_value("dimse")
-    fill("#dest-ae", "DEST")
+    fill("#dest-ae-title", "DEST")
     submit("#dest-add")
     assert "destination archive added" in find("#msg").text
     submit("#destinations button.plain")  # Test

@@ -80,3 +80,10 @@ def test_a_route_moved_up_changes_the_dry_run(node, browser):  # noqa: F811
     assert decision.startswith("ignore by route skip-scouts"), decision
     assert marked == ["skip-scouts"]
     screenshot(d, "console-routes.png")
+
+    # the destination form: every field of the file, with its defaults
+    d.get(web + "/destinations")
+    assert find("#dest-retry-for-hours").get_attribute("value") == "24.0"
+    assert find("#dest-max-attempts").get_attribute("value") == ""
+    assert Select(find("#dest-transfer-syntax")).first_selected_option.text.startswith("automatic")
+    screenshot(d, "console-destinations.png")
