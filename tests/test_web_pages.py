@@ -111,7 +111,7 @@ def test_job_page_shows_when_a_waiting_export_is_tried_next(client):
     page = client.get(f"/jobs/{job_id}").text
     rows = [
         re.findall(r"<td[^>]*>(.*?)</td>", tr)
-        for tr in re.findall(r"<tr><td>(?:pacs|web)</td>.*?</tr>", page)
+        for tr in re.findall(r"<tr[^>]*><td>(?:pacs|web)</td>.*?</tr>", page)
     ]
     # destination, state, attempts, sent, next attempt: only a waiting export has one
     assert [r[:2] for r in rows] == [["pacs", "done"], ["web", "pending"]]

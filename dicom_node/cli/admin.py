@@ -39,12 +39,18 @@ def _status(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
         """Queue, recent jobs and destination retries."""
+        from dicom_node.store.jobs import Jobs
+
         s = _settings_or_exit(config=config, data_dir=data_dir)
         d = _db(s)
         try:
             counts = d.queue_counts()
             jobs = d.recent_jobs(limit)
             exports = d.export_rows(only_open=False)[:50]
+            tallies = Jobs(d).export_tally([j["id"] for j in jobs])
+            for j in jobs:  # "exported 1/2": destinations that have every instance
+                done, total = tallies.get(j["id"], (0, 0))
+                j["exported"] = f"{done}/{total}" if total else None
         finally:
             d.close()
         from dicom_node.jobs.engines import cached_choices, node_cache_dir
@@ -84,6 +90,7 @@ def _status(app: typer.Typer) -> None:
             "series",
             "att",
             "derived",
+            "exported",
             "updated",
             "reason / last error",
         ):
@@ -96,6 +103,7 @@ def _status(app: typer.Typer) -> None:
                 j["series_uid"],
                 str(j["attempts"]),
                 str(j["derived_count"]),
+                j["exported"] or "-",
                 _ago(j["updated_at"]),
                 (j["last_error"] or j["reason"] or "")[:120],
             )
@@ -137,13 +145,22 @@ def _jobs(app: typer.Typer) -> None:
     def jobs_retry(
         job_id: int | None = typer.Argument(None, help="job id (see srnode status)"),
         failed: bool = typer.Option(False, "--failed", help="every failed job"),
+        destination: str | None = typer.Option(
+            None,
+            "--destination",
+            "-d",
+            help="send a failed job's derived series again to this destination alone "
+            "(the others keep what they have)",
+        ),
         config: Path | None = ConfigOpt,
         data_dir: Path | None = DataDirOpt,
     ) -> None:
         """Queue a job (or with --failed, every failed job) again: fresh attempts, every
-        destination."""
+        destination; with --destination, only the export to that destination."""
         if (job_id is None) == (not failed):
             _fail("give a job id or --failed")
+        if destination is not None and job_id is None:
+            _fail("--destination: give a job id")
         s = _settings_or_exit(config=config, data_dir=data_dir)
         from dicom_node.admin import jobs as admin_jobs
         from dicom_node.admin.errors import AdminError
@@ -155,12 +172,15 @@ def _jobs(app: typer.Typer) -> None:
                 ids = admin_jobs.retry_failed(d, cli_actor())
                 typer.echo(f"{len(ids)} failed job(s) queued again")
                 return
-            admin_jobs.retry(d.engine, d, cli_actor(), job_id)
+            admin_jobs.retry(d.engine, d, cli_actor(), job_id, destination)
         except AdminError as e:
             _fail(str(e))
         finally:
             d.close()
-        typer.echo(f"job {job_id} queued again")
+        if destination:
+            typer.echo(f"job {job_id}: sending to {destination} again")
+        else:
+            typer.echo(f"job {job_id} queued again")
 
 
 def _echo(app: typer.Typer) -> None:

@@ -304,9 +304,10 @@ class Worker:
             )
             return
         if failed:
-            self.jobs.finish(job_id, JobState.FAILED, self.name, last_error=_summary(failed))
+            said = export_outcome.summary(exps)  # "exported 1/2; pacs2: ..."
+            self.jobs.finish(job_id, JobState.FAILED, self.name, last_error=said)
             count_failed("export")
-            log.error("job %d failed: %s", job_id, _summary(failed))
+            log.error("job %d failed: %s", job_id, said)
             return
         self.jobs.finish(job_id, JobState.DONE, self.name, next_attempt_at=None, last_error=None)
         log.info("job %d done study=%s series=%s", job_id, ctx["study_uid"], ctx["series_uid"])

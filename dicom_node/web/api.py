@@ -278,10 +278,14 @@ def get_job(job_id: JobId, db: Any = Depends(database)) -> dict[str, Any]:
 
 @router.post("/jobs/{job_id}/retry", tags=["jobs"])
 def retry_job(
-    job_id: JobId, db: Any = Depends(database), who: Actor = Depends(_admin)
+    job_id: JobId,
+    destination: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    db: Any = Depends(database),
+    who: Actor = Depends(_admin),
 ) -> dict[str, Any]:
-    """Queue a failed, skipped or done job again (fresh attempts, every destination)."""
-    return _run(admin_jobs.retry, db.engine, db, who, job_id)
+    """Queue a failed, skipped or done job again (fresh attempts, every destination); with
+    ``destination``, a failed job sends its derived series to that destination alone."""
+    return _run(admin_jobs.retry, db.engine, db, who, job_id, destination)
 
 
 @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
