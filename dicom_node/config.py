@@ -176,6 +176,13 @@ class SchedulerSettings(_Section):
     job_lease: float = Field(
         300.0, gt=0, description="a claim not renewed for this long is free again (crashed worker)"
     )
+    resent_series: Literal["process", "ignore"] = Field(
+        "process",
+        description="a series whose instances all arrive again after its job ended: "
+        "process (enhance and export it again; the derived UIDs are the same, so the PACS "
+        "gets no duplicates) or ignore. Either way the log and the audit trail "
+        "(series.resent) say so",
+    )
 
 
 class DatabaseSettings(_Section):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import typer
@@ -39,6 +40,7 @@ def _status(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
     ) -> None:
         """Queue, recent jobs and destination retries."""
+        from dicom_node.store import audit
         from dicom_node.store.jobs import Jobs
 
         s = _settings_or_exit(config=config, data_dir=data_dir)
@@ -47,6 +49,7 @@ def _status(app: typer.Typer) -> None:
             counts = d.queue_counts()
             jobs = d.recent_jobs(limit)
             exports = d.export_rows(only_open=False)[:50]
+            _, resent = audit.query(d.engine, kind="series.resent", since=time.time() - 86400)
             tallies = Jobs(d).export_tally([j["id"] for j in jobs])
             for j in jobs:  # "exported 1/2": destinations that have every instance
                 done, total = tallies.get(j["id"], (0, 0))
@@ -65,6 +68,7 @@ def _status(app: typer.Typer) -> None:
                 "exports": exports,
                 "disk": disk.status(),
                 "engines": engines,
+                "resent": resent,
             }
             typer.echo(json.dumps(out, default=str))
             return
@@ -79,6 +83,12 @@ def _status(app: typer.Typer) -> None:
                 f"engine: {e['model']} (sha256 {e['sha256']}) on {e['backend']}, chosen by "
                 f"auto on {e['cpu']}, {e['threads']} threads, tile {e['tile']} "
                 f"({e['measured_at']})",
+                markup=False,
+                highlight=False,
+            )
+        for r in resent[:10]:
+            con.print(
+                f"re-sent series {r['target']} ({_ago(r['at'])}): {r.get('detail') or ''}",
                 markup=False,
                 highlight=False,
             )
