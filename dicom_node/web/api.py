@@ -302,6 +302,7 @@ def list_models(c: Console = Depends(console)) -> dict[str, Any]:
     """Model cards (with their held-out metrics and training data), the model each
     modality gets by default, the configured backend and, with ``auto``, the path it
     chose on this host for each model it has loaded (``engines``, newest first)."""
+    from dicom_node.jobs import warmup
     from dicom_node.jobs.engines import cached_choices, node_cache_dir
     from sr_engine.registry import DEFAULT_FOR_MODALITY, GENERAL_MODEL
     from sr_engine.registry import list_models as cards
@@ -309,6 +310,7 @@ def list_models(c: Console = Depends(console)) -> dict[str, Any]:
     found = cards(model_dirs=tuple(c.settings.engine.model_dirs))
     return {
         "backend": c.settings.engine.backend,
+        "warm_up": warmup.status(),
         "engines": cached_choices(node_cache_dir(c.settings.node.data_dir)),
         "default_for_modality": {**DEFAULT_FOR_MODALITY, "*": GENERAL_MODEL},
         "models": [

@@ -87,3 +87,9 @@ def test_a_route_moved_up_changes_the_dry_run(node, browser):  # noqa: F811
     assert find("#dest-max-attempts").get_attribute("value") == ""
     assert Select(find("#dest-transfer-syntax")).first_selected_option.text.startswith("automatic")
     screenshot(d, "console-destinations.png")
+
+    # the engines the node loaded at start for the routed models
+    d.get(web + "/")
+    engines = find("#engines").text
+    assert all(m in engines for m in ("ct-x2", "mr-x2", "general-x2")), engines
+    screenshot(d, "console-dashboard-engines.png")
