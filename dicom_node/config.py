@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dicom_node.config_base import _check_ae, _Section
 from dicom_node.config_routing import Destination, Route
+from sr_engine.backends import BACKEND_NAMES
 
 
 class ConfigError(Exception):
@@ -143,8 +144,9 @@ class EngineSettings(_Section):
 
     backend: str = Field(
         "auto",
-        description="auto (the fastest installed here), onnxruntime, tensorrt, torch, or a "
-        "torch variant: torch-cuda-fp16, torch-cuda-bf16, torch-cuda-fp32, torch-cpu",
+        description="auto (the fastest path measured on this host at a model's first load, "
+        "within the fidelity gate; at serve start for the routed models) or one path: "
+        + ", ".join(BACKEND_NAMES[1:]),
     )
     threads: int = Field(0, ge=0, description="CPU threads (0: all cores)")
     model_dirs: list[Path] = Field(
@@ -154,8 +156,6 @@ class EngineSettings(_Section):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        from sr_engine.backends import BACKEND_NAMES
-
         if v not in BACKEND_NAMES:
             raise ValueError(f"must be one of {', '.join(BACKEND_NAMES)}")
         return v

@@ -6,6 +6,7 @@ database, real dcmtk storescp on both sides."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -119,6 +120,21 @@ def test_one_destination_failing_is_exported_1_of_2_and_retried_alone(tmp_path, 
         assert r.returncode == 0, r.stderr
         (mine,) = [j for j in json.loads(r.stdout)["jobs"] if j["id"] == job_id]
         assert mine["exported"] == "1/2" and mine["state"] == "failed"
+        # srnode jobs list / show
+        r = subprocess.run([SRNODE, "jobs", "list", "--state", "failed", "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert "jobs (1 of 1)" in r.stdout and "exported 1/2" in r.stdout
+        r = subprocess.run([SRNODE, "jobs", "show", str(job_id), "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"job {job_id}: failed, exported 1/2\n")
+        assert "  export archive: done, 1 attempts, 2 sent" in r.stdout
+        assert "  export research: failed, " in r.stdout
+        r = subprocess.run([SRNODE, "jobs", "show", "999", "--config", str(cfg)],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert r.returncode == 2 and r.stderr.strip() == "no job 999"
 
         # the done destination cannot be "retried"; the failed one alone is sent again
         r = c.post(f"/api/jobs/{job_id}/retry?destination=archive")

@@ -1,4 +1,4 @@
-"""Admin commands: ``srnode status``, ``jobs retry`` and ``echo`` (the live configuration:
+"""Admin commands: ``srnode status``, ``jobs list/show/retry`` and ``echo`` (the live configuration:
 ``aet``, ``admin``, ``config``, is in :mod:`dicom_node.cli.live`)."""
 
 from __future__ import annotations
@@ -146,10 +146,99 @@ def _status(app: typer.Typer) -> None:
 
 
 def _jobs(app: typer.Typer) -> None:
-    """srnode jobs retry."""
+    """srnode jobs list / show / retry."""
 
     jobs_app = typer.Typer(help="Job administration.", no_args_is_help=True)
     app.add_typer(jobs_app, name="jobs")
+
+    @jobs_app.command("list")
+    def jobs_list(
+        state: str | None = typer.Option(
+            None, "--state", help="received, queued, processing, exporting, done, failed or skipped"
+        ),
+        modality: str | None = typer.Option(None, "--modality", help="e.g. CT"),
+        accession: str | None = typer.Option(None, "--accession", help="accession number"),
+        limit: int = typer.Option(20, "--limit", "-n", min=1, max=500, help="jobs to show"),
+        as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+        config: Path | None = ConfigOpt,
+        data_dir: Path | None = DataDirOpt,
+    ) -> None:
+        """Jobs, newest first (the console's job search)."""
+        from dicom_node.admin import jobs as admin_jobs
+        from dicom_node.store.states import JOB_STATES
+
+        if state is not None and state not in JOB_STATES:
+            _fail(f"--state: one of {', '.join(JOB_STATES)}")
+        s = _settings_or_exit(config=config, data_dir=data_dir)
+        d = _db(s)
+        try:
+            f = admin_jobs.JobFilter(
+                state=state, modality=modality, accession=accession, limit=limit
+            )
+            total, items = admin_jobs.search(d.engine, f)
+        finally:
+            d.close()
+        if as_json:
+            typer.echo(json.dumps({"total": total, "items": items}, default=str))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"jobs ({len(items)} of {total})")
+        for col in ("id", "state", "modality", "study date", "series", "route", "updated",
+                    "reason / last error"):  # fmt: skip
+            t.add_column(col, overflow="fold")
+        for j in items:
+            t.add_row(
+                str(j["id"]),
+                j["state"],
+                j["modality"] or "-",
+                j.get("study_date") or "-",
+                j["series_description"] or j["series_uid"],
+                j["route"] or "-",
+                _ago(j["updated_at"]),
+                (j["last_error"] or j["reason"] or "")[:120],
+            )
+        Console(width=160).print(t)
+
+    @jobs_app.command("show")
+    def jobs_show(
+        job_id: int = typer.Argument(..., help="job id (see srnode jobs list)"),
+        as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+        config: Path | None = ConfigOpt,
+        data_dir: Path | None = DataDirOpt,
+    ) -> None:
+        """One job: its series, route, model, error and each destination's export."""
+        from dicom_node.admin import jobs as admin_jobs
+        from dicom_node.admin.errors import AdminError
+
+        s = _settings_or_exit(config=config, data_dir=data_dir)
+        d = _db(s)
+        try:
+            job = admin_jobs.get(d.engine, job_id)
+        except AdminError as e:
+            _fail(e.message)
+        finally:
+            d.close()
+        if as_json:
+            typer.echo(json.dumps(job, default=str))
+            return
+        exports = job.pop("exports")
+        done = sum(1 for e in exports if e["state"] == ExportState.DONE)
+        lines = [f"job {job['id']}: {job['state']}" + (
+            f", exported {done}/{len(exports)}" if exports else "")]  # fmt: skip
+        for key in ("study_uid", "series_uid", "modality", "body_part", "series_description",
+                    "study_description", "study_date", "accession_number", "calling_ae", "via",
+                    "route", "model", "reason", "instance_count", "derived_count",
+                    "derived_series_uid", "attempts", "last_error"):  # fmt: skip
+            if job.get(key) not in (None, ""):
+                lines.append(f"  {key}: {job[key]}")
+        for e in exports:
+            lines.append(
+                f"  export {e['destination']}: {e['state']}, {e['attempts']} attempts, "
+                f"{e['sent_count']} sent" + (f": {e['last_error']}" if e["last_error"] else "")
+            )
+        typer.echo("\n".join(lines))
 
     @jobs_app.command("retry")
     def jobs_retry(
