@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _status: dict[str, dict[str, Any]] = {}  # model -> state, backend, seconds, since
+_stop = threading.Event()
+_thread: threading.Thread | None = None
 
 
 def routed_models(settings: Any, engines: Any) -> list[str]:
@@ -58,6 +60,8 @@ def _label(model: str) -> str:
 def warm(engines: Any, models: list[str], backend: str) -> None:
     """Load each model's engine (measuring the backends with ``auto``), one after another."""
     for model in models:
+        if _stop.is_set():
+            return
         name = _label(model)
         _set(name, state="measuring" if backend == "auto" else "loading", since=time.time())
         log.info(
@@ -80,12 +84,21 @@ def warm(engines: Any, models: list[str], backend: str) -> None:
         log.info("engine warm-up: %s ready on %s in %.1f s", name, eng.backend_name, took)
 
 
+def stop() -> bool:
+    """No further model is loaded; True while a load is still under way (in native code:
+    the process should leave with ``os._exit`` rather than wait for it)."""
+    _stop.set()
+    return _thread is not None and _thread.is_alive()
+
+
 def start(engines: Any, settings: Any) -> threading.Thread | None:
     """Warm the routed models' engines in a daemon thread (None when no route enhances)."""
+    global _thread
     models = routed_models(settings, engines)
     if not models:
         return None
-    t = threading.Thread(
+    _stop.clear()
+    t = _thread = threading.Thread(
         target=warm, args=(engines, models, settings.engine.backend), name="engine-warm-up",
         daemon=True,
     )  # fmt: skip
