@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from dicom_node.config_base import _check_ae, _Section
 from dicom_node.config_routing import Destination, Route
+from sr_engine.backends import BACKEND_NAMES
 
 
 class ConfigError(Exception):
@@ -143,8 +144,9 @@ class EngineSettings(_Section):
 
     backend: str = Field(
         "auto",
-        description="auto (the fastest installed here), onnxruntime, tensorrt, torch, or a "
-        "torch variant: torch-cuda-fp16, torch-cuda-bf16, torch-cuda-fp32, torch-cpu",
+        description="auto (the fastest path measured on this host at a model's first load, "
+        "within the fidelity gate; at serve start for the routed models) or one path: "
+        + ", ".join(BACKEND_NAMES[1:]),
     )
     threads: int = Field(0, ge=0, description="CPU threads (0: all cores)")
     model_dirs: list[Path] = Field(
@@ -154,8 +156,6 @@ class EngineSettings(_Section):
     @field_validator("backend")
     @classmethod
     def _backend(cls, v: str) -> str:
-        from sr_engine.backends import BACKEND_NAMES
-
         if v not in BACKEND_NAMES:
             raise ValueError(f"must be one of {', '.join(BACKEND_NAMES)}")
         return v
@@ -175,6 +175,13 @@ class SchedulerSettings(_Section):
     )
     job_lease: float = Field(
         300.0, gt=0, description="a claim not renewed for this long is free again (crashed worker)"
+    )
+    resent_series: Literal["process", "ignore"] = Field(
+        "process",
+        description="a series whose instances all arrive again after its job ended: "
+        "process (enhance and export it again; the derived UIDs are the same, so the PACS "
+        "gets no duplicates) or ignore. Either way the log and the audit trail "
+        "(series.resent) say so",
     )
 
 
@@ -310,18 +317,37 @@ class Settings(_Section):
         return self
 
 
-def _format_error(err: ValidationError) -> str:
+def _format_error(err: ValidationError, raw: object = None) -> str:
+    """The first error as one line naming the key; a list entry is named by its ``name``
+    (``routes.skip-scouts.model``) where ``raw``, the validated input, gives one."""
     e = err.errors()[0]
     # a tagged union adds the tag to the location (destinations.0.dimse.port): drop it
     loc = [
-        str(p)
+        p
         for i, p in enumerate(e["loc"])
         if not (i and isinstance(e["loc"][i - 1], int) and p in ("dimse", "stow"))
     ]
+    node = raw
+    for i, p in enumerate(loc):
+        try:
+            node = node[p]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(p, int) and isinstance(node, dict) and isinstance(node.get("name"), str):
+            loc[i] = node["name"]
     msg = e["msg"].removeprefix("Value error, ")
     if not loc:  # a model-level check: its message starts with the key
         return f"config: {msg}"
-    return f"config: {'.'.join(loc)}: {msg}"
+    return f"config: {'.'.join(str(p) for p in loc)}: {msg}"
+
+
+def validate_settings(raw: dict) -> Settings:
+    """The one validation of a whole configuration (the file with its overrides, the
+    command line, each live change): :class:`ConfigError` with one line naming the key."""
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, raw)) from None
 
 
 def _env_overrides(env: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -351,7 +377,4 @@ def load_settings(path: str | Path | None = None, env: dict[str, str] | None = N
         if not isinstance(target, dict):
             raise ConfigError(f"config: {section}: cannot override a list from the environment")
         target.update(values)
-    try:
-        return Settings.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_format_error(e)) from None
+    return validate_settings(raw)

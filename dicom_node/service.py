@@ -23,6 +23,7 @@ from dicom_node.admin.live_config import LiveConfig
 from dicom_node.admin.runtime import LiveSync, start_live
 from dicom_node.config import Settings
 from dicom_node.data_dir import DataDir
+from dicom_node.jobs import warmup
 from dicom_node.jobs.engines import EngineCache
 from dicom_node.jobs.scheduler import NodeScheduler
 from dicom_node.jobs.worker import Worker
@@ -152,6 +153,7 @@ class Node:
         self.scheduler = NodeScheduler(self.db, s, self.spool, on_queued=self._on_queued)
         self.scheduler.start()
         engines = EngineCache.from_settings(s)
+        warmup.start(engines, s)  # the routed models' backends, before the first job
         prefix = node_claim_prefix(s) if self.role == "serve" else f"{socket.gethostname()}:worker:"
 
         for i in range(s.scheduler.workers):

@@ -46,23 +46,18 @@ def _check_tls(settings: Settings) -> None:
                 f"config: node.tls_cert: {n.tls_cert} and {n.tls_key} are not a PEM "
                 f"certificate and its key ({e.reason or e})"
             ) from None
-    for d in settings.destinations:
-        for key in ("tls_ca", "tls_cert", "tls_key"):
-            _readable(f"destinations.{d.name}.{key}", getattr(d, key, None))
 
 
 def _check_models(settings: Settings) -> None:
-    """Every model a route names resolves (by name in the model folders, or a card path)."""
-    from sr_engine.errors import ModelCardError
-    from sr_engine.registry import resolve_model
+    """Destinations' TLS files readable, every route's model resolves: the checks each live
+    change of the configuration runs too (dicom_node.config_checks)."""
+    from dicom_node.config import ConfigError
+    from dicom_node.config_checks import check_runnable
 
-    for r in settings.routes:
-        if r.action != "enhance" or not r.model:
-            continue
-        try:
-            resolve_model(r.model, model_dirs=settings.engine.model_dirs)
-        except (ModelCardError, OSError, ValueError) as e:
-            raise StartupError(f"config: routes.{r.name}.model: {e}") from None
+    try:
+        check_runnable(settings)
+    except ConfigError as e:
+        raise StartupError(str(e)) from None
 
 
 def port_in_use(key: str, host: str, port: int, hint: str = "") -> StartupError:

@@ -74,6 +74,6 @@ def test_destinations_are_a_union_by_kind():
 def test_a_field_of_another_kind_is_named(tmp_path):
     p = tmp_path / "bad.toml"
     p.write_text('[[destinations]]\nname = "WEB"\nkind = "stow"\nport = 104\n')
-    with pytest.raises(ConfigError, match=r"config: destinations\.0\.") as e:
+    with pytest.raises(ConfigError, match=r"config: destinations\.WEB\.port: ") as e:
         load_settings(p, env={})
     assert "\n" not in str(e.value) and "port" in str(e.value)

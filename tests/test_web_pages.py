@@ -114,8 +114,23 @@ def test_job_page_shows_when_a_waiting_export_is_tried_next(client):
     page = client.get(f"/jobs/{job_id}").text
     rows = [
         re.findall(r"<td[^>]*>(.*?)</td>", tr)
-        for tr in re.findall(r"<tr><td>(?:pacs|web)</td>.*?</tr>", page)
+        for tr in re.findall(r"<tr[^>]*><td>(?:pacs|web)</td>.*?</tr>", page)
     ]
     # destination, state, attempts, sent, next attempt: only a waiting export has one
     assert [r[:2] for r in rows] == [["pacs", "done"], ["web", "pending"]]
     assert rows[0][4] == "-" and rows[1][4].startswith("in ")
+
+
+def test_console_labels(client):
+    """The login page offers no navigation and no 'anonymous' user; a study description is
+    labelled as one; an ignore route shows no model; the dry run asks for a study
+    description too."""
+    client.post("/api/routes", json={"name": "skip", "action": "ignore", "series_description": "x"})
+    login = client.get("/login").text
+    header = login[login.index("<header>") : login.index("</header>")]
+    assert "<nav>" not in header and "anonymous" not in header
+    assert 'href="/jobs"' in client.get("/").text  # other pages keep their navigation
+    routes = client.get("/routes").text
+    row = re.search(r'<tr id="route-\d+" data-route="skip".*?</tr>', routes, re.S).group(0)
+    assert "by modality" not in row and "ct-x2" not in row
+    assert 'name="study_description"' in routes[routes.index('id="dry-run"') :]

@@ -41,6 +41,28 @@ class DestinationsAndRoutes:
             raise NotFound(f"no {kind} named {name!r}")
         return json.loads(body)
 
+    def _check_change(
+        self, conn: Any, table: Any, name: str | None, body: dict[str, Any] | None
+    ) -> None:
+        """The whole configuration after this change (``name`` replaced by ``body``, added
+        when ``name`` is None, removed when ``body`` is None) must be one ``serve`` runs."""
+        lists = {
+            t: [
+                json.loads(b)
+                for b in conn.execute(select(t.body).order_by(t.position, t.name)).scalars()
+            ]
+            for t in (LiveDestination, LiveRoute)
+        }
+        entries = lists[table]
+        at = next((i for i, e in enumerate(entries) if e.get("name") == name), None)
+        if at is None:
+            entries.append(body)
+        elif body is None:
+            del entries[at]
+        else:
+            entries[at] = body
+        self.check_whole(lists[LiveDestination], lists[LiveRoute])
+
     def _create(
         self, actor: Actor, table: Any, kind: str, body: dict[str, Any], position: int | None
     ) -> dict[str, Any]:
@@ -48,6 +70,7 @@ class DestinationsAndRoutes:
             self._serialise(conn)
             if conn.execute(select(table.name).where(table.name == body["name"])).first():
                 raise Conflict(f"a {kind} named {body['name']!r} exists")
+            self._check_change(conn, table, None, body)
             if position is None:
                 position = self._next_position(conn, table)
             else:
@@ -84,6 +107,7 @@ class DestinationsAndRoutes:
             )
             if renamed_onto:
                 raise Conflict(f"a {kind} named {body['name']!r} exists")
+            self._check_change(conn, table, name, body)
             conn.execute(
                 update(table)
                 .where(table.name == name)
@@ -112,6 +136,7 @@ class DestinationsAndRoutes:
                         f"destination {name!r} is named by route(s) {', '.join(users)}: "
                         "change them first"
                     )
+            self._check_change(conn, table, name, None)
             conn.execute(delete(table).where(table.name == name))
             audit.record(conn, actor, f"{kind}.removed", name, json.loads(old), None)
             self._bump(conn)
@@ -174,6 +199,39 @@ class DestinationsAndRoutes:
         body = _dump(validate_route({**data, "name": data.get("name") or name}))
         self._check_route_destinations(body)
         return self._replace(actor, LiveRoute, "route", name, body)
+
+    def move_route(self, actor: Actor, name: str, position: int) -> list[str]:
+        """Put route ``name`` at ``position`` (0: first; past the end: last); the others
+        keep their order. Returns the route names in their new order."""
+        if not 0 <= position <= 10_000:
+            raise Invalid("position: 0 to 10000")
+        with self.engine.begin() as conn:
+            self._serialise(conn)
+            names = list(
+                conn.execute(
+                    select(LiveRoute.name).order_by(LiveRoute.position, LiveRoute.name)
+                ).scalars()
+            )
+            if name not in names:
+                raise NotFound(f"no route named {name!r}")
+            before = names.index(name)
+            names.remove(name)
+            names.insert(min(position, len(names)), name)
+            for i, n in enumerate(names):
+                conn.execute(update(LiveRoute).where(LiveRoute.name == n).values(position=i))
+            if names.index(name) != before:
+                audit.record(
+                    conn,
+                    actor,
+                    "route.moved",
+                    name,
+                    {"position": before},
+                    {"position": names.index(name)},
+                )
+                self._bump(conn)
+        self.reload()
+        log.info("route %s moved to position %d by %s", name, names.index(name), actor.user)
+        return names
 
     def delete_route(self, actor: Actor, name: str) -> None:
         self._remove(actor, LiveRoute, "route", name)

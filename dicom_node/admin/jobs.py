@@ -23,9 +23,22 @@ def get(engine: Any, job_id: int) -> dict[str, Any]:
     return job
 
 
-def retry(engine: Any, db: Any, actor: Actor, job_id: int) -> dict[str, Any]:
-    """Queue a failed, skipped or done job again (fresh attempts, every destination)."""
+def retry(
+    engine: Any, db: Any, actor: Actor, job_id: int, destination: str | None = None
+) -> dict[str, Any]:
+    """Queue a failed, skipped or done job again (fresh attempts, every destination); with
+    ``destination``, send a failed job's derived series again to that destination alone."""
     before = get(engine, job_id)
+    if destination is not None:
+        failed = [e["destination"] for e in before["exports"] if e["state"] == "failed"]
+        if before["state"] != JobState.FAILED or destination not in failed:
+            raise Conflict(
+                f"job {job_id}: no failed export to {destination!r}"
+                + (f" (failed: {', '.join(failed)})" if failed else "")
+            )
+        if not Jobs(db).retry_export(job_id, destination, actor=actor):
+            raise Conflict(f"job {job_id} changed meanwhile; look again")
+        return get(engine, job_id)
     if before["state"] not in RETRYABLE:
         raise Conflict(f"job {job_id} is {before['state']}: only failed, skipped or done jobs")
     if not Jobs(db).retry(job_id, expect=JobState(before["state"]), actor=actor):

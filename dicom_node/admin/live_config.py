@@ -28,9 +28,10 @@ from sqlalchemy.engine import Connection
 
 from dicom_node.admin.allowed_aes import AllowedAEs
 from dicom_node.admin.destinations_routes import DestinationsAndRoutes
-from dicom_node.admin.errors import Actor
+from dicom_node.admin.errors import Actor, Invalid
 from dicom_node.admin.validation import _DEST_LIST, _ROUTE_LIST, _dump, _valid_entries
-from dicom_node.config import Settings
+from dicom_node.config import ConfigError, Settings, validate_settings
+from dicom_node.config_checks import check_runnable, route_model_problem
 from dicom_node.store import audit
 from dicom_node.store.database import LOCK_LIVE_CONFIG
 from dicom_node.store.schema import AETitle, ConfigSeed, LiveDestination, LiveRoute, Meta
@@ -115,9 +116,40 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
         if self.settings is not None:
             # assignment is atomic: a reader sees the old list or the new one
             self.settings.destinations = _valid_entries(_DEST_LIST, dests, "destination")
-            self.settings.routes = _valid_entries(_ROUTE_LIST, routes, "route")
+            self.settings.routes = self._runnable_routes(
+                _valid_entries(_ROUTE_LIST, routes, "route")
+            )
         self._revision = rev
         self._checked = time.monotonic()
+
+    def _runnable_routes(self, routes: list[Any]) -> list[Any]:
+        """The routes whose model loads here; one that does not (stored before this check,
+        or its model removed since) is left out with an error naming it."""
+        dirs = self.settings.engine.model_dirs if self.settings is not None else []
+        out = []
+        for r in routes:
+            problem = route_model_problem(r, dirs)
+            if problem:
+                log.error(
+                    "route %s left out: routes.%s.model: %s (edit or delete it in the console)",
+                    r.name,
+                    r.name,
+                    problem,
+                )
+            else:
+                out.append(r)
+        return out
+
+    def check_whole(self, destinations: list[dict[str, Any]], routes: list[dict[str, Any]]) -> None:
+        """The configuration with these lists goes through the same validation as the file
+        and the checks ``serve`` runs at start; :class:`Invalid` with their one line."""
+        base = self.settings if self.settings is not None else Settings()
+        raw = base.model_dump(mode="json", exclude_none=True)
+        raw["destinations"], raw["routes"] = destinations, routes
+        try:
+            check_runnable(validate_settings(raw))
+        except ConfigError as e:
+            raise Invalid(str(e)) from None
 
     def maybe_reload(self) -> bool:
         """Reload when another process changed the configuration. True when it did."""

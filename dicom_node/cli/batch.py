@@ -25,10 +25,8 @@ from rich.console import Console
 from dicom_node.cli.enhance_run import UsageError, print_summary, run_enhance
 from dicom_node.config import ConfigError, load_settings
 from dicom_node.jobs.engines import EngineCache
+from sr_engine.backends import BACKEND_NAMES as BACKENDS  # every path, one list
 from sr_engine.errors import SrEngineError
-
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
-
 
 # -- typer commands ---------------------------------------------------------------------
 
@@ -181,7 +179,10 @@ def enhance_command(
     backend: Annotated[
         str | None,
         typer.Option(
-            "--backend", "-b", metavar="NAME", help="auto | onnxruntime | tensorrt | torch."
+            "--backend",
+            "-b",
+            metavar="NAME",
+            help="auto (the fastest measured here) or one of: " + ", ".join(BACKENDS[1:]) + ".",
         ),
     ] = None,
     threads: Annotated[

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import typer
 
 from dicom_node.admin.errors import Actor, AdminError
 from dicom_node.cli.service import ConfigOpt, DataDirOpt, _db, _fail, _settings_or_exit, parse_allow
-from dicom_node.config import ConfigError
+from dicom_node.config import ConfigError, load_settings, validate_settings
+from dicom_node.config_checks import check_runnable
 
 
 def cli_actor() -> Actor:
@@ -138,6 +140,16 @@ def register(app: typer.Typer) -> None:
     config_app = typer.Typer(help="The node's configuration.", no_args_is_help=True)
     app.add_typer(config_app, name="config")
 
+    @config_app.command("check")
+    def config_check(config: Path | None = ConfigOpt) -> None:
+        """Validate a config file as `srnode serve` does (the schema, route models, TLS
+        files): one line naming the key and exit status 2, or "ok"."""
+        try:
+            check_runnable(load_settings(config))
+        except ConfigError as e:
+            _fail(str(e))
+        typer.echo("ok")
+
     @config_app.command("export")
     def config_export(
         config: Path | None = ConfigOpt,
@@ -155,6 +167,10 @@ def register(app: typer.Typer) -> None:
             text = to_toml(s, live.snapshot())
         finally:
             live.db.close()
+        try:  # what serve would refuse is not written
+            check_runnable(validate_settings(tomllib.loads(text)))
+        except ConfigError as e:
+            _fail(f"{e} (in the live configuration: change it in the console or the API)")
         if out is None:
             typer.echo(text, nl=False)
         else:

@@ -106,6 +106,10 @@ def main() -> None:
     # pynetdicom logs every association step (and each failure twice); the commands say in
     # one line what happened. `srnode serve` sets its own level (service.Node.start).
     logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
+    # pydicom's decoders log each plugin's failure with a traceback; srnode says in one line
+    # which file could not be decoded and why (enhance's summary, the node's job reason)
+    logging.getLogger("pydicom.pixels").setLevel(logging.CRITICAL)
+    logging.getLogger("openjpeg").setLevel(logging.WARNING)  # "tile number 1 / 1" per frame
     argv = sys.argv[1:]
     _register_all(training=bool(argv) and argv[0] == "train")
     app()

@@ -4,14 +4,16 @@ command groups share."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from dicom_node.config import ConfigError, Settings, load_settings
+from dicom_node.config import ConfigError, Settings, load_settings, validate_settings
 from dicom_node.config_base import ae_title_problem
 
 _AE_HOST = re.compile(r"^(?P<ae>[^@]+)(?:@(?P<host>[^:]+))?$")
@@ -89,16 +91,7 @@ def build_settings(
         raw["destinations"] = [parse_destination(d) for d in destination]
     if stable_age is not None:
         raw["scheduler"]["stable_age"] = stable_age
-    try:
-        return Settings.model_validate(raw)
-    except Exception as e:  # pydantic ValidationError -> one line naming the key
-        from pydantic import ValidationError
-
-        from dicom_node.config import _format_error
-
-        if isinstance(e, ValidationError):
-            raise ConfigError(_format_error(e)) from None
-        raise
+    return validate_settings(raw)
 
 
 def _settings_or_exit(**kw: Any) -> Settings:
@@ -168,12 +161,22 @@ def configure_logging(level: str = "info", log_file: Path | None = None) -> None
 
 def _run_node(s: Settings, role: str) -> None:
     """Start the node; a setup it cannot run with is one line and exit status 2."""
+    from dicom_node.jobs import warmup
     from dicom_node.service import Node, StartupError
 
     try:
         Node(s, role=role).serve_forever()
     except StartupError as e:
         _fail(str(e))
+    if warmup.stop():
+        # an engine still loading at stop (auto's measurement) runs in native code, which
+        # aborts when the interpreter finalises around it: the node has stopped cleanly, so
+        # leave now; the measurement is made again at the next start
+        logging.getLogger(__name__).info("engine warm-up abandoned; it resumes at the next start")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 LogLevelOpt = typer.Option(

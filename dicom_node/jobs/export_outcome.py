@@ -60,8 +60,12 @@ def after_attempt(row: Any, dest: Any, pending: list[str], result: Any, now: flo
     first_failed = row.first_failed_at or now
     budget = dest.retry_for_hours * 3600.0
     if permanent:
+        # a failed row lists what the destination does not have: a retry for this
+        # destination alone (Jobs.retry_export) sends those again
         values.update(
-            state=ExportState.FAILED, last_error=f"{len(permanent)} refused: {err}"[:MAX_ERROR]
+            state=ExportState.FAILED,
+            last_error=f"{len(permanent)} refused: {err}"[:MAX_ERROR],
+            pending=json.dumps(left + [p for p in pending if p in permanent]),
         )
         return Outcome(values)
     if not left:
@@ -91,6 +95,20 @@ def after_attempt(row: Any, dest: Any, pending: list[str], result: Any, now: flo
         f" {err}"
     )
     return Outcome(values, logging.WARNING, message)
+
+
+def tally(exps: list[Any]) -> str:
+    """``exported 1/2``: how many of a job's destinations have every instance."""
+    done = sum(1 for e in exps if e.state == ExportState.DONE)
+    return f"exported {done}/{len(exps)}"
+
+
+def summary(exps: list[Any]) -> str:
+    """A job's exports in one line: ``exported 1/2; pacs2: gave up after ...``."""
+    rest = "; ".join(
+        f"{e.destination}: {e.last_error or e.state}" for e in exps if e.state != ExportState.DONE
+    )
+    return (tally(exps) + (f"; {rest}" if rest else ""))[:MAX_ERROR]
 
 
 def duration(seconds: float) -> str:

@@ -70,9 +70,10 @@ def _settle(w: StepContext, job_id: int, ctx: dict[str, Any]) -> None:
         w.jobs.release(job_id, w.name, next_attempt_at=nxt, last_error=_summary(pending + failed))
         return
     if failed:
-        w.jobs.finish(job_id, JobState.FAILED, w.name, last_error=_summary(failed))
+        said = export_outcome.summary(exps)  # "exported 1/2; pacs2: ..."
+        w.jobs.finish(job_id, JobState.FAILED, w.name, last_error=said)
         count_failed("export")
-        log.error("job %d failed: %s", job_id, _summary(failed))
+        log.error("job %d failed: %s", job_id, said)
         return
     w.jobs.finish(job_id, JobState.DONE, w.name, next_attempt_at=None, last_error=None)
     log.info("job %d done study=%s series=%s", job_id, ctx["study_uid"], ctx["series_uid"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from dicom_node.jobs import stability
+from dicom_node.jobs import resend, stability
 from dicom_node.spool import Spool
 from dicom_node.store.database import Database
 
@@ -41,6 +41,7 @@ class NodeScheduler:
         self._lock = threading.Lock()
         self._probed: dict[str, float] = {}
         self._probe_thread: threading.Thread | None = None
+        self._resends_since = 0.0  # the first check after a start looks at every series
 
     def tick(self) -> list[int]:
         """Complete stable series and route their jobs (also callable directly)."""
@@ -53,6 +54,17 @@ class NodeScheduler:
         if queued and self.on_queued is not None:
             self.on_queued(queued)
         return queued
+
+    def resends(self) -> None:
+        """Series sent again after they were done (dicom_node.jobs.resend)."""
+        now = time.time()
+        try:
+            resend.check(self.db, self.settings, now, since=self._resends_since)
+        except Exception:
+            log.exception("re-sent series check failed")
+            return
+        # the next check looks at series touched since a little before this one
+        self._resends_since = now - self.settings.scheduler.stable_age - 2 * resend.INTERVAL
 
     def retention(self) -> None:
         """Delete what the retention settings allow (dicom_node.jobs.retention)."""
@@ -120,6 +132,14 @@ class NodeScheduler:
             max_instances=1,
             coalesce=True,
             next_run_time=_now_dt(),
+        )
+        self._sched.add_job(
+            self.resends,
+            "interval",
+            seconds=resend.INTERVAL,
+            id="resends",
+            max_instances=1,
+            coalesce=True,
         )
         self._sched.add_job(
             self.retention,

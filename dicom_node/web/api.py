@@ -214,6 +214,18 @@ def update_route(
     return _run(lc.update_route, who, name, body.model_dump(mode="json", exclude_none=True))
 
 
+class MoveIn(BaseModel):
+    position: int = Field(ge=0, le=10_000, description="0: first; past the end: last")
+
+
+@router.post("/routes/{name}/move", tags=["routes"])
+def move_route(
+    name: Name, body: MoveIn, lc: LiveConfig = Depends(live), who: Actor = Depends(_admin)
+) -> list[str]:
+    """Put a rule at ``position`` (the first that matches decides); answers the new order."""
+    return _run(lc.move_route, who, name, body.position)
+
+
 @router.delete("/routes/{name}", status_code=204, tags=["routes"])
 def delete_route(
     name: Name, lc: LiveConfig = Depends(live), who: Actor = Depends(_admin)
@@ -266,10 +278,14 @@ def get_job(job_id: JobId, db: Any = Depends(database)) -> dict[str, Any]:
 
 @router.post("/jobs/{job_id}/retry", tags=["jobs"])
 def retry_job(
-    job_id: JobId, db: Any = Depends(database), who: Actor = Depends(_admin)
+    job_id: JobId,
+    destination: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    db: Any = Depends(database),
+    who: Actor = Depends(_admin),
 ) -> dict[str, Any]:
-    """Queue a failed, skipped or done job again (fresh attempts, every destination)."""
-    return _run(admin_jobs.retry, db.engine, db, who, job_id)
+    """Queue a failed, skipped or done job again (fresh attempts, every destination); with
+    ``destination``, a failed job sends its derived series to that destination alone."""
+    return _run(admin_jobs.retry, db.engine, db, who, job_id, destination)
 
 
 @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
@@ -286,6 +302,7 @@ def list_models(c: Console = Depends(console)) -> dict[str, Any]:
     """Model cards (with their held-out metrics and training data), the model each
     modality gets by default, the configured backend and, with ``auto``, the path it
     chose on this host for each model it has loaded (``engines``, newest first)."""
+    from dicom_node.jobs import warmup
     from dicom_node.jobs.engines import cached_choices, node_cache_dir
     from sr_engine.registry import DEFAULT_FOR_MODALITY, GENERAL_MODEL
     from sr_engine.registry import list_models as cards
@@ -293,6 +310,7 @@ def list_models(c: Console = Depends(console)) -> dict[str, Any]:
     found = cards(model_dirs=tuple(c.settings.engine.model_dirs))
     return {
         "backend": c.settings.engine.backend,
+        "warm_up": warmup.status(),
         "engines": cached_choices(node_cache_dir(c.settings.node.data_dir)),
         "default_for_modality": {**DEFAULT_FOR_MODALITY, "*": GENERAL_MODEL},
         "models": [

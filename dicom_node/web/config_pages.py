@@ -9,9 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
 from dicom_node.admin.dry_run import dry_run
-from dicom_node.admin.errors import AdminError
+from dicom_node.admin.errors import AdminError, Invalid
 from dicom_node.admin.probe import test_destination
 from dicom_node.web.context import Console, console
+from dicom_node.web.destination_form import destination_entry
 from dicom_node.web.render import _admin_actor, _back, form_of, render
 
 router = APIRouter(include_in_schema=False)
@@ -76,35 +77,6 @@ async def aets_delete(request: Request, c: Console = Depends(console)) -> Respon
 
 
 # ------------------------------------------------------------------ destinations
-def _destination_form(data: dict[str, Any]) -> dict[str, Any]:
-    """Form fields -> a destination entry (empty fields left out; numbers converted)."""
-    out: dict[str, Any] = {
-        "name": str(data.get("name", "")).strip(),
-        "kind": str(data.get("kind", "dimse")),
-    }
-    if out["kind"] == "dimse":
-        for key in ("ae_title", "host"):
-            if str(data.get(key, "")).strip():
-                out[key] = str(data[key]).strip()
-    elif str(data.get("url", "")).strip():
-        out["url"] = str(data["url"]).strip()
-    out["tls"] = bool(data.get("tls"))
-    for key, cast in (
-        ("port", int),
-        ("max_attempts", int),
-        ("backoff_initial", float),
-        ("backoff_max", float),
-    ):
-        v = str(data.get(key, "")).strip()
-        if not v or (key == "port" and out["kind"] != "dimse"):
-            continue
-        try:
-            out[key] = cast(v)
-        except ValueError:
-            raise AdminError(f"{key}: {v[:20]!r} is not a number") from None
-    return out
-
-
 def _destinations_page(request: Request, c: Console, status: int = 200, **ctx: Any) -> Response:
     dests = c.live.list_destinations() if c.live else []
     return render(
@@ -128,7 +100,7 @@ async def destinations_add(request: Request, c: Console = Depends(console)) -> R
     data = await form_of(request)
     who = _admin_actor(request)
     try:
-        d = _live(c).add_destination(who, _destination_form(data))
+        d = _live(c).add_destination(who, destination_entry(data))
     except AdminError as err:
         return _destinations_page(request, c, 422, error=err.message, form=data)
     return _back("/destinations", f"destination {d['name']} added")
@@ -152,7 +124,7 @@ async def destination_save(request: Request, name: str, c: Console = Depends(con
     data = await form_of(request)
     who = _admin_actor(request)
     try:
-        d = _live(c).update_destination(who, name[:128], _destination_form(data))
+        d = _live(c).update_destination(who, name[:128], destination_entry(data))
     except AdminError as err:
         return render(
             request,
@@ -243,17 +215,49 @@ async def routes_add(request: Request, c: Console = Depends(console)) -> Respons
     data = await form_of(request)
     who = _admin_actor(request)
     form = _route_form(data)
+    raw_position = str(data.get("position", "")).strip()
     try:
-        r = _live(c).add_route(who, form)
+        position = _position(raw_position)
+        r = _live(c).add_route(who, form, position)
     except AdminError as err:
-        return _routes_page(request, c, 422, error=err.message, form=form)
+        return _routes_page(
+            request, c, err.status, error=err.message, form={**form, "position": raw_position}
+        )
     return _back("/routes", f"route {r['name']} added")
+
+
+def _position(value: str) -> int | None:
+    """The form's 1-based position (empty: last) as the 0-based one of the live routes."""
+    if not value:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise Invalid(f"position: {value[:20]!r} is not a number") from None
+    if not 1 <= n <= 10_001:
+        raise Invalid("position: 1 to 10001")
+    return n - 1
+
+
+@router.post("/routes/{name}/move", response_class=HTMLResponse)
+async def route_move(request: Request, name: str, c: Console = Depends(console)) -> Response:
+    data = await form_of(request)
+    who = _admin_actor(request)
+    try:
+        position = int(str(data.get("position", "")))
+    except ValueError:
+        return _routes_page(request, c, 422, error="position: not a number")
+    try:
+        order = _live(c).move_route(who, name[:128], position)
+    except AdminError as err:
+        return _routes_page(request, c, err.status, error=err.message)
+    return _back("/routes", f"route {name} is now number {order.index(name[:128]) + 1}")
 
 
 @router.post("/routes/dry-run", response_class=HTMLResponse)
 async def routes_dry_run(request: Request, c: Console = Depends(console)) -> Response:
     data = await form_of(request)
-    keys = ("modality", "body_part", "series_description", "calling_ae")
+    keys = ("modality", "body_part", "series_description", "study_description", "calling_ae")
     facts = {k: str(data.get(k, ""))[:256] for k in keys}
     uid = str(data.get("series_uid", "")).strip()[:64] or None
     try:

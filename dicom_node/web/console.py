@@ -77,10 +77,12 @@ def chart(hours: list[dict[str, Any]], width: int = 960, height: int = 140) -> d
 
 def dashboard_data(c: Any) -> dict[str, Any]:
     from dicom_node.admin import jobs as admin_jobs
+    from dicom_node.jobs import warmup
 
     ms, n = engine_ms_per_slice()
     data: dict[str, Any] = {
         "version": __version__,
+        "engines": warmup.status(),
         "destinations": destinations_of(c),
         "engine_ms": ms,
         "engine_n": n,

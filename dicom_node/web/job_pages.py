@@ -118,17 +118,22 @@ async def job_action(
 ) -> Response:
     if action not in ("retry", "cancel") or c.db is None:
         raise HTTPException(404, "no such action")
-    await form_of(request)
+    data = await form_of(request)
     who = _admin_actor(request)
     jid = _job_id(job_id)
+    destination = str(data.get("destination", "")).strip()[:128] or None
     try:
         if action == "retry":
-            admin_jobs.retry(c.db.engine, c.db, who, jid)
+            admin_jobs.retry(c.db.engine, c.db, who, jid, destination)
         else:
             admin_jobs.cancel(c.db, who, jid)
     except AdminError as err:
         return _back(f"/jobs/{jid}", err.message)
-    return _back(f"/jobs/{jid}", "queued again" if action == "retry" else "cancelled")
+    if action == "cancel":
+        return _back(f"/jobs/{jid}", "cancelled")
+    return _back(
+        f"/jobs/{jid}", f"sending to {destination} again" if destination else "queued again"
+    )
 
 
 def _changed(before: Any, after: Any) -> tuple[Any, Any]:

@@ -26,7 +26,7 @@ REFRESH_SECONDS = 15
 # ------------------------------------------------------------------ login
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, next: Annotated[str, Query(max_length=512)] = "/") -> Response:
-    return render(request, "login.html", title="Log in", next=_safe_next(next))
+    return render(request, "login.html", title="Log in", next=_safe_next(next), login_page=True)
 
 
 def _safe_next(target: str) -> str:
@@ -45,6 +45,7 @@ async def login(request: Request) -> Response:
             "login.html",
             401,
             title="Log in",
+            login_page=True,
             error="wrong user or password",
             next=_safe_next(str(data.get("next", "/"))),
         )

@@ -18,6 +18,7 @@ from dicom_node.store.states import ExportState, JobState
 from dicom_node.web.auth import CSRF_COOKIE, SESSION_COOKIE
 from dicom_node.web.console import address
 from dicom_node.web.context import Console, actor
+from dicom_node.web.destination_form import form_fields, syntax_choices
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 MAX_FORM_BYTES = 64 * 1024
@@ -72,6 +73,8 @@ templates.env.filters.update(
 )
 # the states' names come from their Enums (dicom_node.store.states), in pages too
 templates.env.globals.update(ExportState=ExportState, JobState=JobState)
+# the destination form: every field of [[destinations]], with the config's defaults
+templates.env.globals.update(destination_fields=form_fields(), transfer_syntaxes=syntax_choices())
 
 
 def render(request: Request, template: str, status: int = 200, **ctx: Any) -> HTMLResponse:

@@ -4,6 +4,7 @@ usage errors, serve's --log-file."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -124,3 +125,23 @@ def test_echo_prints_one_line(tmp_path: Path) -> None:
     assert down.stderr.splitlines() == [
         f"echo {down.args[2]}: connection refused by 127.0.0.1:{gone}"
     ]
+
+
+def test_enhance_says_a_file_it_cannot_decode_once_without_a_traceback(tmp_path: Path) -> None:
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(get_testdata_file("JPEG-lossy.dcm"), src / "JPEG-lossy.dcm")  # 12-bit JPEG
+    env = {**os.environ, "COLUMNS": "100", "TERM": "dumb"}
+    r = subprocess.run(
+        [SRNODE, "enhance", str(src), "--out", str(tmp_path / "out"), "--no-progress",
+         "--backend", "onnxruntime", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    out = r.stdout + r.stderr
+    assert "Traceback" not in out and "ERROR pydicom" not in out, out
+    assert "JPEG-lossy.dcm: pixel data could not be decoded" in out
