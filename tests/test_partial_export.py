@@ -21,6 +21,7 @@ from pydicom.uid import generate_uid
 from dicom_node.config import Settings
 from dicom_node.jobs.stability import tick
 from dicom_node.jobs.worker import Worker
+from dicom_node.receive.series_header import SeriesHeader
 from dicom_node.store.database import Database
 from dicom_node.store.schema import Export, Job
 from dicom_node.store.states import ExportState, JobState
@@ -49,9 +50,9 @@ def _settings(tmp_path: Path, up: int, down: int) -> Settings:
 def _exporting_job(db: Database, tmp_path: Path, settings: Settings) -> int:
     """A job in ``exporting`` with two derived files pending for both destinations."""
     sid = db.ensure_series(
-        study_uid=generate_uid(), series_uid=generate_uid(), study_description=None,
-        modality="CT", body_part=None, series_description=None, calling_ae="PACS",
-        via="dimse", derived_by_srnode=False, expected_count=None, now=time.time() - 60,
+        study_uid=generate_uid(), series_uid=generate_uid(),
+        header=SeriesHeader(modality="CT", calling_ae="PACS", derived_by_srnode=False),
+        via="dimse", now=time.time() - 60,
     )  # fmt: skip
     db.record_instance(
         series_id=sid, sop_uid=generate_uid(), sop_class_uid="1.2", transfer_syntax="1.2",

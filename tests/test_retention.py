@@ -259,7 +259,11 @@ def test_only_retention_deletes_received_or_derived_files() -> None:
                 continue
             for node in ast.walk(fn):
                 call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                if call and node.func.attr in {"unlink", "rmtree", "rmdir", "remove", "removedirs"}:
-                    found.add((rel, fn.name))
+                if not call:
+                    continue
+                attr, owner = node.func.attr, node.func.value
+                os_remove = attr == "remove" and isinstance(owner, ast.Name) and owner.id == "os"
+                if attr in {"unlink", "rmtree", "rmdir", "removedirs"} or os_remove:
+                    found.add((rel, fn.name))  # (list.remove is not a deletion)
     assert found <= _DELETES_ELSEWHERE, sorted(found - _DELETES_ELSEWHERE)
     assert ("dicom_node/spool.py", "atomic_write") in found  # the scan sees what it should
