@@ -22,8 +22,9 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_node.config import DeriveSettings
+from dicom_node.derive.geometry import shifted_position
 from dicom_node.derive.identity import derived_instance_uid, derived_series_uid, derived_uid
-from dicom_node.derive.instance import derive_instance, shifted_position
+from dicom_node.derive.instance import derive_instance
 from dicom_node.derive.pixels import read_pixels
 from dicom_node.derive.process import enhance_instance, save_derived
 from sr_engine.model_card import ModelCard, load_card

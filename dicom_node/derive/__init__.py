@@ -1,2 +1,2 @@
-"""The derived instance: identity (UIDs), pixels in and out, geometry and provenance,
-and enhance_instance, which runs the engine on one source instance."""
+"""The derived instance: identity (UIDs), header, pixels in and out, geometry and
+provenance, and enhance_instance, which runs the engine on one source instance."""
