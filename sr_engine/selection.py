@@ -8,22 +8,18 @@ candidates alternated, medians),
 runs each through the whole engine on the calibration slices against ONNX Runtime fp32
 (:mod:`sr_engine.fidelity`), drops those failing the gate and keeps the fastest of the
 rest. The choice is cached in a JSON file per (CPU model and flags, model sha256, tile,
-threads, candidate set and library versions) and logged in one line; later loads read it.
+threads, candidate set and library versions) and logged in one line; later loads read it
+(:mod:`sr_engine.selection_cache`).
 
 :func:`bench_candidates` measures afresh and returns the whole table (for
-``srnode models --bench``).
+``srnode models --bench``; :mod:`sr_engine.selection_table`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -36,26 +32,26 @@ from sr_engine.backends import (
     tensorrt_usable,
     torch_usable,
 )
-from sr_engine.cpu import cpu_flags, cpu_model, resolve_threads, vector_isa
+from sr_engine.cpu import resolve_threads
 from sr_engine.errors import BackendUnavailable
 from sr_engine.fidelity import FidelityResult, calibration_slices, compare, enhance_slices
 from sr_engine.intensity import IntensityMap
 from sr_engine.model_card import ModelCard
+from sr_engine.selection_cache import (  # noqa: F401  (CACHE_FILE, default_cache_dir: re-exported)
+    CACHE_FILE,
+    _cache_path,
+    _entry,
+    _read_cache,
+    _selection_from,
+    _write_cache,
+    cache_key,
+    default_cache_dir,
+    host_facts,
+)
+from sr_engine.selection_table import REFERENCE, SLICE_EDGE, Candidate, Selection
 from sr_engine.tiling import pad_reflect
 
 log = logging.getLogger(__name__)
-
-CACHE_FILE = "engine-backends.json"
-REFERENCE = "onnxruntime"
-SLICE_EDGE = 512  # the per-slice column of the table: one 512 x 512 slice
-
-
-def default_cache_dir() -> Path:
-    """``$SRNODE_CACHE_DIR``, else ``$XDG_CACHE_HOME/srnode``, else ``~/.cache/srnode``."""
-    if os.environ.get("SRNODE_CACHE_DIR"):
-        return Path(os.environ["SRNODE_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "srnode"
 
 
 def candidate_names(all_paths: bool = False) -> list[str]:
@@ -75,112 +71,6 @@ def candidate_names(all_paths: bool = False) -> list[str]:
     if tensorrt_usable() is None:
         names.append("tensorrt")
     return names
-
-
-def _version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def host_facts(threads: int) -> dict:
-    return {
-        "cpu": cpu_model(),
-        "isa": vector_isa(),
-        "flags_sha256": hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest(),
-        "threads": threads,
-    }
-
-
-def cache_key(card: ModelCard, threads: int, names: list[str], purpose: str = "auto") -> str:
-    """What a cached choice depends on, hashed: CPU model and flags, the weights, the
-    tile, the threads, the candidate set, the library versions and the gate."""
-    facts = {
-        "purpose": purpose,
-        **host_facts(threads),
-        "sha256": card.sha256,
-        "tile": [card.tile.size, card.tile.overlap, card.tile.batch],
-        "candidates": names,
-        "versions": {p: _version(p) for p in ("onnxruntime", "openvino", "torch", "tensorrt")},
-        "gate": card.fidelity_gate().model_dump(),
-    }
-    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass
-class Candidate:
-    """One row of the table. Times are medians; ``ratio`` is speed vs ONNX Runtime fp32."""
-
-    name: str
-    ms_per_call: float | None = None  # card.tile.batch tiles of card.tile.size^2
-    ms_per_tile: float | None = None
-    ms_per_slice: float | None = None  # a 512^2 slice, from the per-pixel time of a tile
-    ratio: float | None = None
-    p999: float | None = None
-    max: float | None = None
-    unit: str = "stored"
-    passed: bool = False
-    gated: bool = False  # False: not run on the calibration slices (slower than the choice)
-    chosen: bool = False
-    note: str = ""  # why unavailable or refused
-
-
-@dataclass
-class Selection:
-    model: str
-    sha256: str
-    host: dict
-    tile: list[int]
-    chosen: str
-    rows: list[Candidate] = field(default_factory=list)
-    cached: bool = False
-    measured_at: str = ""
-
-    def row(self, name: str) -> Candidate | None:
-        return next((r for r in self.rows if r.name == name), None)
-
-    def summary(self) -> str:
-        """One line: what ``auto`` chose and why."""
-        r = self.row(self.chosen)
-        speed = f"{r.ms_per_slice:.0f} ms per {SLICE_EDGE}² slice, " if r and r.ms_per_slice else ""
-        ratio = f"{r.ratio:.2f}x {REFERENCE}, " if r and r.ratio else ""
-        fid = f"fidelity p99.9 {_fmt(r.p999, r.unit)} max {_fmt(r.max, r.unit)}" if r else ""
-        return (
-            f"engine: auto chose {self.chosen} for {self.model} (sha256 {self.sha256[:12]}) on "
-            f"{self.host['cpu']} [{self.host['isa']}], {self.host['threads']} threads, tile "
-            f"{self.tile[0]}: {speed}{ratio}{fid} ({'cached' if self.cached else 'measured'})"
-        )
-
-    def table(self) -> str:
-        """The candidate table as Markdown."""
-        b, size = self.tile[2], self.tile[0]
-        lines = [
-            f"{self.model} (sha256 {self.sha256[:12]}) on {self.host['cpu']} "
-            f"[{self.host['isa']}], {self.host['threads']} threads; tile {size}² x {b} per call"
-            + (f"; measured {self.measured_at}" if self.measured_at else ""),
-            "",
-            f"| path | ms per tile | ms per {SLICE_EDGE}² slice | vs {REFERENCE} | "
-            "fidelity p99.9 | fidelity max | gate | chosen |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in self.rows:
-            if r.ms_per_tile is None:
-                lines.append(f"| {r.name} | – | – | – | – | – | {r.note or 'unavailable'} | |")
-                continue
-            gate = ("pass" if r.passed else "FAIL") if r.gated else "not needed"
-            lines.append(
-                f"| {r.name} | {r.ms_per_tile:.0f} | {r.ms_per_slice:.0f} | {r.ratio:.2f}x | "
-                f"{_fmt(r.p999, r.unit)} | {_fmt(r.max, r.unit)} | {gate} | "
-                f"{'**yes**' if r.chosen else ''} |"
-            )
-        return "\n".join(lines)
-
-
-def _fmt(v: float | None, unit: str) -> str:
-    if v is None:
-        return "–"
-    return f"{100 * v:.3f} %" if unit == "range" else f"{v:.2f}"
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -280,36 +170,6 @@ def _choose(rows: list[Candidate], eligible: list[str] | None = None) -> str:
     return best.name
 
 
-# -- the cache -----------------------------------------------------------------------
-def _cache_path(cache_dir: Path | None) -> Path:
-    return (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / CACHE_FILE
-
-
-def _read_cache(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(path: Path, key: str, entry: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = _read_cache(path)
-        data[key] = entry
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:  # a read-only home: measure again next time, never fail a load
-        log.warning("auto: cannot write the backend cache %s: %s", path, e)
-
-
-def _selection_from(entry: dict) -> Selection:
-    rows = [Candidate(**r) for r in entry.get("rows", [])]
-    return Selection(**{**entry, "rows": rows, "cached": True})
-
-
 # -- entry points --------------------------------------------------------------------
 def select_backend(
     card: ModelCard,
@@ -363,12 +223,6 @@ def _measure_selection(
         measured_at=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     )
     return sel, backends
-
-
-def _entry(sel: Selection) -> dict:
-    d = asdict(sel)
-    d.pop("cached")
-    return d
 
 
 def bench_candidates(
