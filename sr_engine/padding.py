@@ -44,6 +44,7 @@ from sr_engine.resample import upsample_spline
 
 CT_PADDING_BELOW_HU = -1024.0
 MIN_BACKGROUND = 0.02  # share of the image a border-connected constant background must cover
+CLEAN_PADDING = 0.5  # share of the padding region at the padding value itself: not lossy
 FILL_ITERATIONS = 4  # rings filled by neighbour averages; deeper pixels get the ring median
 
 
@@ -159,7 +160,9 @@ class PaddingPlan:
         the input alone by :func:`_unmix`: padding sub-pixels only where the block's value
         says it holds padding, every other sub-pixel from the floor (the cubic
         interpolation of the frame with its padding filled) held within the range of the
-        tissue around the block, each block's mean the input's.
+        tissue around the block, each block's mean the input's. Padding blurred by lossy
+        compression (less than :data:`CLEAN_PADDING` of its region at the padding value
+        itself) is not rebuilt: those blocks take the cubic interpolation of the input.
         """
         z = np.asarray(z, np.float64).copy()
         h, w = frame.shape
@@ -170,8 +173,13 @@ class PaddingPlan:
         edge = self.fill & ~self.pure
         if edge.any() and self.unmix:
             region = self.region if self.region is not None else self.fill
-            air = self.air if self.air is not None else float(np.max(x))
-            _unmix(blocks, x, edge, region, self.pure, self.value, air, s)
+            if self.pure.sum() >= CLEAN_PADDING * region.sum():
+                air = self.air if self.air is not None else float(np.max(x))
+                _unmix(blocks, x, edge, region, self.pure, self.value, air, s)
+            else:  # padding blurred by lossy compression: the cubic interpolation of the
+                # input as it is (its ringing is the input's, not tissue to rebuild)
+                cub = upsample_spline(x, s).reshape(h, s, w, s).transpose(0, 2, 1, 3)
+                blocks[edge] = cub.reshape(h, w, n)[edge]
         return blocks.reshape(h, w, s, s).transpose(0, 2, 1, 3).reshape(h * s, w * s)
 
 
