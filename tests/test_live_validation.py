@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from dicom_node.admin.live_config import LiveConfig
 from dicom_node.config import Settings
 from dicom_node.store.database import Database
-from dicom_node.store.schema import LiveRoute
 from dicom_node.web.app import create_app
 from tests.node_helpers import SRNODE
 
@@ -101,7 +100,7 @@ def test_a_destination_tls_file_serve_cannot_read_is_refused(client, tmp_path):
 def _store_bad_route(live: LiveConfig) -> None:
     """A route with a missing model as a release without these checks stored it."""
     with live.engine.begin() as conn:
-        live._put(conn, LiveRoute, "route", dict(BAD_ROUTE), None)
+        live._put(conn, "route", dict(BAD_ROUTE), None)
         live._bump(conn)
 
 

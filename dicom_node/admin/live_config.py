@@ -23,9 +23,6 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import Connection
-
 from dicom_node.admin.allowed_aes import AllowedAEs
 from dicom_node.admin.destinations_routes import DestinationsAndRoutes
 from dicom_node.admin.errors import Actor, Invalid
@@ -33,12 +30,12 @@ from dicom_node.admin.validation import _DEST_LIST, _ROUTE_LIST, _dump, _valid_e
 from dicom_node.config import ConfigError, Settings, validate_settings
 from dicom_node.config_checks import check_runnable, route_model_problem
 from dicom_node.store import audit
+from dicom_node.store import live_config as rows
 from dicom_node.store.database import LOCK_LIVE_CONFIG
-from dicom_node.store.schema import AETitle, ConfigSeed, LiveDestination, LiveRoute, Meta
 
 log = logging.getLogger(__name__)
 
-REVISION_KEY = "live_config_revision"
+REVISION_KEY = rows.REVISION_KEY
 CONFIG_ACTOR = Actor("config", "admin", None)
 
 
@@ -64,24 +61,13 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
         self._aes: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ revision / apply
-    def _read_revision(self, conn: Connection) -> int:
-        v = conn.execute(select(Meta.value).where(Meta.key == REVISION_KEY)).scalar()
-        return int(v) if v is not None else 0
-
-    def _serialise(self, conn: Connection) -> None:
+    def _serialise(self, conn: Any) -> None:
         """Serialise writers of the live configuration (SQLite's BEGIN IMMEDIATE already
         does; on PostgreSQL a transaction-scoped advisory lock)."""
         self.db.serialise(conn, LOCK_LIVE_CONFIG)
 
-    def _bump(self, conn: Connection) -> None:
-        rev = self._read_revision(conn)
-        if (
-            rev == 0
-            and conn.execute(select(Meta.key).where(Meta.key == REVISION_KEY)).first() is None
-        ):
-            conn.execute(insert(Meta).values(key=REVISION_KEY, value="1"))
-        else:
-            conn.execute(update(Meta).where(Meta.key == REVISION_KEY).values(value=str(rev + 1)))
+    def _bump(self, conn: Any) -> None:
+        rows.bump_revision(conn)
 
     def reload(self) -> None:
         """Read the lists and put them on the settings (routing and export read them there)."""
@@ -91,27 +77,7 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
 
     def _reload(self) -> None:
         with self.engine.connect() as conn:
-            rev = self._read_revision(conn)
-            dests = [
-                json.loads(b)
-                for b in conn.execute(
-                    select(LiveDestination.body).order_by(
-                        LiveDestination.position, LiveDestination.name
-                    )
-                ).scalars()
-            ]
-            routes = [
-                json.loads(b)
-                for b in conn.execute(
-                    select(LiveRoute.body).order_by(LiveRoute.position, LiveRoute.name)
-                ).scalars()
-            ]
-            aes = [
-                (a, h)
-                for a, h in conn.execute(
-                    select(AETitle.ae_title, AETitle.host).order_by(AETitle.ae_title)
-                )
-            ]
+            rev, dests, routes, aes = rows.read_state(conn)
         self._aes = aes
         if self.settings is not None:
             # assignment is atomic: a reader sees the old list or the new one
@@ -156,7 +122,7 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
         if self._revision is not None and time.monotonic() - self._checked < self.refresh:
             return False
         with self.engine.connect() as conn:
-            rev = self._read_revision(conn)
+            rev = rows.read_revision(conn)
         self._checked = time.monotonic()
         if rev == self._revision:
             return False
@@ -186,12 +152,7 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
         written = 0
         with self.engine.begin() as conn:
             self._serialise(conn)
-            seen = {
-                (k, key): dg
-                for k, key, dg in conn.execute(
-                    select(ConfigSeed.kind, ConfigSeed.key, ConfigSeed.digest)
-                )
-            }
+            seen = rows.seed_digests(conn)
             for kind, key, body, digest in entries:
                 if seen.get((kind, key)) == digest:
                     continue
@@ -199,18 +160,9 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
                 position = body.pop("_position", None)
                 if kind == "ae":
                     self._seed_ae(conn, body)
-                elif kind == "destination":
-                    self._put(conn, LiveDestination, "destination", body, position)
                 else:
-                    self._put(conn, LiveRoute, "route", body, position)
-                if (kind, key) in seen:
-                    conn.execute(
-                        update(ConfigSeed)
-                        .where(ConfigSeed.kind == kind, ConfigSeed.key == key)
-                        .values(digest=digest)
-                    )
-                else:
-                    conn.execute(insert(ConfigSeed).values(kind=kind, key=key, digest=digest))
+                    self._put(conn, kind, body, position)
+                rows.set_seed_digest(conn, kind, key, digest, (kind, key) in seen)
                 written += 1
             if written:
                 self._bump(conn)
@@ -219,15 +171,10 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
         self.reload()
         return written
 
-    def _seed_ae(self, conn: Connection, body: dict[str, Any]) -> None:
+    def _seed_ae(self, conn: Any, body: dict[str, Any]) -> None:
         host = body.get("host") or ""
-        exists = conn.execute(
-            select(AETitle.id).where(AETitle.ae_title == body["ae_title"], AETitle.host == host)
-        ).first()
-        if exists is None:
-            conn.execute(
-                insert(AETitle).values(ae_title=body["ae_title"], host=host, created_at=time.time())
-            )
+        if not rows.ae_exists(conn, body["ae_title"], host):
+            rows.add_ae(conn, body["ae_title"], host)
             audit.record(
                 conn,
                 CONFIG_ACTOR,
@@ -238,31 +185,17 @@ class LiveConfig(AllowedAEs, DestinationsAndRoutes):
                 ae_title=body["ae_title"],
             )
 
-    def _put(
-        self, conn: Connection, table: Any, kind: str, body: dict[str, Any], position: int | None
-    ) -> None:
+    def _put(self, conn: Any, kind: str, body: dict[str, Any], position: int | None) -> None:
         name = body["name"]
-        old = conn.execute(select(table.body, table.position).where(table.name == name)).first()
+        old = rows.get_entry(conn, kind, name)
         if position is None:
-            position = self._next_position(conn, table) if old is None else old.position
+            position = rows.next_position(conn, kind) if old is None else old[1]
         if old is None:
-            conn.execute(
-                insert(table).values(
-                    name=name, position=position, body=json.dumps(body), updated_at=time.time()
-                )
-            )
+            rows.insert_entry(conn, kind, name, position, body)
             audit.record(conn, CONFIG_ACTOR, f"{kind}.added", name, None, body)
-        elif json.loads(old.body) != body or old.position != position:
-            conn.execute(
-                update(table)
-                .where(table.name == name)
-                .values(body=json.dumps(body), position=position, updated_at=time.time())
-            )
-            audit.record(conn, CONFIG_ACTOR, f"{kind}.updated", name, json.loads(old.body), body)
-
-    @staticmethod
-    def _next_position(conn: Connection, table: Any) -> int:
-        return (conn.execute(select(func.max(table.position))).scalar() or 0) + 1
+        elif old[0] != body or old[1] != position:
+            rows.update_entry(conn, kind, name, body, position=position)
+            audit.record(conn, CONFIG_ACTOR, f"{kind}.updated", name, old[0], body)
 
     # ------------------------------------------------------------------ bulk
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:
