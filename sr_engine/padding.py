@@ -19,11 +19,12 @@ continuation instead of a 2000 HU step that would ring. The blocks at the paddin
 filled, so the network has no evidence of them: they are rebuilt from the input alone
 (:func:`_unmix`). A block whose value lies well below any tissue around it holds padding:
 the fewest padding sub-pixels that leave the rest within that tissue's range, placed where
-the upsampled padding fraction is highest; every other sub-pixel comes from the floor (the
-cubic interpolation of the frame with its padding filled), held within [min, max] of the
-tissue in the block's 3x3 neighbourhood, the block mean the input's. A tissue block next to
-the padding (a real CT's field-of-view edge through an object) so gets no padding sub-pixel
-and no value above or below its neighbours'.
+the padding fraction, upsampled by the cubic spline, is highest; every other sub-pixel
+comes from the floor (the cubic interpolation of the frame with its padding filled), held
+within [min, max] of the tissue in the block's 3x3 neighbourhood (widened by three times
+the image's noise where the block holds padding), the block mean the input's. A tissue
+block next to the padding (a real CT's field-of-view edge through an object) so gets no
+padding sub-pixel and no value above or below its neighbours'.
 
 A constant background of any other image (the zero outside an MR head, a radiograph's
 shutter) is part of the image: the network sees it as stored, because the edge between
@@ -204,6 +205,14 @@ def _shift(a: np.ndarray, dy: int, dx: int, pad: float) -> np.ndarray:
     return out
 
 
+def _noise_sigma(x: np.ndarray, known: np.ndarray) -> float:
+    """Robust noise level of ``x`` over ``known`` pixels: the median absolute difference of
+    horizontal neighbours (both known), scaled to a Gaussian's sigma."""
+    both = known[:, 1:] & known[:, :-1]
+    d = np.abs(np.diff(x, axis=1))[both]
+    return float(np.median(d)) * 1.4826 / np.sqrt(2.0) if d.size else 0.0
+
+
 def _within(v: np.ndarray, target: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Rows of ``v`` shifted by one amount each and clipped to [lo, hi] so that their mean
     is ``target`` (lo <= target <= hi): the consistency projection with the tissue range
@@ -236,11 +245,11 @@ def _unmix(
     share of padding: ``x < ref - (ref - pad) / (2 s²)`` with ``ref = min(tissue, air)``),
     holds padding: ``k`` sub-pixels get the padding value exactly (the fewest that leave
     the rest within the tissue range; where no ``k`` does, one sub-pixel takes the
-    partial-volume remainder between padding and tissue), placed where the upsampled
-    padding fraction is highest. Every other sub-pixel comes from the floor (the cubic
-    interpolation of ``x`` with the padding filled), shifted and clipped into the tissue
-    range so that the block mean is the input. No value outside [padding, tissue max] is
-    made, and a block that holds no padding gets none.
+    partial-volume remainder between padding and tissue), placed where the padding
+    fraction, upsampled by the cubic spline, is highest. Every other sub-pixel comes from
+    the floor (the cubic interpolation of ``x`` with the padding filled), shifted and
+    clipped into the tissue range so that the block mean is the input. No value outside
+    [padding, tissue max] is made, and a block that holds no padding gets none.
     """
     n = s * s
     h, w = x.shape
@@ -258,7 +267,12 @@ def _unmix(
     # how much padding a block holds: only where its value is below any tissue and air
     ref = np.where(has, np.minimum(lo_all, air), air)
     holds_pad = has & (xe > pad) & (ref > pad) & (xe < ref - (ref - pad) / (2 * n))
-    t_lo = np.where(holds_pad, lo_all, lo)  # tissue range without the block's own value
+    # its tissue range (without the block's own value) widened by three times the image's
+    # noise and one stored unit: the mean of the few tissue sub-pixels of a block holding
+    # padding is noisier than the block means the range comes from (and those are rounded)
+    tol = 3.0 * _noise_sigma(x, tissue) + 1.0
+    t_lo = np.where(holds_pad, lo_all - tol, lo)
+    hi = np.where(holds_pad, hi_all + tol, hi)
     denom = np.where(t_lo - pad > 0, t_lo - pad, 1.0)
     k = np.where(holds_pad, np.ceil(n * (t_lo - xe) / denom - 1e-9), 0).astype(np.int64)
     k = np.clip(k, 0, n - 1)
@@ -269,10 +283,12 @@ def _unmix(
 
     floor = upsample_spline(fill_masked(x, region), s)
     fb = floor.reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, n)[edge]
-    # where the padding is: its fraction, upsampled; the most padding-like sub-pixels first
+    # where the padding is: its fraction, upsampled by the cubic spline (a smooth edge such
+    # as the scan circle is placed to the sub-pixel; bilinear misplaced about a third of the
+    # blocks holding padding); the most padding-like sub-pixels first
     frac = pure.astype(np.float64)
     frac[edge] = np.where(holds_pad, np.clip((ref - xe) / (ref - pad), 0.0, 1.0), 0.0)
-    up = _upsample_linear(frac, s).reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, n)
+    up = upsample_spline(frac, s).reshape(h, s, w, s).transpose(0, 2, 1, 3).reshape(h, w, n)
     order = np.argsort(-up[edge], axis=-1, kind="stable")
 
     out = np.empty_like(fb)
@@ -296,22 +312,6 @@ def _unmix(
             np.put_along_axis(placed, pos, res, axis=-1)
             out[rows] = placed
     blocks[edge] = out
-
-
-def _upsample_linear(a: np.ndarray, s: int) -> np.ndarray:
-    """Bilinear upsampling by ``s`` (pixel centres aligned, edges clamped)."""
-
-    def axis(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        c = (np.arange(n * s) + 0.5) / s - 0.5
-        i0 = np.clip(np.floor(c).astype(int), 0, n - 1)
-        i1 = np.clip(i0 + 1, 0, n - 1)
-        t = np.clip(c - np.floor(c), 0.0, 1.0)
-        return i0, i1, t
-
-    r0, r1, rt = axis(a.shape[0])
-    c0, c1, ct = axis(a.shape[1])
-    rows = a[r0] * (1 - rt[:, None]) + a[r1] * rt[:, None]
-    return rows[:, c0] * (1 - ct[None, :]) + rows[:, c1] * ct[None, :]
 
 
 def _tagged(frame: np.ndarray, meta: PixelMeta) -> np.ndarray | None:
