@@ -13,8 +13,14 @@ general model learns radiographs from projections of the CT volumes:
    approximation), detector blur (scintillator light spread: Gaussian after the quantum
    noise, so the noise is correlated as in a real detector), electronic Gaussian noise;
 5. the log image ``-log(N / N0)`` (bright = dense), windowed to its 0.1–99.9 percentiles
-   and quantised to ``bits`` (12–15) stored bits, as MONOCHROME2, or inverted as
+   and quantised to ``bits`` (10–15) stored bits, as MONOCHROME2, or inverted as
    MONOCHROME1.
+
+A real detector's pixels (0.1–0.2 mm) are finer than a CT's (0.5–1 mm): the projection is
+resampled by ``zoom`` (1–3) before the exposure, so the anatomy is smooth at the pixel
+scale and the noise is the detector's, as in real CR/DX. The man-made parts of a real
+radiograph (collimation, lead markers, burned-in text, electronic shutters) are drawn in
+by :mod:`training.data.overlays`.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sr_engine.meta import PixelMeta
+from training.data.overlays import Overlays, attenuate, burn_in, random_overlays
 from training.data.readers import Volume
 
 MU_WATER_PER_MM = 0.02
@@ -37,6 +44,7 @@ class DrrParams:
     read_sigma: float = 3.0  # electronic noise (counts)
     bits: int = 12
     monochrome1: bool = False
+    zoom: float = 1.0  # detector pixels per CT pixel
 
 
 def hu_volume(vol: Volume) -> np.ndarray:
@@ -91,22 +99,31 @@ def random_params(rng: np.random.Generator, angle: float) -> DrrParams:
         photons=float(np.exp(rng.uniform(np.log(2e3), np.log(5e4)))),
         blur_px=float(rng.uniform(0.4, 1.2)),
         read_sigma=float(rng.uniform(0.0, 5.0)),
-        bits=int(rng.integers(12, 16)),
+        bits=int(rng.integers(10, 16)),
         monochrome1=bool(rng.random() < 0.5),
+        zoom=float(rng.choice([1.0, 1.5, 2.0, 3.0])),
     )
 
 
 def drr_images(
     vol: Volume, angles: tuple[float, ...] = (0.0, 30.0, 60.0, 90.0, 120.0, 150.0), seed: int = 0
-) -> list[tuple[Volume, DrrParams]]:
-    """One radiograph-like image (a 1-slice Volume, stored uint16) per angle."""
+) -> list[tuple[Volume, DrrParams, Overlays]]:
+    """One radiograph-like image (a 1-slice Volume, stored uint16) per angle, with its
+    exposure and its man-made parts drawn at random."""
+    from scipy import ndimage
+
     rng = np.random.default_rng(seed)
     hu = hu_volume(vol)
     out = []
     for a in angles:
         p = random_params(rng, a)
-        img, meta = expose(line_integrals(hu, vol.spacing, a), p, rng)
-        sp = (1.0, vol.spacing[2], vol.spacing[2])
-        v = Volume(img[None], sp, replace(meta), f"{vol.subject}", f"DRR of {vol.source}")
-        out.append((v, p))
+        ov = random_overlays(rng)
+        proj = line_integrals(hu, vol.spacing, a)
+        if p.zoom != 1.0:
+            proj = np.clip(ndimage.zoom(proj, p.zoom, order=3, mode="nearest"), 0.0, None)
+        img, meta = expose(attenuate(proj, ov), p, rng)
+        img = burn_in(img, ov, (1 << p.bits) - 1)
+        px = vol.spacing[2] / p.zoom
+        v = Volume(img[None], (1.0, px, px), replace(meta), vol.subject, f"DRR of {vol.source}")
+        out.append((v, p, ov))
     return out

@@ -213,7 +213,7 @@ def prepare_cached(
         )
     for i, (name, vol, lic) in enumerate(cts if drr else []):
         images = drr_images(vol, DRR_ANGLES, seed=seed + i)
-        for k, (img, p) in enumerate(images):
+        for k, (img, p, ov) in enumerate(images):
             held = "val" if k % 2 == 0 else "test"
             split = held if name == DRR_HELD_OUT else "train"
             slabs: dict[str, list[tuple[int, int]]] = {"train": [], "val": [], "test": []}
@@ -224,7 +224,8 @@ def prepare_cached(
                     origin=f"DRR of {vol.source}", split_level="patient",
                     drr={"angle_deg": p.angle_deg, "photons": round(p.photons, 1),
                          "blur_px": round(p.blur_px, 3), "read_sigma": round(p.read_sigma, 2),
-                         "bits": p.bits, "monochrome1": p.monochrome1},
+                         "bits": p.bits, "monochrome1": p.monochrome1, "zoom": p.zoom,
+                         "overlays": ov.as_dict()},
                     seed=seed,
                 )
             )  # fmt: skip
