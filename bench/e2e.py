@@ -22,7 +22,12 @@ to the last derived instance in Orthanc) over engine time (target <= 1.1), and n
 processing + export over engine time (what the pipeline overlaps).
 
     .venv/bin/python bench/e2e.py [--model ct-x2|CARD.json|test] [--backend auto]
-        [--slices 100] [--orthanc-stable 2] [--node-stable 2] [--threads 0] [--keep DIR]
+        [--slices 100] [--source-syntax explicit|j2k-lossless|jpegls-lossless]
+        [--orthanc-stable 2] [--node-stable 2] [--threads 0] [--keep DIR]
+
+`--source-syntax` sends the series compressed (pydicom's lossless encoders); the node then
+decodes every slice, and writes its derived series in JPEG 2000 lossless (the default for
+a losslessly compressed source).
 
 `--model test` uses the tiny ONNX test graph (tests/onnx_models.py) to time the plumbing.
 Never run as a test; numbers vary with the load of the machine.
@@ -61,10 +66,21 @@ def _resolve_model(name: str, work: Path) -> Path:
         sys.exit(f"bench/e2e.py: model {name!r} not found ({e}); try --model test")
 
 
-def _ct_series(directory: Path, n: int) -> list[Path]:
+#: --source-syntax choices: the transfer syntax the series is sent in
+SOURCE_SYNTAXES = {
+    "explicit": pydicom.uid.ExplicitVRLittleEndian,
+    "j2k-lossless": pydicom.uid.JPEG2000Lossless,
+    "jpegls-lossless": pydicom.uid.JPEGLSLossless,
+}
+#: what dcmtk's storescu must propose to send them
+STORESCU_PROPOSE = {"explicit": (), "j2k-lossless": ("-xv",), "jpegls-lossless": ("-xt",)}
+
+
+def _ct_series(directory: Path, n: int, syntax: str = "explicit") -> list[Path]:
     """``n`` 512² CT slices of one series from the real CT slices of pydicom-data (evaluation
-    data, fine for a benchmark), each rolled by a few pixels so that no two are alike; the
-    phantom series of tests/pacs_peers.py when pydicom-data is missing."""
+    data, fine for a benchmark), each rolled by a few pixels so that no two are alike, in
+    transfer syntax ``syntax`` (a :data:`SOURCE_SYNTAXES` name); the phantom series of
+    tests/pacs_peers.py when pydicom-data is missing."""
     import numpy as np
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -79,7 +95,10 @@ def _ct_series(directory: Path, n: int) -> list[Path]:
             raise FileNotFoundError("pydicom-data")
     except Exception as e:  # noqa: BLE001
         print(f"pydicom-data CT slices unavailable ({e}): phantom slices")
+        if syntax != "explicit":
+            sys.exit(f"bench/e2e.py: --source-syntax {syntax} needs pydicom-data")
         return peers.write_phantom_series(directory, "CT", n=n, size=512)
+    target = SOURCE_SYNTAXES[syntax]
     template = pydicom.dcmread(srcs[0])
     bases = [read_pixels(pydicom.dcmread(x)).astype(template.pixel_array.dtype) for x in srcs]
     directory.mkdir(parents=True, exist_ok=True)
@@ -97,6 +116,8 @@ def _ct_series(directory: Path, n: int) -> list[Path]:
         ds.InstanceNumber = i + 1
         ds.ImagePositionPatient = [0.0, 0.0, 2.0 * i]
         ds.SeriesDescription = "e2e bench"
+        if target != ExplicitVRLittleEndian:
+            ds.compress(target, generate_instance_uid=False)
         p = directory / f"{i:04d}.dcm"
         ds.save_as(p, enforce_file_format=True)
         paths.append(p)
@@ -138,9 +159,18 @@ def _node_times(data_dir: Path) -> dict[str, float]:
             "SELECT min(received_at), max(received_at) FROM instances"
         ).fetchone()
         (started,) = con.execute("SELECT min(started_at) FROM jobs").fetchone()
+        syntaxes = con.execute(
+            "SELECT transfer_syntax, count(*) FROM instances GROUP BY transfer_syntax"
+        ).fetchall()
     finally:
         con.close()
-    return {"first_received": first, "last_received": last, "job_started": started}
+    received = ", ".join(f"{n} x {ts}" for ts, n in syntaxes)
+    return {
+        "first_received": first,
+        "last_received": last,
+        "job_started": started,
+        "syntaxes": received,
+    }
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,11 +180,14 @@ def run(args: argparse.Namespace) -> int:
         card = _resolve_model(args.model, work)
         from sr_engine.cpu import cpu_model, resolve_threads, vector_isa
 
-        files = _ct_series(work / "ct", args.slices)
+        files = _ct_series(work / "ct", args.slices, args.source_syntax)
         study = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
         cpu = f"{cpu_model()} [{vector_isa()}], {resolve_threads(args.threads)} engine threads"
         seeded = _seed_auto_cache(work / "data") if args.backend == "auto" else ""
-        print(f"model {card.stem}, backend {args.backend}; {len(files)} slices 512x512; {cpu}")
+        print(
+            f"model {card.stem}, backend {args.backend}; {len(files)} slices 512x512 "
+            f"({args.source_syntax}); {cpu}"
+        )
         if seeded:
             print(seeded)
 
@@ -180,7 +213,10 @@ def run(args: argparse.Namespace) -> int:
             try:
                 client = o.client()
                 t0 = time.time()
-                peers.storescu(o.dicom_port, files, "MODALITY", called_ae="ORTHANC", check=True)
+                propose = STORESCU_PROPOSE[args.source_syntax]
+                peers.storescu(
+                    o.dicom_port, files, "MODALITY", *propose, called_ae="ORTHANC", check=True
+                )
                 t_sent = time.time()
 
                 def done() -> bool:
@@ -225,9 +261,11 @@ def run(args: argparse.Namespace) -> int:
     wall = t_end - t0
     node_wall = t_end - n["first_received"]
     print()
-    print(f"{cpu}; model {card.stem} on {backend}; {args.slices} x 512x512 CT")
+    src = args.source_syntax
+    print(f"{cpu}; model {card.stem} on {backend}; {args.slices} x 512x512 CT ({src})")
+    print(f"srnode received: {n['syntaxes']}")
     print()
-    print(f"| phase ({args.slices} x 512² CT, {card.stem}, {backend}) | seconds | share |")
+    print(f"| phase ({args.slices} x 512² CT {src}, {card.stem}, {backend}) | seconds | share |")
     print("|---|---:|---:|")
     for name, secs in rows:
         print(f"| {name} | {secs:.2f} | {100 * secs / wall:.0f} % |")
@@ -262,6 +300,12 @@ def main() -> int:
     p.add_argument("--model", default="ct-x2", help="model name, card path, or 'test'")
     p.add_argument("--backend", default="auto", help="engine backend (config value)")
     p.add_argument("--slices", type=int, default=100)
+    p.add_argument(
+        "--source-syntax",
+        choices=sorted(SOURCE_SYNTAXES),
+        default="explicit",
+        help="transfer syntax the series is sent in (compressed: lossless)",
+    )
     p.add_argument("--orthanc-stable", type=int, default=2, help="Orthanc StableAge (s)")
     p.add_argument("--node-stable", type=float, default=2.0, help="srnode stable_age (s)")
     p.add_argument("--threads", type=int, default=0, help="engine threads (0 = all cores)")

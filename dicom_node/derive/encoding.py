@@ -75,11 +75,17 @@ def parse_syntax(value: str) -> UID:
     return UID(uid)
 
 
+def source_syntax(ds: Dataset) -> UID | None:
+    """The transfer syntax ``ds`` was read in (None for a data set without file meta)."""
+    meta = getattr(ds, "file_meta", None)
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    return UID(ts) if ts else None
+
+
 def default_syntax(source: Dataset) -> UID:
     """The syntax of a derived instance when its destination names none: JPEG 2000
     lossless for a source that came compressed losslessly, else Explicit VR Little Endian."""
-    meta = getattr(source, "file_meta", None)
-    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    ts = source_syntax(source)
     return JPEG2000Lossless if ts in LOSSLESS_COMPRESSED else ExplicitVRLittleEndian
 
 

@@ -31,6 +31,7 @@ What changes (DESIGN.md, "Derived series"):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
@@ -89,6 +90,7 @@ def derive_instance(
     backend: str | None = None,
     variant: str = "",
     now: datetime | None = None,
+    encoder: Callable[[Dataset, str], Dataset] = encode,
 ) -> Dataset:
     """The derived instance of ``source`` carrying ``enhanced.pixels``.
 
@@ -98,7 +100,9 @@ def derive_instance(
     s = ``card.scale``. ``variant`` goes into the UIDs (see :mod:`dicom_node.derive.identity`);
     ``backend`` into the DerivationDescription. The result has ``file_meta`` (transfer
     syntax: :func:`dicom_node.derive.encoding.default_syntax`) and is ready for
-    ``dcmwrite(..., enforce_file_format=True)``.
+    ``dcmwrite(..., enforce_file_format=True)``. ``encoder`` compresses the pixels where
+    that syntax asks for it (:func:`~dicom_node.derive.encoding.encode`, or the same in a
+    :class:`~dicom_node.derive.codec_pool.CodecPool`).
     """
     settings = settings or DeriveSettings()
     when = _creation_time(now, source)
@@ -179,7 +183,7 @@ def derive_instance(
     syntax = default_syntax(source)
     if syntax != ExplicitVRLittleEndian:
         try:
-            encode(out, syntax)
+            out = encoder(out, syntax)
         except Exception as e:  # an encoder that cannot take these pixels: stay uncompressed
             log.warning(
                 "derived %s stays uncompressed: %s failed (%s)", out.SOPInstanceUID, syntax.name, e

@@ -6,16 +6,18 @@
 
 Three stages, each its own thread, joined by bounded queues (memory stays bounded):
 
-* **read**: ``read(source)`` and the pixel decode of the next instances;
+* **read**: ``read(source)`` and the pixel decode of the next instances (compressed pixel
+  data in a worker process, :mod:`dicom_node.derive.codec_pool`);
 * **infer**: groups of up to ``group`` consecutive instances of the same engine go to
   :meth:`sr_engine.Engine.enhance_many` (the tiles of several slices share backend calls;
   each result equals that of enhancing the instance alone);
 * **derive**: :func:`dicom_node.derive.instance.derive_instance` and the encoding into the
-  output transfer syntax, while the next group infers.
+  output transfer syntax (compressed: in that worker process), while the next group infers.
 
 The caller's thread only takes the outcomes, in the order of ``sources``, and writes or
 sends them: a caller that stops early (an exception, a fatal instance) writes nothing
-after it. The backends release the GIL, so the stages run on the cores in parallel.
+after it. The backends release the GIL, so the stages run on the cores in parallel; the
+pixel codecs do not, hence their process (started only for a compressed series).
 An instance that fails in any stage gives an :class:`Outcome` with ``error`` set (for
 ``UnsupportedInput`` or any other exception); the results are the same as
 :func:`dicom_node.derive.process.enhance_instance` one instance at a time.
@@ -34,8 +36,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dicom_node.config import DeriveSettings
+from dicom_node.derive.codec_pool import CodecPool
 from dicom_node.derive.instance import derive_instance
-from dicom_node.derive.pixels import read_pixels
 from dicom_node.derive.process import EngineLike, combine_frames, uid_variant
 from sr_engine.meta import PixelMeta, rescale_varies
 
@@ -78,6 +80,7 @@ def enhance_stream(
     *,
     group: int = GROUP,
     on_wait: Callable[[], None] | None = None,
+    codecs: CodecPool | None = None,
 ) -> Iterator[Outcome[S]]:
     """Enhance ``sources`` (paths, database rows: anything ``read`` takes) in a pipeline and
     yield one :class:`Outcome` per source, in order.
@@ -85,9 +88,12 @@ def enhance_stream(
     ``read(source)`` returns the dataset; ``engine_for(ds)`` the engine for it (either may
     raise: that instance's outcome carries the error). ``on_wait`` is called about twice a
     second while the caller waits for the next outcome (renew a lease; raise to stop).
-    Closing the iterator early stops the stages.
+    Closing the iterator early stops the stages. ``codecs`` decodes and encodes compressed
+    pixel data; by default a pool of the stream's own, closed with it.
     """
     settings = settings or DeriveSettings()
+    own_codecs = codecs is None
+    codecs = codecs or CodecPool()
     consistency = settings.data_consistency
     stop = threading.Event()
     depth = max(2, group) * 2
@@ -138,7 +144,7 @@ def enhance_stream(
             try:
                 o.ds = read(src)
                 o.engine = engine_for(o.ds)
-                o.units, o.per_frame = _units(o.ds)
+                o.units, o.per_frame = _units(o.ds, codecs.read_pixels)
             except Exception as e:  # noqa: BLE001 - recorded per instance
                 o.error = e
             put(decoded, o)
@@ -181,6 +187,7 @@ def enhance_stream(
                         settings,
                         backend=getattr(o.engine, "backend_name", None),
                         variant=variant,
+                        encoder=codecs.encode,
                     )
                     buf = io.BytesIO()
                     o.out.save_as(buf, enforce_file_format=True)
@@ -214,12 +221,17 @@ def enhance_stream(
         stop.set()
         for t in threads:
             t.join()
+        if own_codecs:
+            codecs.close()
 
 
-def _units(ds: Dataset) -> tuple[list[tuple[np.ndarray, PixelMeta]], bool]:
+def _units(
+    ds: Dataset, read: Callable[[Dataset], np.ndarray]
+) -> tuple[list[tuple[np.ndarray, PixelMeta]], bool]:
     """What the engine runs for ``ds`` (as :func:`~dicom_node.derive.process.enhance_pixels`):
-    all frames at once, or frame by frame (True) when the rescale varies between frames."""
-    pixels = read_pixels(ds)
+    all frames at once, or frame by frame (True) when the rescale varies between frames;
+    ``read`` gives the stored pixels (:func:`~dicom_node.derive.pixels.read_pixels`)."""
+    pixels = read(ds)
     if pixels.ndim == 3 and rescale_varies(ds):
         return [(pixels[i], PixelMeta.from_dataset(ds, i)) for i in range(pixels.shape[0])], True
     return [(pixels, PixelMeta.from_dataset(ds))], False
